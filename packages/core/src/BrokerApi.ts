@@ -1,0 +1,210 @@
+/**
+ * The broker's HTTP API as one `HttpApi` definition. The broker implements its groups, the
+ * typed client is derived from it (`HttpApiClient`), and `/openapi.json` is generated from it,
+ * so server, client and documentation cannot drift apart.
+ */
+import {
+  HttpApi,
+  HttpApiEndpoint,
+  HttpApiGroup,
+  HttpApiMiddleware,
+  HttpApiSchema,
+  HttpApiSecurity,
+  OpenApi
+} from "@effect/platform"
+import { Schema } from "effect"
+import {
+  Forbidden,
+  IllegalTransition,
+  InboxFull,
+  InvalidRequest,
+  NoRunnerAvailable,
+  PayloadTooLarge,
+  PeerNameTaken,
+  PeerNotFound,
+  RateLimited,
+  RunnerNotFound,
+  ServiceUnavailable,
+  SpawnNotFound,
+  TeamExists,
+  TeamNotFound,
+  Unauthorized
+} from "./Errors.js"
+import { PeerId, SpawnId, TeamName } from "./Ids.js"
+import { InboxAck, InboxCursor, InboxPage, InboxQuery, SendMessage, SendResult } from "./Message.js"
+import { Peer, PeerFilter, PeerList, PeerRegistration, PeerUpdate } from "./Peer.js"
+import { CurrentPrincipal } from "./Principal.js"
+import { RunnerList } from "./Runner.js"
+import { SpawnList, SpawnResponse, SpawnSpec } from "./Spawn.js"
+import { CreateTeam, JoinTeam, TeamList, TeamResponse } from "./Team.js"
+
+/** Bearer-token authentication; the broker provides the implementation. */
+export class Authentication extends HttpApiMiddleware.Tag<Authentication>()("@mks/a2a/BrokerApi/Authentication", {
+  failure: Unauthorized,
+  provides: CurrentPrincipal,
+  security: { bearer: HttpApiSecurity.bearer }
+}) {}
+
+/** `POST /api/peers` answer for a new peer (201). */
+export class PeerCreated extends Schema.Class<PeerCreated>("PeerCreated")({ peer: Peer }) {}
+/** `POST /api/peers` answer when the name resumed an existing peer (200). */
+export class PeerResumed extends Schema.Class<PeerResumed>("PeerResumed")({ peer: Peer }) {}
+
+export const Health = Schema.Struct({ status: Schema.Literal("ok"), version: Schema.String })
+
+const PeerPath = Schema.Struct({ id: PeerId })
+const PeerResponse = Schema.Struct({ peer: Peer })
+
+export class HealthGroup extends HttpApiGroup.make("health", { topLevel: true })
+  .add(HttpApiEndpoint.get("healthz", "/healthz").addSuccess(Health))
+  .add(
+    HttpApiEndpoint.get("metrics", "/metrics")
+      .addSuccess(HttpApiSchema.Text({ contentType: "text/plain; version=0.0.4" }))
+      .middleware(Authentication)
+  ) {}
+
+export class PeersGroup extends HttpApiGroup.make("peers")
+  .add(
+    HttpApiEndpoint.post("register", "/api/peers")
+      .setPayload(PeerRegistration)
+      .addSuccess(PeerCreated, { status: 201 })
+      .addSuccess(PeerResumed, { status: 200 })
+      .addError(PeerNameTaken)
+      .addError(Forbidden)
+  )
+  .add(HttpApiEndpoint.get("list", "/api/peers").setUrlParams(PeerFilter).addSuccess(PeerList))
+  .add(HttpApiEndpoint.get("get", "/api/peers/:id").setPath(PeerPath).addSuccess(PeerResponse).addError(PeerNotFound))
+  .add(
+    HttpApiEndpoint.patch("update", "/api/peers/:id")
+      .setPath(PeerPath)
+      .setPayload(PeerUpdate)
+      .addSuccess(PeerResponse)
+      .addError(PeerNotFound)
+      .addError(Forbidden)
+  )
+  .add(
+    HttpApiEndpoint.del("unregister", "/api/peers/:id")
+      .setPath(PeerPath)
+      .addSuccess(HttpApiSchema.NoContent)
+      .addError(PeerNotFound)
+      .addError(Forbidden)
+  )
+  .add(
+    HttpApiEndpoint.post("heartbeat", "/api/peers/:id/heartbeat")
+      .setPath(PeerPath)
+      .addSuccess(PeerResponse)
+      .addError(PeerNotFound)
+      .addError(Forbidden)
+  )
+  .middleware(Authentication) {}
+
+export class MessagesGroup extends HttpApiGroup.make("messages")
+  .add(
+    HttpApiEndpoint.post("send", "/api/messages")
+      .setPayload(SendMessage)
+      .addSuccess(SendResult, { status: 201 })
+      .addError(PeerNotFound)
+      .addError(TeamNotFound)
+      .addError(Forbidden)
+      .addError(InboxFull)
+  )
+  .middleware(Authentication) {}
+
+export class InboxGroup extends HttpApiGroup.make("inbox")
+  .add(
+    HttpApiEndpoint.get("read", "/api/peers/:id/inbox")
+      .setPath(PeerPath)
+      .setUrlParams(InboxQuery)
+      .addSuccess(InboxPage)
+      .addError(PeerNotFound)
+      .addError(Forbidden)
+  )
+  .add(
+    HttpApiEndpoint.post("ack", "/api/peers/:id/inbox/ack")
+      .setPath(PeerPath)
+      .setPayload(InboxAck)
+      .addSuccess(InboxCursor)
+      .addError(PeerNotFound)
+      .addError(Forbidden)
+  )
+  .middleware(Authentication) {}
+
+const TeamPath = Schema.Struct({ name: TeamName })
+
+export class TeamsGroup extends HttpApiGroup.make("teams")
+  .add(HttpApiEndpoint.post("create", "/api/teams").setPayload(CreateTeam).addSuccess(TeamResponse, { status: 201 }).addError(TeamExists))
+  .add(HttpApiEndpoint.get("list", "/api/teams").addSuccess(TeamList))
+  .add(HttpApiEndpoint.get("get", "/api/teams/:name").setPath(TeamPath).addSuccess(TeamResponse).addError(TeamNotFound))
+  .add(
+    HttpApiEndpoint.post("join", "/api/teams/:name/members")
+      .setPath(TeamPath)
+      .setPayload(JoinTeam)
+      .addSuccess(TeamResponse)
+      .addError(PeerNotFound)
+      .addError(Forbidden)
+  )
+  .add(
+    HttpApiEndpoint.del("leave", "/api/teams/:name/members/:peerId")
+      .setPath(Schema.Struct({ name: TeamName, peerId: PeerId }))
+      .addSuccess(TeamResponse)
+      .addError(TeamNotFound)
+      .addError(PeerNotFound)
+      .addError(Forbidden)
+  )
+  .middleware(Authentication) {}
+
+export class RunnersGroup extends HttpApiGroup.make("runners")
+  .add(HttpApiEndpoint.get("list", "/api/runners").addSuccess(RunnerList))
+  .middleware(Authentication) {}
+
+const SpawnPath = Schema.Struct({ id: SpawnId })
+
+export class SpawnGroup extends HttpApiGroup.make("spawn")
+  .add(
+    HttpApiEndpoint.post("create", "/api/spawn")
+      .setPayload(SpawnSpec)
+      .addSuccess(SpawnResponse, { status: 202 })
+      .addError(RunnerNotFound)
+      .addError(NoRunnerAvailable)
+      .addError(Forbidden)
+  )
+  .add(HttpApiEndpoint.get("list", "/api/spawn").addSuccess(SpawnList))
+  .add(HttpApiEndpoint.get("get", "/api/spawn/:id").setPath(SpawnPath).addSuccess(SpawnResponse).addError(SpawnNotFound))
+  .add(
+    HttpApiEndpoint.del("stop", "/api/spawn/:id")
+      .setPath(SpawnPath)
+      .addSuccess(SpawnResponse, { status: 202 })
+      .addError(SpawnNotFound)
+      .addError(IllegalTransition)
+      .addError(Forbidden)
+  )
+  .add(
+    HttpApiEndpoint.post("stopPeer", "/api/peers/:id/stop")
+      .setPath(PeerPath)
+      .addSuccess(SpawnResponse, { status: 202 })
+      .addError(PeerNotFound)
+      .addError(SpawnNotFound)
+      .addError(IllegalTransition)
+      .addError(Forbidden)
+  )
+  .middleware(Authentication) {}
+
+/** The whole broker API. Errors every endpoint may answer are declared once here. */
+export class BrokerApi extends HttpApi.make("broker")
+  .add(HealthGroup)
+  .add(PeersGroup)
+  .add(MessagesGroup)
+  .add(InboxGroup)
+  .add(TeamsGroup)
+  .add(RunnersGroup)
+  .add(SpawnGroup)
+  .addError(InvalidRequest)
+  .addError(Unauthorized)
+  .addError(PayloadTooLarge)
+  .addError(RateLimited)
+  .addError(ServiceUnavailable)
+  .annotate(OpenApi.Title, "@mks/a2a broker")
+  .annotate(OpenApi.Description, "Peers, messages, inboxes, teams, runners and spawn orders of the a2a agent bus. Live channels are WebSockets: GET /ws/broker/peer/{id}?after=<seq> and GET /ws/runner/{id}; see docs/protocol.md.") {}
+
+/** The OpenAPI 3 document served at `/openapi.json`. */
+export const openApi = () => OpenApi.fromApi(BrokerApi)

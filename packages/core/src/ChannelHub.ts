@@ -1,0 +1,35 @@
+/**
+ * ChannelHub: live subscriptions of connected peers. The inbox is the source of truth; the
+ * hub only wakes whoever is connected now. A subscriber that falls too far behind is cut
+ * off with `SlowConsumer` (the broker closes its socket with 4008; the client reconnects and
+ * replays from its inbox), so one slow peer never grows memory without bound.
+ */
+import { Context, Data, Effect, Scope, Stream } from "effect"
+import type { PeerEvent } from "./ChannelFrame.js"
+import type { PeerId } from "./Ids.js"
+import type { Delivery, Message } from "./Message.js"
+
+/** What a subscription yields: a message for this peer or an event of its tenant. */
+export type ChannelItem =
+  | { readonly type: "message"; readonly message: Message }
+  | { readonly type: "event"; readonly event: PeerEvent }
+
+export class SlowConsumer extends Data.TaggedError("SlowConsumer")<{ readonly peer: PeerId; readonly buffered: number }> {}
+
+export interface ChannelHubService {
+  /** Subscribe for the lifetime of the scope; several subscriptions per peer are allowed. */
+  readonly subscribe: (tenant: string, peer: PeerId) => Effect.Effect<Stream.Stream<ChannelItem, SlowConsumer>, never, Scope.Scope>
+  /** Push each delivery to its recipient's live subscriptions (no-op for peers not connected). */
+  readonly publish: (tenant: string, deliveries: ReadonlyArray<Delivery>) => Effect.Effect<void>
+  /** Push an event to the given peers, or to every subscribed peer of the tenant. */
+  readonly publishEvent: (tenant: string, event: PeerEvent, to?: ReadonlyArray<PeerId>) => Effect.Effect<void>
+  /** Whether the peer has at least one live subscription. */
+  readonly isConnected: (tenant: string, peer: PeerId) => Effect.Effect<boolean>
+  /** Live subscriptions across all tenants (for metrics). */
+  readonly connections: Effect.Effect<number>
+}
+
+export class ChannelHub extends Context.Tag("@mks/a2a/ChannelHub")<ChannelHub, ChannelHubService>() {}
+
+/** Default per-subscription buffer before a subscriber counts as slow. */
+export const DEFAULT_BUFFER = 4_096

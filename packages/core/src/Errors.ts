@@ -1,0 +1,164 @@
+/**
+ * Errors that cross the wire. Each encodes as `{ "_tag": "<Name>", "message": "...", ... }`
+ * and carries its HTTP status, so the same class serves server, client and OpenAPI.
+ */
+import { HttpApiSchema } from "@effect/platform"
+import { Schema } from "effect"
+
+/** 400: the request or frame did not decode; `field` is the path of the first bad field. */
+export class InvalidRequest extends Schema.TaggedError<InvalidRequest>()(
+  "InvalidRequest",
+  { message: Schema.String, field: Schema.optional(Schema.String) },
+  HttpApiSchema.annotations({ status: 400 })
+) {}
+
+/** 401: no credentials, or credentials that do not verify. */
+export class Unauthorized extends Schema.TaggedError<Unauthorized>()(
+  "Unauthorized",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 401 })
+) {}
+
+/** 403: authenticated, but not allowed to do this. */
+export class Forbidden extends Schema.TaggedError<Forbidden>()(
+  "Forbidden",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 403 })
+) {}
+
+/** 404: no such peer in the caller's tenant (also used across tenants, so existence does not leak). */
+export class PeerNotFound extends Schema.TaggedError<PeerNotFound>()(
+  "PeerNotFound",
+  { message: Schema.String, peer: Schema.String },
+  HttpApiSchema.annotations({ status: 404 })
+) {}
+
+export class TeamNotFound extends Schema.TaggedError<TeamNotFound>()(
+  "TeamNotFound",
+  { message: Schema.String, team: Schema.String },
+  HttpApiSchema.annotations({ status: 404 })
+) {}
+
+export class RunnerNotFound extends Schema.TaggedError<RunnerNotFound>()(
+  "RunnerNotFound",
+  { message: Schema.String, runner: Schema.String },
+  HttpApiSchema.annotations({ status: 404 })
+) {}
+
+export class SpawnNotFound extends Schema.TaggedError<SpawnNotFound>()(
+  "SpawnNotFound",
+  { message: Schema.String, spawn: Schema.String },
+  HttpApiSchema.annotations({ status: 404 })
+) {}
+
+export class KeyNotFound extends Schema.TaggedError<KeyNotFound>()(
+  "KeyNotFound",
+  { message: Schema.String, key: Schema.String },
+  HttpApiSchema.annotations({ status: 404 })
+) {}
+
+/** 409: the name is registered by another principal of the tenant. */
+export class PeerNameTaken extends Schema.TaggedError<PeerNameTaken>()(
+  "PeerNameTaken",
+  { message: Schema.String, name: Schema.String },
+  HttpApiSchema.annotations({ status: 409 })
+) {}
+
+export class TeamExists extends Schema.TaggedError<TeamExists>()(
+  "TeamExists",
+  { message: Schema.String, team: Schema.String },
+  HttpApiSchema.annotations({ status: 409 })
+) {}
+
+/** 409: a spawn status change the state machine does not allow. */
+export class IllegalTransition extends Schema.TaggedError<IllegalTransition>()(
+  "IllegalTransition",
+  { message: Schema.String, spawn: Schema.String, from: Schema.String, to: Schema.String },
+  HttpApiSchema.annotations({ status: 409 })
+) {}
+
+/** 413: the request body is larger than the server accepts. */
+export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()(
+  "PayloadTooLarge",
+  { message: Schema.String, limit: Schema.Number },
+  HttpApiSchema.annotations({ status: 413 })
+) {}
+
+/** 429: the recipient's inbox holds its maximum of unacked messages; nothing was appended. */
+export class InboxFull extends Schema.TaggedError<InboxFull>()(
+  "InboxFull",
+  { message: Schema.String, peer: Schema.String, capacity: Schema.Number },
+  HttpApiSchema.annotations({ status: 429 })
+) {}
+
+/** 429: a rate or quota limit; `retryAfter` in seconds. */
+export class RateLimited extends Schema.TaggedError<RateLimited>()(
+  "RateLimited",
+  { message: Schema.String, retryAfter: Schema.Number, limit: Schema.optional(Schema.String) },
+  HttpApiSchema.annotations({ status: 429 })
+) {}
+
+/** 503: no connected runner can take this spawn order. */
+export class NoRunnerAvailable extends Schema.TaggedError<NoRunnerAvailable>()(
+  "NoRunnerAvailable",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 503 })
+) {}
+
+/** 503: a dependency (store, upstream) is unavailable; the request had no effect. */
+export class ServiceUnavailable extends Schema.TaggedError<ServiceUnavailable>()(
+  "ServiceUnavailable",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 503 })
+) {}
+
+/** Every wire error, for decoding an arbitrary error body. */
+export const WireError = Schema.Union(
+  InvalidRequest,
+  Unauthorized,
+  Forbidden,
+  PeerNotFound,
+  TeamNotFound,
+  RunnerNotFound,
+  SpawnNotFound,
+  KeyNotFound,
+  PeerNameTaken,
+  TeamExists,
+  IllegalTransition,
+  PayloadTooLarge,
+  InboxFull,
+  RateLimited,
+  NoRunnerAvailable,
+  ServiceUnavailable
+)
+export type WireError = typeof WireError.Type
+
+/** HTTP status of a wire error. */
+export const statusOf = (error: WireError): number => {
+  switch (error._tag) {
+    case "InvalidRequest":
+      return 400
+    case "Unauthorized":
+      return 401
+    case "Forbidden":
+      return 403
+    case "PeerNotFound":
+    case "TeamNotFound":
+    case "RunnerNotFound":
+    case "SpawnNotFound":
+    case "KeyNotFound":
+      return 404
+    case "PeerNameTaken":
+    case "TeamExists":
+    case "IllegalTransition":
+      return 409
+    case "PayloadTooLarge":
+      return 413
+    case "InboxFull":
+    case "RateLimited":
+      return 429
+    case "NoRunnerAvailable":
+    case "ServiceUnavailable":
+      return 503
+  }
+}

@@ -1,0 +1,45 @@
+/**
+ * Inbox: each recipient's durable, ordered queue of messages. A message stays until the
+ * recipient acks a cursor at or past its `seq`; acked messages are pruned after a retention
+ * period. The number of unacked messages per recipient is bounded (`InboxFull`).
+ */
+import { Context, Duration, Effect, Option } from "effect"
+import { InboxFull } from "./Errors.js"
+import type { MessageId, PeerId } from "./Ids.js"
+import type { Delivery, InboxCursor, InboxPage, Message, MessageDraft } from "./Message.js"
+
+export interface ReadOptions {
+  /** Return messages with `seq > after`; defaults to the acked cursor. */
+  readonly after?: number | undefined
+  /** At most this many messages (default 100). */
+  readonly limit?: number | undefined
+}
+
+export interface InboxService {
+  /**
+   * Append one draft to every recipient's inbox, each with its next seq. All or nothing: if
+   * any recipient's inbox is full, nothing is appended and the error names that recipient.
+   */
+  readonly append: (tenant: string, recipients: ReadonlyArray<PeerId>, draft: MessageDraft) => Effect.Effect<ReadonlyArray<Delivery>, InboxFull>
+  /** Unacked messages after the cursor, in seq order. */
+  readonly read: (tenant: string, peer: PeerId, options?: ReadOptions) => Effect.Effect<InboxPage>
+  /** Like `read`, but when nothing is there waits up to `timeout` for an append (long-poll). */
+  readonly wait: (tenant: string, peer: PeerId, options: ReadOptions & { readonly timeout: Duration.DurationInput }) => Effect.Effect<InboxPage>
+  /** Ack everything up to `upTo` (clamped to the last seq); idempotent, never moves backwards. */
+  readonly ack: (tenant: string, peer: PeerId, upTo: number) => Effect.Effect<InboxCursor>
+  /** The acked cursor (0 before any ack). */
+  readonly cursor: (tenant: string, peer: PeerId) => Effect.Effect<number>
+  /** Number of unacked messages. */
+  readonly depth: (tenant: string, peer: PeerId) => Effect.Effect<number>
+  /** A message still held in the peer's inbox (acked but not yet pruned, or unacked). */
+  readonly find: (tenant: string, peer: PeerId, id: MessageId) => Effect.Effect<Option.Option<Message>>
+  /** Forget a peer's inbox entirely (on unregister). */
+  readonly drop: (tenant: string, peer: PeerId) => Effect.Effect<void>
+  /** Delete acked messages appended before `cutoff` (epoch millis); returns how many. */
+  readonly prune: (cutoff: number) => Effect.Effect<number>
+}
+
+export class Inbox extends Context.Tag("@mks/a2a/Inbox")<Inbox, InboxService>() {}
+
+/** Default bound on unacked messages per recipient. */
+export const DEFAULT_CAPACITY = 10_000

@@ -1,0 +1,47 @@
+/**
+ * PeerRegistry: who is on the bus. Names are unique per tenant; registering a name again
+ * (by the same owner) resumes the peer with its id and inbox. Team membership is read from
+ * (and registration `teams` written to) the `TeamDirectory`.
+ */
+import { Context, Effect } from "effect"
+import { PeerNameTaken, PeerNotFound } from "./Errors.js"
+import type { PeerId, RunnerId } from "./Ids.js"
+import type { Peer, PeerFilter, PeerRecord, PeerRegistration, PeerStatus, PeerUpdate } from "./Peer.js"
+
+export interface RegisterInput {
+  readonly tenant: string
+  /** Subject of the registering principal; a name owned by another subject is `PeerNameTaken`. */
+  readonly owner: string
+  readonly registration: PeerRegistration
+  /** Set when the peer was started by a runner for a spawn. */
+  readonly runnerId?: RunnerId | undefined
+}
+
+export interface RegisterResult {
+  readonly record: PeerRecord
+  /** True when an existing peer of that name was resumed (same id, same inbox). */
+  readonly resumed: boolean
+}
+
+export interface PeerRegistryService {
+  /** Register (status `online`, `lastSeenAt` now) or resume by name. A peer without a name gets `peer-<id suffix>`. */
+  readonly register: (input: RegisterInput) => Effect.Effect<RegisterResult, PeerNameTaken>
+  readonly get: (tenant: string, id: PeerId) => Effect.Effect<PeerRecord, PeerNotFound>
+  /** Find by id first, then by name. */
+  readonly resolve: (tenant: string, idOrName: string) => Effect.Effect<PeerRecord, PeerNotFound>
+  /** Peers of the tenant matching every given filter, oldest registration first. */
+  readonly list: (tenant: string, filter?: PeerFilter) => Effect.Effect<ReadonlyArray<Peer>>
+  readonly update: (tenant: string, id: PeerId, update: PeerUpdate) => Effect.Effect<Peer, PeerNotFound>
+  /** Heartbeat: `lastSeenAt` = now and status `online`. */
+  readonly touch: (tenant: string, id: PeerId) => Effect.Effect<Peer, PeerNotFound>
+  readonly setStatus: (tenant: string, id: PeerId, status: PeerStatus) => Effect.Effect<Peer, PeerNotFound>
+  /** Remove the peer (and its team memberships); returns it as it was, status `offline`. */
+  readonly unregister: (tenant: string, id: PeerId) => Effect.Effect<Peer, PeerNotFound>
+  /**
+   * GC: mark `offline` every online peer (any tenant) whose `lastSeenAt` is before `cutoff`
+   * (epoch millis). Returns the records that changed. Connected peers are kept fresh by `touch`.
+   */
+  readonly expire: (cutoff: number) => Effect.Effect<ReadonlyArray<PeerRecord>>
+}
+
+export class PeerRegistry extends Context.Tag("@mks/a2a/PeerRegistry")<PeerRegistry, PeerRegistryService>() {}

@@ -1,0 +1,127 @@
+/**
+ * Spawn orders: "start an agent on some runner", and the status machine they move through.
+ *
+ * ```
+ * pending → dispatched → starting → running → registered → stopping → exited
+ *    any non-final state → failed | lost ;  lost → (reconciled) running | registered | stopping | exited | failed
+ * ```
+ * Forward skips are legal (a runner may report `running` without `starting`, a fast agent may
+ * register before the runner reports it running); moving backwards or out of `exited`/`failed`
+ * is not.
+ */
+import { Either, Schema } from "effect"
+import { IllegalTransition } from "./Errors.js"
+import { PeerId, PeerName, RunnerId, SpawnId, TeamName, Timestamp } from "./Ids.js"
+
+export const SpawnStatus = Schema.Literal(
+  "pending",
+  "dispatched",
+  "starting",
+  "running",
+  "registered",
+  "stopping",
+  "exited",
+  "failed",
+  "lost"
+)
+export type SpawnStatus = typeof SpawnStatus.Type
+
+export const Preset = Schema.Literal("command", "claude")
+export type Preset = typeof Preset.Type
+
+const Labels = Schema.Record({ key: Schema.String, value: Schema.String })
+const Env = Schema.Record({ key: Schema.String, value: Schema.String })
+
+/**
+ * What to start. `preset` defaults to `command` when `command` is given, else `claude`.
+ * `runner` pins a runner; otherwise `labels` must all match and the runner with most free
+ * capacity wins.
+ */
+export const SpawnSpec = Schema.Struct({
+  runner: Schema.optional(RunnerId),
+  labels: Schema.optional(Labels),
+  preset: Schema.optional(Preset),
+  command: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
+  args: Schema.optional(Schema.Array(Schema.String)),
+  cwd: Schema.optional(Schema.String),
+  env: Schema.optional(Env),
+  name: Schema.optional(PeerName),
+  teams: Schema.optional(Schema.Array(TeamName)),
+  prompt: Schema.optional(Schema.String.pipe(Schema.maxLength(262_144))),
+  provider: Schema.optional(Schema.String),
+  model: Schema.optional(Schema.String),
+  requestedBy: Schema.optional(PeerId)
+}).pipe(
+  Schema.filter((spec) =>
+    spec.preset === "command" && spec.command === undefined
+      ? { path: ["command"], message: "preset `command` needs a `command`" }
+      : true
+  ),
+  Schema.annotations({ identifier: "SpawnSpec" })
+)
+export type SpawnSpec = typeof SpawnSpec.Type
+
+/** The preset a spec runs with, after defaults. */
+export const presetOf = (spec: SpawnSpec): Preset => spec.preset ?? (spec.command !== undefined ? "command" : "claude")
+
+export class Spawn extends Schema.Class<Spawn>("Spawn")({
+  id: SpawnId,
+  spec: SpawnSpec,
+  status: SpawnStatus,
+  runnerId: RunnerId,
+  peerId: Schema.optional(PeerId),
+  pid: Schema.optional(Schema.Int),
+  exitCode: Schema.optional(Schema.Int),
+  error: Schema.optional(Schema.String),
+  requestedBy: Schema.optional(PeerId),
+  createdAt: Timestamp,
+  updatedAt: Timestamp
+}) {}
+
+export const SpawnResponse = Schema.Struct({ spawn: Spawn })
+export const SpawnList = Schema.Struct({ spawns: Schema.Array(Spawn) })
+
+/** States a spawn never leaves. */
+export const isFinal = (status: SpawnStatus): boolean => status === "exited" || status === "failed"
+
+/** States in which a spawn holds a slot of its runner's capacity. */
+export const isActive = (status: SpawnStatus): boolean => !isFinal(status) && status !== "lost"
+
+const RANK: Record<SpawnStatus, number> = {
+  pending: 0,
+  dispatched: 1,
+  starting: 2,
+  running: 3,
+  registered: 4,
+  stopping: 5,
+  exited: 6,
+  failed: 6,
+  lost: -1
+}
+
+/** Whether `from → to` is a legal move of the status machine (same state is not a move). */
+export const canTransition = (from: SpawnStatus, to: SpawnStatus): boolean => {
+  if (from === to || isFinal(from)) return false
+  if (to === "failed" || to === "exited") return true
+  if (to === "lost") return from !== "pending"
+  if (from === "lost") return to !== "pending" && to !== "dispatched"
+  if (to === "stopping") return from !== "pending"
+  return RANK[to] > RANK[from]
+}
+
+/** The status after a move, or `IllegalTransition`. */
+export const transition = (
+  spawnId: string,
+  from: SpawnStatus,
+  to: SpawnStatus
+): Either.Either<SpawnStatus, IllegalTransition> =>
+  canTransition(from, to)
+    ? Either.right(to)
+    : Either.left(
+        new IllegalTransition({
+          message: `spawn ${spawnId} cannot move from ${from} to ${to}`,
+          spawn: spawnId,
+          from,
+          to
+        })
+      )

@@ -1,0 +1,79 @@
+/**
+ * SpawnPlane: the runner registry and spawn orders. Runners attach their control link for a
+ * scope; orders are queued for the chosen runner and streamed to its link; status reports
+ * move spawns through the status machine of `Spawn.ts`, rejecting illegal moves.
+ */
+import { Context, Effect, Scope, Stream } from "effect"
+import { IllegalTransition, NoRunnerAvailable, RunnerNotFound, SpawnNotFound } from "./Errors.js"
+import type { PeerId, RunnerId, SpawnId } from "./Ids.js"
+import type { Runner, RunnerInfo } from "./Runner.js"
+import type { RunnerAgent, RunnerDownFrame } from "./RunnerFrame.js"
+import type { Spawn, SpawnSpec, SpawnStatus } from "./Spawn.js"
+
+export interface SpawnChange {
+  readonly tenant: string
+  readonly spawn: Spawn
+  readonly previous: SpawnStatus | undefined
+}
+
+export interface RunnerLink {
+  /** Orders for this runner: queued ones first, then live ones, until the scope closes. */
+  readonly orders: Stream.Stream<RunnerDownFrame>
+  /** Spawns whose status was corrected from the runner's `agents` list. */
+  readonly reconciled: ReadonlyArray<Spawn>
+}
+
+export interface CreateOptions {
+  readonly requestedBy?: PeerId | undefined
+  /** Mints the order's broker URL and spawn-scoped peer token once the id is known. */
+  readonly issue: (spawnId: SpawnId) => Effect.Effect<{ readonly brokerUrl: string; readonly token: string }>
+}
+
+export interface StatusPatch {
+  readonly pid?: number | undefined
+  readonly exitCode?: number | undefined
+  readonly error?: string | undefined
+  readonly peerId?: PeerId | undefined
+}
+
+export interface SpawnPlaneService {
+  /**
+   * Attach a runner's control link for the scope (status `online`). Its `agents` reconcile
+   * spawns it runs: `lost` ones come back, ones it no longer runs become `exited`/`lost`
+   * accordingly. Closing the scope marks it `offline` (its spawns are left alone until it is stale).
+   */
+  readonly attach: (tenant: string, info: RunnerInfo, agents: ReadonlyArray<RunnerAgent>) => Effect.Effect<RunnerLink, never, Scope.Scope>
+  readonly heartbeat: (tenant: string, runner: RunnerId) => Effect.Effect<void, RunnerNotFound>
+  readonly runners: (tenant: string) => Effect.Effect<ReadonlyArray<Runner>>
+  /**
+   * Create an order. A pinned `spec.runner` must be known (`RunnerNotFound`); if it is away the
+   * order waits `pending` for it. Otherwise the online runner whose labels match and that has
+   * most free capacity takes it (`NoRunnerAvailable` if none). The order is `dispatched` once
+   * it is on the runner's link.
+   */
+  readonly create: (tenant: string, spec: SpawnSpec, options: CreateOptions) => Effect.Effect<Spawn, RunnerNotFound | NoRunnerAvailable>
+  readonly get: (tenant: string, id: SpawnId) => Effect.Effect<Spawn, SpawnNotFound>
+  /** Spawns of the tenant, newest first. */
+  readonly list: (tenant: string) => Effect.Effect<ReadonlyArray<Spawn>>
+  /** Move a spawn to `status` (same status: no change, no error). */
+  readonly transition: (tenant: string, id: SpawnId, status: SpawnStatus, patch?: StatusPatch) => Effect.Effect<Spawn, SpawnNotFound | IllegalTransition>
+  /** Ask the runner to stop it (`stopping`); a still-pending order is withdrawn (`exited`). */
+  readonly stop: (tenant: string, id: SpawnId, graceMs?: number) => Effect.Effect<Spawn, SpawnNotFound | IllegalTransition>
+  /**
+   * GC at `now` (epoch millis): runners silent since before `now - staleAfter` become `stale`
+   * (or stay `offline`) and their active spawns `lost`; orders pending since before
+   * `now - pendingTimeout` fail. Returns the changed spawns.
+   */
+  readonly expire: (now: number) => Effect.Effect<ReadonlyArray<Spawn>>
+  /** Every status change of every tenant, for the scope's lifetime. */
+  readonly changes: Effect.Effect<Stream.Stream<SpawnChange>, never, Scope.Scope>
+}
+
+export class SpawnPlane extends Context.Tag("@mks/a2a/SpawnPlane")<SpawnPlane, SpawnPlaneService>() {}
+
+export interface SpawnPlaneOptions {
+  /** A runner silent this long is stale (default 120 s). */
+  readonly staleAfter?: number | undefined
+  /** An order waiting this long for its runner fails (default 60 s). */
+  readonly pendingTimeout?: number | undefined
+}

@@ -1,0 +1,28 @@
+/**
+ * TeamDirectory: teams of a tenant and their members. It is the source of truth for
+ * membership; `Peer.teams` is a view of it.
+ */
+import { Context, Effect } from "effect"
+import { TeamExists, TeamNotFound } from "./Errors.js"
+import type { PeerId, TeamName } from "./Ids.js"
+import type { Team } from "./Team.js"
+
+export interface TeamDirectoryService {
+  /** Create an empty team; `TeamExists` if the name is taken in the tenant. */
+  readonly create: (tenant: string, input: { readonly name: TeamName; readonly description?: string | undefined }) => Effect.Effect<Team, TeamExists>
+  readonly get: (tenant: string, name: TeamName) => Effect.Effect<Team, TeamNotFound>
+  /** All teams of the tenant, by name. */
+  readonly list: (tenant: string) => Effect.Effect<ReadonlyArray<Team>>
+  /** Add a member, creating the team if it does not exist yet; idempotent. */
+  readonly join: (tenant: string, name: TeamName, peer: PeerId) => Effect.Effect<Team>
+  /** Remove a member (no-op if not a member); `TeamNotFound` if there is no such team. */
+  readonly leave: (tenant: string, name: TeamName, peer: PeerId) => Effect.Effect<Team, TeamNotFound>
+  /** Member ids in join order. */
+  readonly members: (tenant: string, name: TeamName) => Effect.Effect<ReadonlyArray<PeerId>, TeamNotFound>
+  /** Teams a peer belongs to, by name. */
+  readonly teamsOf: (tenant: string, peer: PeerId) => Effect.Effect<ReadonlyArray<TeamName>>
+  /** Remove a peer from every team (on unregister); returns the teams it left. */
+  readonly removePeer: (tenant: string, peer: PeerId) => Effect.Effect<ReadonlyArray<TeamName>>
+}
+
+export class TeamDirectory extends Context.Tag("@mks/a2a/TeamDirectory")<TeamDirectory, TeamDirectoryService>() {}
