@@ -57,6 +57,7 @@ const PeerResponse = Schema.Struct({ peer: Peer })
 
 export class HealthGroup extends HttpApiGroup.make("health", { topLevel: true })
   .add(HttpApiEndpoint.get("healthz", "/healthz").addSuccess(Health))
+  .add(HttpApiEndpoint.get("openapi", "/openapi.json").addSuccess(Schema.Unknown))
   .add(
     HttpApiEndpoint.get("metrics", "/metrics")
       .addSuccess(HttpApiSchema.Text({ contentType: "text/plain; version=0.0.4" }))
@@ -189,6 +190,39 @@ export class SpawnGroup extends HttpApiGroup.make("spawn")
   )
   .middleware(Authentication) {}
 
+const webSocketUpgrade = (summary: string, description: string, query: ReadonlyArray<Record<string, unknown>>) => ({
+  get: {
+    tags: ["channels"],
+    summary,
+    description,
+    security: [{ bearer: [] }],
+    parameters: [
+      { name: "id", in: "path", required: true, schema: { type: "string" } },
+      { name: "token", in: "query", required: false, description: "Bearer token for clients that cannot set headers (browsers)", schema: { type: "string" } },
+      ...query
+    ],
+    responses: {
+      "101": { description: "Switching Protocols: JSON text frames follow, see docs/protocol.md" },
+      "401": { description: "Unauthorized" },
+      "404": { description: "Unknown peer or runner in the caller's tenant" }
+    }
+  }
+})
+
+/** WebSocket endpoints cannot be HttpApi endpoints; they are documented in the OpenAPI document by hand. */
+const webSocketPaths = {
+  "/ws/broker/peer/{id}": webSocketUpgrade(
+    "A peer's live channel",
+    "Server frames: hello, message, event, sent, acked, error. Client frames: ack, send, heartbeat.",
+    [{ name: "after", in: "query", required: false, description: "Replay unacked messages with seq > after", schema: { type: "integer", minimum: 0 } }]
+  ),
+  "/ws/runner/{id}": webSocketUpgrade(
+    "A runner's control link (role runner)",
+    "Runner frames: hello, spawn_status, heartbeat. Broker frames: spawn, stop, error.",
+    []
+  )
+}
+
 /** The whole broker API. Errors every endpoint may answer are declared once here. */
 export class BrokerApi extends HttpApi.make("broker")
   .add(HealthGroup)
@@ -204,6 +238,7 @@ export class BrokerApi extends HttpApi.make("broker")
   .addError(RateLimited)
   .addError(ServiceUnavailable)
   .annotate(OpenApi.Title, "@mks/a2a broker")
+  .annotate(OpenApi.Transform, (spec) => ({ ...spec, paths: { ...spec.paths, ...webSocketPaths } }))
   .annotate(OpenApi.Description, "Peers, messages, inboxes, teams, runners and spawn orders of the a2a agent bus. Live channels are WebSockets: GET /ws/broker/peer/{id}?after=<seq> and GET /ws/runner/{id}; see docs/protocol.md.") {}
 
 /** The OpenAPI 3 document served at `/openapi.json`. */

@@ -72,8 +72,19 @@ export const Timestamp = Schema.String.pipe(
   Schema.annotations({ identifier: "Timestamp" })
 )
 
+/** Any JSON value (finite numbers only), as metadata may carry. */
+export type Json = null | boolean | number | string | ReadonlyArray<Json> | { readonly [key: string]: Json }
+export const Json: Schema.Schema<Json> = Schema.Union(
+  Schema.Null,
+  Schema.Boolean,
+  Schema.Number.pipe(Schema.finite()),
+  Schema.String,
+  Schema.Array(Schema.suspend(() => Json)),
+  Schema.Record({ key: Schema.String, value: Schema.suspend(() => Json) })
+).pipe(Schema.annotations({ identifier: "Json" }))
+
 /** Free-form JSON metadata attached to peers and messages. */
-export const Meta = Schema.Record({ key: Schema.String, value: Schema.Unknown }).pipe(
+export const Meta = Schema.Record({ key: Schema.String, value: Json }).pipe(
   Schema.annotations({ identifier: "Meta" })
 )
 export type Meta = typeof Meta.Type
