@@ -45,10 +45,16 @@ export class Authentication extends HttpApiMiddleware.Tag<Authentication>()("@mk
   security: { bearer: HttpApiSecurity.bearer }
 }) {}
 
-/** `POST /api/peers` answer for a new peer (201). */
-export class PeerCreated extends Schema.Class<PeerCreated>("PeerCreated")({ peer: Peer }) {}
-/** `POST /api/peers` answer when the name resumed an existing peer (200). */
-export class PeerResumed extends Schema.Class<PeerResumed>("PeerResumed")({ peer: Peer }) {}
+/** `POST /api/peers` answer for a new peer (201); `resumed` tells the two answers apart on the wire. */
+export class PeerCreated extends Schema.Class<PeerCreated>("PeerCreated")({
+  peer: Peer,
+  resumed: Schema.optionalWith(Schema.Literal(false), { default: () => false as const })
+}) {}
+/** `POST /api/peers` answer when the name resumed an existing peer (200): same id, same inbox. */
+export class PeerResumed extends Schema.Class<PeerResumed>("PeerResumed")({
+  peer: Peer,
+  resumed: Schema.optionalWith(Schema.Literal(true), { default: () => true as const })
+}) {}
 
 export const Health = Schema.Struct({ status: Schema.Literal("ok"), version: Schema.String })
 

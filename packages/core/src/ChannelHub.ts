@@ -4,7 +4,8 @@
  * off with `SlowConsumer` (the broker closes its socket with 4008; the client reconnects and
  * replays from its inbox), so one slow peer never grows memory without bound.
  */
-import { Context, Data, Effect, Scope, Stream } from "effect"
+import { Context, Data, Effect, Layer, Scope, Stream } from "effect"
+import * as internal from "./internal/channelHubMemory.js"
 import type { PeerEvent } from "./ChannelFrame.js"
 import type { PeerId } from "./Ids.js"
 import type { Delivery, Message } from "./Message.js"
@@ -33,3 +34,16 @@ export class ChannelHub extends Context.Tag("@mks/a2a/ChannelHub")<ChannelHub, C
 
 /** Default per-subscription buffer before a subscriber counts as slow. */
 export const DEFAULT_BUFFER = 4_096
+
+/** Options of the in-memory hub. */
+export interface MemoryOptions {
+  /** Items buffered per subscription before it is cut off as slow (default `DEFAULT_BUFFER`). */
+  readonly buffer?: number | undefined
+}
+
+/** A fresh in-memory hub. */
+export const makeMemory = (options?: MemoryOptions): Effect.Effect<ChannelHubService> =>
+  internal.make({ buffer: options?.buffer ?? DEFAULT_BUFFER })
+
+/** In-memory `ChannelHub` (one process); the broker's live channels use it. */
+export const layerMemory = (options?: MemoryOptions): Layer.Layer<ChannelHub> => Layer.effect(ChannelHub, makeMemory(options))

@@ -3,7 +3,8 @@
  * recipient acks a cursor at or past its `seq`; acked messages are pruned after a retention
  * period. The number of unacked messages per recipient is bounded (`InboxFull`).
  */
-import { Context, Duration, Effect, Option } from "effect"
+import { Context, Duration, Effect, Layer, Option } from "effect"
+import * as internal from "./internal/inboxMemory.js"
 import { InboxFull } from "./Errors.js"
 import type { MessageId, PeerId } from "./Ids.js"
 import type { Delivery, InboxCursor, InboxPage, Message, MessageDraft } from "./Message.js"
@@ -43,3 +44,16 @@ export class Inbox extends Context.Tag("@mks/a2a/Inbox")<Inbox, InboxService>() 
 
 /** Default bound on unacked messages per recipient. */
 export const DEFAULT_CAPACITY = 10_000
+
+/** Options of the in-memory inbox. */
+export interface MemoryOptions {
+  /** Unacked messages per recipient before `InboxFull` (default `DEFAULT_CAPACITY`). */
+  readonly capacity?: number | undefined
+}
+
+/** A fresh in-memory inbox store. */
+export const makeMemory = (options?: MemoryOptions): Effect.Effect<InboxService> =>
+  internal.make({ capacity: options?.capacity ?? DEFAULT_CAPACITY })
+
+/** In-memory `Inbox`, for tests and the embedded broker; nothing survives the layer. */
+export const layerMemory = (options?: MemoryOptions): Layer.Layer<Inbox> => Layer.effect(Inbox, makeMemory(options))

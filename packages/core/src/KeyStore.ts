@@ -1,9 +1,10 @@
 /**
  * KeyStore: the proxy's virtual keys, stored only as SHA-256 hashes of the secret.
  */
-import { Context, Effect } from "effect"
+import { Context, Effect, Layer } from "effect"
 import { KeyNotFound, ServiceUnavailable, Unauthorized } from "./Errors.js"
 import type { KeyId } from "./Ids.js"
+import * as internal from "./internal/keyStoreMemory.js"
 import type { CreatedKey, CreateKey, UpdateKey, VirtualKey } from "./VirtualKey.js"
 
 export interface KeyStoreService {
@@ -25,3 +26,6 @@ export interface KeyStoreService {
 }
 
 export class KeyStore extends Context.Tag("@mks/a2a/KeyStore")<KeyStore, KeyStoreService>() {}
+
+/** In-memory KeyStore (keys are lost on restart): only the hash of each secret is kept. */
+export const layerMemory: Layer.Layer<KeyStore> = Layer.effect(KeyStore, internal.make)

@@ -3,10 +3,12 @@
  * (by the same owner) resumes the peer with its id and inbox. Team membership is read from
  * (and registration `teams` written to) the `TeamDirectory`.
  */
-import { Context, Effect } from "effect"
+import { Context, Effect, Layer } from "effect"
+import * as internal from "./internal/peerRegistryMemory.js"
 import { PeerNameTaken, PeerNotFound } from "./Errors.js"
 import type { PeerId, RunnerId } from "./Ids.js"
 import type { Peer, PeerFilter, PeerRecord, PeerRegistration, PeerStatus, PeerUpdate } from "./Peer.js"
+import type { TeamDirectory } from "./TeamDirectory.js"
 
 export interface RegisterInput {
   readonly tenant: string
@@ -45,3 +47,9 @@ export interface PeerRegistryService {
 }
 
 export class PeerRegistry extends Context.Tag("@mks/a2a/PeerRegistry")<PeerRegistry, PeerRegistryService>() {}
+
+/** A fresh in-memory registry that keeps team membership in the given `TeamDirectory`. */
+export const makeMemory: Effect.Effect<PeerRegistryService, never, TeamDirectory> = internal.make
+
+/** In-memory `PeerRegistry`, for tests and the embedded broker; provide a `TeamDirectory`. */
+export const layerMemory: Layer.Layer<PeerRegistry, never, TeamDirectory> = Layer.effect(PeerRegistry, makeMemory)

@@ -3,8 +3,11 @@
  *
  * ```
  * pending → dispatched → starting → running → registered → stopping → exited
- *    any non-final state → failed | lost ;  lost → (reconciled) running | registered | stopping | exited | failed
+ *    any non-final state → failed | exited ;  any non-final state but pending → lost
+ *    lost → (reconciled) starting | running | registered | stopping | exited | failed
  * ```
+ * A pending order is not on any runner yet, so it can neither be `lost` nor `stopping`:
+ * stopping it withdraws it (`exited`).
  * Forward skips are legal (a runner may report `running` without `starting`, a fast agent may
  * register before the runner reports it running); moving backwards or out of `exited`/`failed`
  * is not.

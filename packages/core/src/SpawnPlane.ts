@@ -3,8 +3,9 @@
  * scope; orders are queued for the chosen runner and streamed to its link; status reports
  * move spawns through the status machine of `Spawn.ts`, rejecting illegal moves.
  */
-import { Context, Effect, Scope, Stream } from "effect"
+import { Context, Effect, Layer, Scope, Stream } from "effect"
 import { IllegalTransition, NoRunnerAvailable, RunnerNotFound, SpawnNotFound } from "./Errors.js"
+import * as internal from "./internal/spawnPlaneMemory.js"
 import type { PeerId, RunnerId, SpawnId } from "./Ids.js"
 import type { Runner, RunnerInfo } from "./Runner.js"
 import type { RunnerAgent, RunnerDownFrame } from "./RunnerFrame.js"
@@ -77,3 +78,10 @@ export interface SpawnPlaneOptions {
   /** An order waiting this long for its runner fails (default 60 s). */
   readonly pendingTimeout?: number | undefined
 }
+
+/**
+ * In-memory SpawnPlane for one process (the broker embeds it; state is lost on restart).
+ * Tenants are isolated; `changes` streams end when the layer's scope closes.
+ */
+export const layerMemory = (options?: SpawnPlaneOptions): Layer.Layer<SpawnPlane> =>
+  Layer.scoped(SpawnPlane, internal.make(options))

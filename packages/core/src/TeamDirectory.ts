@@ -2,7 +2,8 @@
  * TeamDirectory: teams of a tenant and their members. It is the source of truth for
  * membership; `Peer.teams` is a view of it.
  */
-import { Context, Effect } from "effect"
+import { Context, Effect, Layer } from "effect"
+import * as internal from "./internal/teamDirectoryMemory.js"
 import { TeamExists, TeamNotFound } from "./Errors.js"
 import type { PeerId, TeamName } from "./Ids.js"
 import type { Team } from "./Team.js"
@@ -26,3 +27,9 @@ export interface TeamDirectoryService {
 }
 
 export class TeamDirectory extends Context.Tag("@mks/a2a/TeamDirectory")<TeamDirectory, TeamDirectoryService>() {}
+
+/** A fresh in-memory directory (state lives as long as the service). */
+export const makeMemory: Effect.Effect<TeamDirectoryService> = internal.make
+
+/** In-memory `TeamDirectory`, for tests and the embedded broker. */
+export const layerMemory: Layer.Layer<TeamDirectory> = Layer.effect(TeamDirectory, makeMemory)

@@ -9,9 +9,10 @@
  * A window opens with the first request after the previous one ended and lasts 5 hours;
  * requests per minute are counted over the trailing 60 seconds.
  */
-import { Context, Effect } from "effect"
+import { Context, Effect, Layer } from "effect"
 import { RateLimited, ServiceUnavailable } from "./Errors.js"
 import type { KeyId } from "./Ids.js"
+import * as internal from "./internal/usageMeterMemory.js"
 import type { Usage, UsageWindow } from "./Usage.js"
 import type { KeyLimits } from "./VirtualKey.js"
 
@@ -44,3 +45,6 @@ export interface UsageMeterService {
 }
 
 export class UsageMeter extends Context.Tag("@mks/a2a/UsageMeter")<UsageMeter, UsageMeterService>() {}
+
+/** In-memory UsageMeter for one proxy process (counts are lost on restart). */
+export const layerMemory: Layer.Layer<UsageMeter> = Layer.effect(UsageMeter, internal.make)
