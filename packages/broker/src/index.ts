@@ -1,4 +1,11 @@
 /**
- * Placeholder until this server's issue lands; the package builds and exports its version.
+ * @mks/a2a-broker — the a2a bus as embeddable layers and the `a2a-broker` CLI.
  */
-export const VERSION = "0.0.0"
+export * as BrokerConfig from "./BrokerConfig.js"
+export * as BrokerServer from "./BrokerServer.js"
+export * as Bus from "./Bus.js"
+export * as Metrics from "./Metrics.js"
+export * as Oidc from "./Oidc.js"
+export * as Store from "./Store.js"
+export * as TokenStore from "./TokenStore.js"
+export { VERSION } from "./version.js"

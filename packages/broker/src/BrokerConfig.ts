@@ -1,0 +1,72 @@
+/**
+ * Broker configuration: flags, environment, defaults. Every duration is in milliseconds.
+ */
+import { Context } from "effect"
+import { homedir } from "node:os"
+import { join } from "node:path"
+
+export interface OidcConfig {
+  readonly issuer: string
+  readonly audience: string
+  /** Allowed OAuth client ids (`azp` or `client_id`); empty allows any client of the issuer. */
+  readonly allowedClients: ReadonlyArray<string>
+  /** JWKS URL; discovered from the issuer's `/.well-known/openid-configuration` when absent. */
+  readonly jwksUri?: string | undefined
+  /** Claim holding the tenant (default `tenant`); tokens without it get `defaultTenant`. */
+  readonly tenantClaim: string
+  readonly defaultTenant: string
+  /** Claim holding the roles (default `roles`, an array or a space-separated string); default `["peer"]`. */
+  readonly rolesClaim: string
+}
+
+export interface BrokerConfigShape {
+  readonly host: string
+  /** 0 picks a free port. */
+  readonly port: number
+  /** Data directory (`A2A_HOME`, default `~/.a2a`): tokens file, admin token, SQLite database. */
+  readonly home: string
+  /** SQLite file path, `:memory:`, or (later) a `postgres://` URL. */
+  readonly db: string
+  /** URL spawned agents use to reach this broker; defaults to `http://<host>:<port>`. */
+  readonly publicUrl?: string | undefined
+  readonly oidc?: OidcConfig | undefined
+  /** A peer with no socket and no heartbeat for this long goes offline (default 60 s). */
+  readonly peerTimeout: number
+  /** A runner silent for this long is stale and its spawns `lost` (default 120 s). */
+  readonly runnerStaleAfter: number
+  /** A spawn order waiting for its runner this long fails (default 60 s). */
+  readonly spawnPendingTimeout: number
+  /** How often the GC runs (default 5 s). */
+  readonly gcInterval: number
+  /** Acked messages are deleted after this long (default 24 h). */
+  readonly retention: number
+  /** Unacked messages per inbox before sends fail with InboxFull (default 10,000). */
+  readonly inboxCapacity: number
+  /** Largest accepted HTTP body / WebSocket frame in bytes (default 1 MiB − 1). */
+  readonly maxBodyBytes: number
+  readonly version: string
+}
+
+export class BrokerConfig extends Context.Tag("@mks/a2a-broker/BrokerConfig")<BrokerConfig, BrokerConfigShape>() {}
+
+export const defaultHome = (): string => process.env.A2A_HOME ?? join(homedir(), ".a2a")
+
+/** Defaults, with `overrides` on top. */
+export const make = (overrides: Partial<BrokerConfigShape> = {}): BrokerConfigShape => {
+  const home = overrides.home ?? defaultHome()
+  return {
+    host: "127.0.0.1",
+    port: 4200,
+    home,
+    db: join(home, "broker.db"),
+    peerTimeout: 60_000,
+    runnerStaleAfter: 120_000,
+    spawnPendingTimeout: 60_000,
+    gcInterval: 5_000,
+    retention: 24 * 60 * 60 * 1000,
+    inboxCapacity: 10_000,
+    maxBodyBytes: 1024 * 1024 - 1,
+    version: "0.0.0",
+    ...overrides
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * Prometheus metrics of the broker, rendered in the text exposition format at `/metrics`.
+ * Counters and the latency histogram are updated synchronously on the hot path (a few adds);
+ * gauges are sampled when scraped.
+ */
+import { Context, Effect, Layer, Ref } from "effect"
+
+const BUCKETS_MS = [0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000]
+
+export interface MetricsService {
+  readonly messagesIn: (n: number) => void
+  readonly messagesOut: (n: number) => void
+  /** Time from a message's append to its frame being written to a live socket. */
+  readonly observeDelivery: (ms: number) => void
+  readonly httpRequest: (status: number) => void
+  /** Register a gauge sampled at scrape time. */
+  readonly gauge: (name: string, help: string, sample: Effect.Effect<number>) => Effect.Effect<void>
+  readonly render: Effect.Effect<string>
+}
+
+export class Metrics extends Context.Tag("@mks/a2a-broker/Metrics")<Metrics, MetricsService>() {}
+
+export const make = Effect.gen(function* () {
+  let messagesIn = 0
+  let messagesOut = 0
+  const buckets = BUCKETS_MS.map(() => 0)
+  let count = 0
+  let sum = 0
+  const statuses = new Map<number, number>()
+  const gauges = yield* Ref.make<ReadonlyArray<{ name: string; help: string; sample: Effect.Effect<number> }>>([])
+
+  const service: MetricsService = {
+    messagesIn: (n) => void (messagesIn += n),
+    messagesOut: (n) => void (messagesOut += n),
+    observeDelivery: (ms) => {
+      count++
+      sum += ms
+      for (let i = 0; i < BUCKETS_MS.length; i++) if (ms <= BUCKETS_MS[i]!) buckets[i]!++
+    },
+    httpRequest: (status) => void statuses.set(status, (statuses.get(status) ?? 0) + 1),
+    gauge: (name, help, sample) => Ref.update(gauges, (all) => [...all.filter((g) => g.name !== name), { name, help, sample }]),
+    render: Effect.gen(function* () {
+      const lines: Array<string> = []
+      const counter = (name: string, help: string, value: number) => lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`, `${name} ${value}`)
+      counter("a2a_messages_in_total", "Messages accepted (one per send, whatever the fan-out).", messagesIn)
+      counter("a2a_messages_out_total", "Message frames written to live channels.", messagesOut)
+      lines.push("# HELP a2a_http_requests_total HTTP requests by status.", "# TYPE a2a_http_requests_total counter")
+      for (const [status, n] of [...statuses].sort(([a], [b]) => a - b)) lines.push(`a2a_http_requests_total{status="${status}"} ${n}`)
+      lines.push("# HELP a2a_delivery_latency_ms Append-to-socket latency of live deliveries.", "# TYPE a2a_delivery_latency_ms histogram")
+      BUCKETS_MS.forEach((le, i) => lines.push(`a2a_delivery_latency_ms_bucket{le="${le}"} ${buckets[i]}`))
+      lines.push(`a2a_delivery_latency_ms_bucket{le="+Inf"} ${count}`, `a2a_delivery_latency_ms_sum ${sum}`, `a2a_delivery_latency_ms_count ${count}`)
+      for (const g of yield* Ref.get(gauges)) {
+        const value = yield* g.sample
+        lines.push(`# HELP ${g.name} ${g.help}`, `# TYPE ${g.name} gauge`, `${g.name} ${value}`)
+      }
+      return lines.join("\n") + "\n"
+    })
+  }
+  return service
+})
+
+export const layer = Layer.effect(Metrics, make)

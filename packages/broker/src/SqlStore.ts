@@ -1,0 +1,477 @@
+/**
+ * The durable store: PeerRegistry, TeamDirectory and Inbox over `@effect/sql`, in SQL that runs
+ * unchanged on SQLite and PostgreSQL. Live channels (ChannelHub) and the spawn plane stay in
+ * memory: sockets are per process, and runners re-announce their agents when they reconnect.
+ *
+ * An inbox is a row of `a2a_inbox_state` (last seq, acked cursor) and the rows of `a2a_inbox`.
+ * Taking the next seq and checking capacity is one conditional `UPDATE … RETURNING`, so
+ * concurrent appends can neither reuse a seq nor overfill an inbox.
+ */
+import { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Errors, Ids, Inbox, Message, Peer, PeerRegistry, TeamDirectory, Team } from "@mks/a2a"
+import { Clock, Deferred, Effect, Layer, Option } from "effect"
+
+const MIGRATIONS: ReadonlyArray<ReadonlyArray<string>> = [
+  [
+    `CREATE TABLE IF NOT EXISTS a2a_peers (
+      id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, owner TEXT NOT NULL,
+      status TEXT NOT NULL, registered_at BIGINT NOT NULL, last_seen_at BIGINT NOT NULL, data TEXT NOT NULL,
+      UNIQUE (tenant, name))`,
+    `CREATE INDEX IF NOT EXISTS a2a_peers_seen ON a2a_peers (status, last_seen_at)`,
+    `CREATE TABLE IF NOT EXISTS a2a_teams (
+      tenant TEXT NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL, created_at BIGINT NOT NULL,
+      PRIMARY KEY (tenant, name))`,
+    `CREATE TABLE IF NOT EXISTS a2a_team_members (
+      tenant TEXT NOT NULL, team TEXT NOT NULL, peer_id TEXT NOT NULL, joined_at BIGINT NOT NULL,
+      PRIMARY KEY (tenant, team, peer_id))`,
+    `CREATE INDEX IF NOT EXISTS a2a_team_members_peer ON a2a_team_members (tenant, peer_id)`,
+    `CREATE TABLE IF NOT EXISTS a2a_inbox_state (
+      tenant TEXT NOT NULL, peer_id TEXT NOT NULL, last_seq BIGINT NOT NULL, cursor BIGINT NOT NULL,
+      PRIMARY KEY (tenant, peer_id))`,
+    `CREATE TABLE IF NOT EXISTS a2a_inbox (
+      tenant TEXT NOT NULL, peer_id TEXT NOT NULL, seq BIGINT NOT NULL, message_id TEXT NOT NULL,
+      appended_at BIGINT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (tenant, peer_id, seq))`,
+    `CREATE INDEX IF NOT EXISTS a2a_inbox_message ON a2a_inbox (tenant, peer_id, message_id)`
+  ]
+]
+
+/** Apply the migrations not yet recorded in `a2a_migrations`, each in a transaction. */
+export const migrate = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS a2a_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`)
+  const done = new Set((yield* sql<{ version: number }>`SELECT version FROM a2a_migrations`).map((r) => Number(r.version)))
+  for (let i = 0; i < MIGRATIONS.length; i++) {
+    const version = i + 1
+    if (done.has(version)) continue
+    yield* sql.withTransaction(
+      Effect.gen(function* () {
+        for (const statement of MIGRATIONS[i]!) yield* sql.unsafe(statement)
+        yield* sql`INSERT INTO a2a_migrations (version, applied_at) VALUES (${version}, ${Date.now()})`
+      })
+    )
+  }
+})
+
+const unavailable = (e: SqlError) => new Errors.ServiceUnavailable({ message: `store unavailable: ${e.message}` })
+/** Store failures are defects of the request (answered 503 by the server's guard), never silent. */
+const orDie = <A, E, R>(self: Effect.Effect<A, E | SqlError, R>) =>
+  self.pipe(Effect.catchIf((e): e is SqlError => (e as { _tag?: string })._tag === "SqlError", (e) => Effect.die(unavailable(e)))) as Effect.Effect<A, Exclude<E, SqlError>, R>
+
+// ---- teams ------------------------------------------------------------------------------------
+
+interface TeamRow {
+  readonly name: string
+  readonly description: string
+  readonly created_at: number | string
+}
+
+export const makeTeamDirectory = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+
+  const membersOf = (tenant: string, name: string) =>
+    sql<{ peer_id: string }>`SELECT peer_id FROM a2a_team_members WHERE tenant = ${tenant} AND team = ${name} ORDER BY joined_at, peer_id`.pipe(
+      Effect.map((rows) => rows.map((r) => r.peer_id as Ids.PeerId))
+    )
+
+  const toTeam = (tenant: string, row: TeamRow) =>
+    membersOf(tenant, row.name).pipe(
+      Effect.map((members) => new Team.Team({ name: row.name as Ids.TeamName, description: row.description, createdAt: Ids.nowIso(Number(row.created_at)), members }, true))
+    )
+
+  const find = (tenant: string, name: string) =>
+    sql<TeamRow>`SELECT name, description, created_at FROM a2a_teams WHERE tenant = ${tenant} AND name = ${name}`.pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
+
+  const notFound = (name: string) => new Errors.TeamNotFound({ message: `no team ${name}`, team: name })
+
+  const ensure = (tenant: string, name: string, description: string, now: number) =>
+    sql`INSERT INTO a2a_teams (tenant, name, description, created_at) VALUES (${tenant}, ${name}, ${description}, ${now}) ON CONFLICT DO NOTHING`
+
+  const service: TeamDirectory.TeamDirectoryService = {
+    create: (tenant, input) =>
+      orDie(
+        Effect.gen(function* () {
+          const now = yield* Clock.currentTimeMillis
+          const inserted = yield* sql<{ name: string }>`INSERT INTO a2a_teams (tenant, name, description, created_at) VALUES (${tenant}, ${input.name}, ${input.description ?? ""}, ${now}) ON CONFLICT DO NOTHING RETURNING name`
+          if (inserted.length === 0) return yield* Effect.fail(new Errors.TeamExists({ message: `team ${input.name} exists`, team: input.name }))
+          return new Team.Team({ name: input.name, description: input.description ?? "", createdAt: Ids.nowIso(now), members: [] }, true)
+        })
+      ),
+    get: (tenant, name) =>
+      orDie(
+        Effect.gen(function* () {
+          const row = yield* find(tenant, name)
+          if (Option.isNone(row)) return yield* Effect.fail(notFound(name))
+          return yield* toTeam(tenant, row.value)
+        })
+      ),
+    list: (tenant) =>
+      orDie(
+        sql<TeamRow>`SELECT name, description, created_at FROM a2a_teams WHERE tenant = ${tenant} ORDER BY name`.pipe(
+          Effect.flatMap((rows) => Effect.forEach(rows, (row) => toTeam(tenant, row)))
+        )
+      ),
+    join: (tenant, name, peer) =>
+      orDie(
+        Effect.gen(function* () {
+          const now = yield* Clock.currentTimeMillis
+          yield* ensure(tenant, name, "", now)
+          yield* sql`INSERT INTO a2a_team_members (tenant, team, peer_id, joined_at) VALUES (${tenant}, ${name}, ${peer}, ${now}) ON CONFLICT DO NOTHING`
+          const row = yield* find(tenant, name)
+          return yield* toTeam(tenant, Option.getOrThrow(row))
+        })
+      ),
+    leave: (tenant, name, peer) =>
+      orDie(
+        Effect.gen(function* () {
+          const row = yield* find(tenant, name)
+          if (Option.isNone(row)) return yield* Effect.fail(notFound(name))
+          yield* sql`DELETE FROM a2a_team_members WHERE tenant = ${tenant} AND team = ${name} AND peer_id = ${peer}`
+          return yield* toTeam(tenant, row.value)
+        })
+      ),
+    members: (tenant, name) =>
+      orDie(
+        Effect.gen(function* () {
+          if (Option.isNone(yield* find(tenant, name))) return yield* Effect.fail(notFound(name))
+          return yield* membersOf(tenant, name)
+        })
+      ),
+    teamsOf: (tenant, peer) =>
+      orDie(sql<{ team: string }>`SELECT team FROM a2a_team_members WHERE tenant = ${tenant} AND peer_id = ${peer} ORDER BY team`.pipe(Effect.map((rows) => rows.map((r) => r.team as Ids.TeamName)))),
+    removePeer: (tenant, peer) =>
+      orDie(
+        sql<{ team: string }>`DELETE FROM a2a_team_members WHERE tenant = ${tenant} AND peer_id = ${peer} RETURNING team`.pipe(
+          Effect.map((rows) => rows.map((r) => r.team as Ids.TeamName).sort())
+        )
+      )
+  }
+  return service
+})
+
+// ---- peers ------------------------------------------------------------------------------------
+
+interface PeerRow {
+  readonly id: string
+  readonly tenant: string
+  readonly name: string
+  readonly owner: string
+  readonly status: string
+  readonly registered_at: number | string
+  readonly last_seen_at: number | string
+  readonly data: string
+}
+
+/** The JSON `data` column: every Peer field that is not a column or derived. */
+interface PeerData {
+  readonly summary: string
+  readonly agent: string
+  readonly cwd: string
+  readonly gitRoot: string | null
+  readonly host: string
+  readonly pid: number | null
+  readonly spawnId?: string | undefined
+  readonly runnerId?: string | undefined
+  readonly meta: Ids.Meta
+}
+
+export const makePeerRegistry = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const teams = yield* TeamDirectory.TeamDirectory
+  // One registration at a time per process: name lookups and inserts must not interleave.
+  const lifecycle = yield* Effect.makeSemaphore(1)
+
+  const toPeer = (row: PeerRow, teamNames: ReadonlyArray<Ids.TeamName>) => {
+    const data = JSON.parse(row.data) as PeerData
+    return new Peer.Peer(
+      {
+        id: row.id as Ids.PeerId,
+        name: row.name,
+        summary: data.summary,
+        agent: data.agent,
+        cwd: data.cwd,
+        gitRoot: data.gitRoot,
+        host: data.host,
+        pid: data.pid,
+        teams: teamNames,
+        status: row.status as Peer.PeerStatus,
+        registeredAt: Ids.nowIso(Number(row.registered_at)),
+        lastSeenAt: Ids.nowIso(Number(row.last_seen_at)),
+        ...(data.spawnId === undefined ? {} : { spawnId: data.spawnId as Ids.SpawnId }),
+        ...(data.runnerId === undefined ? {} : { runnerId: data.runnerId as Ids.RunnerId }),
+        meta: data.meta
+      },
+      true
+    )
+  }
+  const toRecord = (row: PeerRow) =>
+    Effect.map(teams.teamsOf(row.tenant, row.id as Ids.PeerId), (names): Peer.PeerRecord => ({ tenant: row.tenant, owner: row.owner, peer: toPeer(row, names) }))
+
+  const byId = (tenant: string, id: string) =>
+    sql<PeerRow>`SELECT * FROM a2a_peers WHERE tenant = ${tenant} AND id = ${id}`.pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
+  const byName = (tenant: string, name: string) =>
+    sql<PeerRow>`SELECT * FROM a2a_peers WHERE tenant = ${tenant} AND name = ${name}`.pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
+
+  const notFound = (peer: string) => new Errors.PeerNotFound({ message: `no peer ${peer}`, peer })
+  const required = (tenant: string, id: string) =>
+    Effect.flatMap(byId(tenant, id), Option.match({ onNone: () => Effect.fail(notFound(id)), onSome: Effect.succeed }))
+
+  const service: PeerRegistry.PeerRegistryService = {
+    register: ({ tenant, owner, registration: reg, runnerId }) =>
+      orDie(
+        Effect.gen(function* () {
+          const now = yield* Clock.currentTimeMillis
+          const freshId = Ids.make.peer()
+          const name = reg.name ?? `peer-${freshId.slice(-8)}`
+          const existing = yield* byName(tenant, name)
+          let id: string
+          let resumed: boolean
+          if (Option.isSome(existing)) {
+            const previous = existing.value
+            if (previous.owner !== owner) return yield* Effect.fail(new Errors.PeerNameTaken({ message: `the name ${name} is registered by another principal`, name }))
+            const old = JSON.parse(previous.data) as PeerData
+            const data: PeerData = {
+              summary: reg.summary ?? old.summary,
+              agent: reg.agent ?? old.agent,
+              cwd: reg.cwd ?? old.cwd,
+              gitRoot: reg.gitRoot === undefined ? old.gitRoot : reg.gitRoot,
+              host: reg.host ?? old.host,
+              pid: reg.pid === undefined ? old.pid : reg.pid,
+              spawnId: reg.spawnId ?? old.spawnId,
+              runnerId: runnerId ?? old.runnerId,
+              meta: reg.meta ?? old.meta
+            }
+            yield* sql`UPDATE a2a_peers SET status = 'online', last_seen_at = ${now}, data = ${JSON.stringify(data)} WHERE id = ${previous.id}`
+            id = previous.id
+            resumed = true
+          } else {
+            const data: PeerData = {
+              summary: reg.summary ?? "",
+              agent: reg.agent ?? "unknown",
+              cwd: reg.cwd ?? "",
+              gitRoot: reg.gitRoot ?? null,
+              host: reg.host ?? "",
+              pid: reg.pid ?? null,
+              spawnId: reg.spawnId,
+              runnerId,
+              meta: reg.meta ?? {}
+            }
+            yield* sql`INSERT INTO a2a_peers (id, tenant, name, owner, status, registered_at, last_seen_at, data)
+              VALUES (${freshId}, ${tenant}, ${name}, ${owner}, 'online', ${now}, ${now}, ${JSON.stringify(data)})`
+            id = freshId
+            resumed = false
+          }
+          for (const team of reg.teams ?? []) yield* teams.join(tenant, team, id as Ids.PeerId)
+          const record = yield* Effect.orDie(Effect.flatMap(required(tenant, id), toRecord))
+          return { record, resumed }
+        }).pipe(lifecycle.withPermits(1))
+      ),
+    get: (tenant, id) => orDie(Effect.flatMap(required(tenant, id), toRecord)),
+    resolve: (tenant, idOrName) =>
+      orDie(
+        Effect.gen(function* () {
+          const row = Option.orElse(yield* byId(tenant, idOrName), () => Option.none<PeerRow>())
+          const found = Option.isSome(row) ? row : yield* byName(tenant, idOrName)
+          if (Option.isNone(found)) return yield* Effect.fail(notFound(idOrName))
+          return yield* toRecord(found.value)
+        })
+      ),
+    list: (tenant, filter) =>
+      orDie(
+        sql<PeerRow>`SELECT * FROM a2a_peers WHERE tenant = ${tenant} ORDER BY registered_at, id`.pipe(
+          Effect.flatMap((rows) => Effect.forEach(rows, (row) => Effect.map(toRecord(row), (r) => r.peer))),
+          Effect.map((peers) => (filter === undefined ? peers : peers.filter((p) => Peer.matches(p, filter))))
+        )
+      ),
+    update: (tenant, id, patch) =>
+      orDie(
+        Effect.gen(function* () {
+          const row = yield* required(tenant, id)
+          const old = JSON.parse(row.data) as PeerData
+          const data: PeerData = { ...old, summary: patch.summary ?? old.summary, meta: patch.meta ?? old.meta }
+          yield* sql`UPDATE a2a_peers SET data = ${JSON.stringify(data)} WHERE id = ${id}`
+          return (yield* toRecord({ ...row, data: JSON.stringify(data) })).peer
+        })
+      ),
+    touch: (tenant, id) =>
+      orDie(
+        Effect.gen(function* () {
+          const now = yield* Clock.currentTimeMillis
+          const rows = yield* sql<PeerRow>`UPDATE a2a_peers SET status = 'online', last_seen_at = ${now} WHERE tenant = ${tenant} AND id = ${id} RETURNING *`
+          if (rows.length === 0) return yield* Effect.fail(notFound(id))
+          return (yield* toRecord(rows[0]!)).peer
+        })
+      ),
+    setStatus: (tenant, id, status) =>
+      orDie(
+        Effect.gen(function* () {
+          const rows = yield* sql<PeerRow>`UPDATE a2a_peers SET status = ${status} WHERE tenant = ${tenant} AND id = ${id} RETURNING *`
+          if (rows.length === 0) return yield* Effect.fail(notFound(id))
+          return (yield* toRecord(rows[0]!)).peer
+        })
+      ),
+    unregister: (tenant, id) =>
+      orDie(
+        Effect.gen(function* () {
+          const rows = yield* sql<PeerRow>`DELETE FROM a2a_peers WHERE tenant = ${tenant} AND id = ${id} RETURNING *`
+          if (rows.length === 0) return yield* Effect.fail(notFound(id))
+          const left = yield* teams.removePeer(tenant, id)
+          return toPeer({ ...rows[0]!, status: "offline" }, left)
+        }).pipe(lifecycle.withPermits(1))
+      ),
+    expire: (cutoff) =>
+      orDie(
+        sql<PeerRow>`UPDATE a2a_peers SET status = 'offline' WHERE status = 'online' AND last_seen_at < ${cutoff} RETURNING *`.pipe(
+          Effect.flatMap((rows) => Effect.forEach(rows, toRecord))
+        )
+      )
+  }
+  return service
+})
+
+// ---- inboxes ----------------------------------------------------------------------------------
+
+/** In-process wake-ups for long-polls; the database stays the source of truth. */
+const makeWaiters = () => {
+  const waiting = new Map<string, Set<Deferred.Deferred<void>>>()
+  return {
+    register: (key: string) =>
+      Effect.acquireRelease(
+        Effect.flatMap(Deferred.make<void>(), (d) =>
+          Effect.sync(() => {
+            const set = waiting.get(key) ?? new Set()
+            set.add(d)
+            waiting.set(key, set)
+            return d
+          })
+        ),
+        (d) =>
+          Effect.sync(() => {
+            const set = waiting.get(key)
+            set?.delete(d)
+            if (set?.size === 0) waiting.delete(key)
+          })
+      ),
+    wake: (key: string) =>
+      Effect.suspend(() => {
+        const set = waiting.get(key)
+        return set === undefined ? Effect.void : Effect.forEach(set, (d) => Deferred.succeed(d, undefined), { discard: true })
+      })
+  }
+}
+
+const keyOf = (tenant: string, peer: string) => `${tenant}\u0000${peer}`
+
+export const makeInbox = (capacity: number) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const waiters = makeWaiters()
+
+    const toMessage = (row: { data: string; seq: number | string }) => new Message.Message({ ...(JSON.parse(row.data) as object), seq: Number(row.seq) } as Message.Message, true)
+
+    const cursorOf = (tenant: string, peer: string) =>
+      sql<{ cursor: number | string }>`SELECT cursor FROM a2a_inbox_state WHERE tenant = ${tenant} AND peer_id = ${peer}`.pipe(
+        Effect.map((rows) => (rows[0] === undefined ? 0 : Number(rows[0].cursor)))
+      )
+
+    const read = (tenant: string, peer: Ids.PeerId, options?: Inbox.ReadOptions) =>
+      Effect.gen(function* () {
+        const cursor = yield* cursorOf(tenant, peer)
+        const after = Math.max(options?.after ?? cursor, cursor)
+        const limit = options?.limit ?? 100
+        const rows = yield* sql<{ data: string; seq: number }>`SELECT seq, data FROM a2a_inbox WHERE tenant = ${tenant} AND peer_id = ${peer} AND seq > ${after} ORDER BY seq LIMIT ${limit}`
+        return { messages: rows.map(toMessage), cursor }
+      })
+
+    const service: Inbox.InboxService = {
+      append: (tenant, recipients, draft) =>
+        orDie(
+          Effect.gen(function* () {
+            const now = yield* Clock.currentTimeMillis
+            const { id, ...rest } = draft
+            const data = JSON.stringify({ id, ...rest })
+            const deliveries = yield* sql.withTransaction(
+              Effect.forEach(recipients, (recipient) =>
+                Effect.gen(function* () {
+                  yield* sql`INSERT INTO a2a_inbox_state (tenant, peer_id, last_seq, cursor) VALUES (${tenant}, ${recipient}, 0, 0) ON CONFLICT DO NOTHING`
+                  const taken = yield* sql<{ last_seq: number | string }>`UPDATE a2a_inbox_state SET last_seq = last_seq + 1
+                    WHERE tenant = ${tenant} AND peer_id = ${recipient} AND last_seq - cursor < ${capacity} RETURNING last_seq`
+                  if (taken.length === 0) {
+                    return yield* Effect.fail(new Errors.InboxFull({ message: `the inbox of ${recipient} holds ${capacity} unacked messages`, peer: recipient, capacity }))
+                  }
+                  const seq = Number(taken[0]!.last_seq)
+                  yield* sql`INSERT INTO a2a_inbox (tenant, peer_id, seq, message_id, appended_at, data) VALUES (${tenant}, ${recipient}, ${seq}, ${id}, ${now}, ${data})`
+                  return { recipient, message: new Message.Message({ ...draft, seq }, true) }
+                })
+              )
+            )
+            yield* Effect.forEach(recipients, (r) => waiters.wake(keyOf(tenant, r)), { discard: true })
+            return deliveries
+          })
+        ),
+      read: (tenant, peer, options) => orDie(read(tenant, peer, options)),
+      wait: (tenant, peer, options) =>
+        orDie(
+          Effect.scoped(
+            Effect.gen(function* () {
+              // Register before reading so an append between the read and the wait still wakes us.
+              const woken = yield* waiters.register(keyOf(tenant, peer))
+              const first = yield* read(tenant, peer, options)
+              if (first.messages.length > 0) return first
+              const arrived = yield* Deferred.await(woken).pipe(Effect.timeoutOption(options.timeout))
+              return Option.isSome(arrived) ? yield* read(tenant, peer, options) : first
+            })
+          )
+        ),
+      ack: (tenant, peer, upTo) =>
+        orDie(
+          Effect.gen(function* () {
+            const rows = yield* sql<{ cursor: number | string }>`UPDATE a2a_inbox_state
+              SET cursor = CASE WHEN ${upTo} > last_seq THEN last_seq ELSE ${upTo} END
+              WHERE tenant = ${tenant} AND peer_id = ${peer} AND cursor < ${upTo} AND cursor < last_seq RETURNING cursor`
+            return { cursor: rows[0] === undefined ? yield* cursorOf(tenant, peer) : Number(rows[0].cursor) }
+          })
+        ),
+      cursor: (tenant, peer) => orDie(cursorOf(tenant, peer)),
+      depth: (tenant, peer) =>
+        orDie(
+          sql<{ depth: number | string }>`SELECT last_seq - cursor AS depth FROM a2a_inbox_state WHERE tenant = ${tenant} AND peer_id = ${peer}`.pipe(
+            Effect.map((rows) => (rows[0] === undefined ? 0 : Number(rows[0].depth)))
+          )
+        ),
+      find: (tenant, peer, id) =>
+        orDie(
+          sql<{ data: string; seq: number }>`SELECT seq, data FROM a2a_inbox WHERE tenant = ${tenant} AND peer_id = ${peer} AND message_id = ${id}`.pipe(
+            Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toMessage))
+          )
+        ),
+      drop: (tenant, peer) =>
+        orDie(
+          sql.withTransaction(
+            Effect.zipRight(
+              sql`DELETE FROM a2a_inbox WHERE tenant = ${tenant} AND peer_id = ${peer}`,
+              sql`DELETE FROM a2a_inbox_state WHERE tenant = ${tenant} AND peer_id = ${peer}`
+            )
+          ).pipe(Effect.asVoid)
+        ),
+      prune: (cutoff) =>
+        orDie(
+          sql<{ seq: number }>`DELETE FROM a2a_inbox WHERE appended_at < ${cutoff} AND seq <= (
+            SELECT s.cursor FROM a2a_inbox_state s WHERE s.tenant = a2a_inbox.tenant AND s.peer_id = a2a_inbox.peer_id) RETURNING seq`.pipe(
+            Effect.map((rows) => rows.length)
+          )
+        )
+    }
+    return service
+  })
+
+/** The three durable services over the SqlClient in context, after migrating it. */
+export const layer = (capacity: number) =>
+  Layer.effectDiscard(orDie(migrate)).pipe(
+    Layer.provideMerge(
+      Layer.mergeAll(
+        Layer.effect(PeerRegistry.PeerRegistry, makePeerRegistry),
+        Layer.effect(Inbox.Inbox, makeInbox(capacity))
+      ).pipe(Layer.provideMerge(Layer.effect(TeamDirectory.TeamDirectory, makeTeamDirectory)))
+    )
+  )

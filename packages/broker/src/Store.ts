@@ -1,0 +1,54 @@
+/**
+ * The broker's state: the core protocol services, from memory or from a SQL database.
+ */
+import { ChannelHub, Errors, Inbox, PeerRegistry, SpawnPlane, TeamDirectory } from "@mks/a2a"
+import { Effect, Layer } from "effect"
+import { SqliteClient } from "@effect/sql-sqlite-node"
+import { mkdirSync } from "node:fs"
+import { dirname } from "node:path"
+import { BrokerConfig } from "./BrokerConfig.js"
+import * as SqlStore from "./SqlStore.js"
+
+export type Stores =
+  | PeerRegistry.PeerRegistry
+  | Inbox.Inbox
+  | TeamDirectory.TeamDirectory
+  | ChannelHub.ChannelHub
+  | SpawnPlane.SpawnPlane
+
+/** Everything in memory: for tests and throwaway runs. Nothing survives a restart. */
+export const layerMemory: Layer.Layer<Stores, never, BrokerConfig> = Layer.unwrapEffect(
+  Effect.gen(function* () {
+    const config = yield* BrokerConfig
+    return Layer.mergeAll(
+      PeerRegistry.layerMemory,
+      Inbox.layerMemory({ capacity: config.inboxCapacity }),
+      ChannelHub.layerMemory(),
+      SpawnPlane.layerMemory({ staleAfter: config.runnerStaleAfter, pendingTimeout: config.spawnPendingTimeout })
+    ).pipe(Layer.provideMerge(TeamDirectory.layerMemory))
+  })
+)
+
+/**
+ * SQLite (WAL) at `file`: peers, teams and inboxes survive restarts; live channels and the
+ * spawn plane are in memory (runners re-announce their agents when they reconnect).
+ */
+export const layerSqlite = (file: string): Layer.Layer<Stores, Errors.ServiceUnavailable, BrokerConfig> =>
+  Layer.unwrapEffect(
+    Effect.gen(function* () {
+      const config = yield* BrokerConfig
+      if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
+      return Layer.mergeAll(
+        SqlStore.layer(config.inboxCapacity),
+        ChannelHub.layerMemory(),
+        SpawnPlane.layerMemory({ staleAfter: config.runnerStaleAfter, pendingTimeout: config.spawnPendingTimeout })
+      ).pipe(
+        Layer.provide(SqliteClient.layer({ filename: file })),
+        Layer.mapError((e) => new Errors.ServiceUnavailable({ message: `cannot open database ${file}: ${String(e)}` }))
+      )
+    })
+  )
+
+/** The store for a `--db` value: `memory` for no persistence at all, else a SQLite file (or `:memory:`). */
+export const layerFor = (db: string): Layer.Layer<Stores, Errors.ServiceUnavailable, BrokerConfig> =>
+  db === "memory" ? layerMemory : layerSqlite(db)

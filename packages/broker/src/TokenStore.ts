@@ -1,0 +1,180 @@
+/**
+ * Static bearer tokens of the broker, stored only as SHA-256 hashes in a 0600 JSON file that is
+ * written atomically (temp file, fsync, rename). Also mints the short-lived peer tokens of
+ * spawn orders (kept in memory: a spawned agent that outlives a broker restart re-registers
+ * through its runner's next order).
+ */
+import { Authenticator, Errors, Ids, Principal, VirtualKey } from "@mks/a2a"
+import { Context, Effect, Layer, Ref, Schema } from "effect"
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeSync } from "node:fs"
+import { dirname, join } from "node:path"
+
+export const TokenRecord = Schema.Struct({
+  id: Schema.String,
+  name: Schema.optional(Schema.String),
+  hash: Schema.String,
+  tenant: Ids.Tenant,
+  roles: Schema.Array(Principal.Role),
+  createdAt: Schema.String,
+  spawnId: Schema.optional(Ids.SpawnId)
+})
+export type TokenRecord = typeof TokenRecord.Type
+
+const TokenFile = Schema.parseJson(Schema.Struct({ version: Schema.Literal(1), tokens: Schema.Array(TokenRecord) }))
+
+/** A listed token: never the hash, never the secret. */
+export type TokenInfo = Omit<TokenRecord, "hash">
+
+export interface TokenStoreService extends Authenticator.AuthenticatorService {
+  /** Create a token; the secret is returned here only. */
+  readonly create: (input: { readonly tenant: string; readonly roles: ReadonlyArray<Principal.Role>; readonly name?: string | undefined }) => Effect.Effect<{ readonly token: string; readonly info: TokenInfo }, Errors.ServiceUnavailable>
+  readonly list: Effect.Effect<ReadonlyArray<TokenInfo>>
+  readonly revoke: (id: string) => Effect.Effect<void, Errors.Unauthorized | Errors.ServiceUnavailable>
+  /** A peer token good only for registering (and then acting as) the peer of one spawn. */
+  readonly issueSpawnToken: (tenant: string, spawnId: Ids.SpawnId) => Effect.Effect<string>
+  readonly revokeSpawnToken: (spawnId: Ids.SpawnId) => Effect.Effect<void>
+}
+
+export class TokenStore extends Context.Tag("@mks/a2a-broker/TokenStore")<TokenStore, TokenStoreService>() {}
+
+export const TOKEN_PREFIX = "a2a_"
+export const newSecret = (): string => TOKEN_PREFIX + Ids.randomToken(40)
+
+/** Write `data` to `path` atomically with mode 0600: a crash leaves the old or the new file, never half of one. */
+export const writeFileAtomic = (path: string, data: string): void => {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
+  const tmp = `${path}.${process.pid}.${Ids.randomToken(6)}.tmp`
+  const fd = openSync(tmp, "w", 0o600)
+  try {
+    writeSync(fd, data)
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  renameSync(tmp, path)
+  // fsync the directory so the rename itself is durable.
+  try {
+    const dfd = openSync(dirname(path), "r")
+    try {
+      fsyncSync(dfd)
+    } finally {
+      closeSync(dfd)
+    }
+  } catch {
+    // Some filesystems refuse to open directories; the rename is still atomic.
+  }
+}
+
+const readTokens = (path: string): Effect.Effect<ReadonlyArray<TokenRecord>, Errors.ServiceUnavailable> =>
+  existsSync(path)
+    ? Effect.try({
+        try: () => readFileSync(path, "utf8"),
+        catch: (e) => new Errors.ServiceUnavailable({ message: `cannot read token file ${path}: ${String(e)}` })
+      }).pipe(
+        Effect.flatMap((text) => Schema.decode(TokenFile)(text)),
+        Effect.map((file) => file.tokens),
+        Effect.mapError((e) => (e._tag === "ServiceUnavailable" ? e : new Errors.ServiceUnavailable({ message: `token file ${path} is corrupt` })))
+      )
+    : Effect.succeed([])
+
+const principalOf = (record: TokenRecord): Principal.Principal =>
+  new Principal.Principal({
+    subject: record.spawnId !== undefined ? `spawn:${record.spawnId}` : record.id,
+    tenant: record.tenant,
+    roles: record.roles,
+    spawnId: record.spawnId
+  })
+
+/** A token store backed by `path` (`<home>/tokens.json`). */
+export const make = (path: string) =>
+  Effect.gen(function* () {
+    const mtimeOf = () => (existsSync(path) ? statSync(path).mtimeMs : 0)
+    let loadedAt = mtimeOf()
+    const records = yield* Ref.make<ReadonlyArray<TokenRecord>>(yield* readTokens(path))
+    // The CLI edits the file while the broker runs: reload when it changed, so a revoke takes effect at once.
+    const fresh = Effect.suspend(() => {
+      const mtime = mtimeOf()
+      if (mtime === loadedAt) return Effect.void
+      return readTokens(path).pipe(
+        Effect.flatMap((next) => Ref.set(records, next)),
+        Effect.tap(() => Effect.sync(() => (loadedAt = mtime))),
+        Effect.catchAll((e) => Effect.logError(e.message))
+      )
+    })
+    const spawnTokens = yield* Ref.make(new Map<string, TokenRecord>())
+    const lock = yield* Effect.makeSemaphore(1)
+
+    const persist = (next: ReadonlyArray<TokenRecord>) =>
+      Effect.try({
+        try: () => writeFileAtomic(path, JSON.stringify({ version: 1, tokens: next }, null, 2) + "\n"),
+        catch: (e) => new Errors.ServiceUnavailable({ message: `cannot write token file ${path}: ${String(e)}` })
+      }).pipe(Effect.zipRight(Ref.set(records, next)), Effect.tap(() => Effect.sync(() => (loadedAt = mtimeOf()))))
+
+    const unauthorized = new Errors.Unauthorized({ message: "invalid token" })
+
+    const service: TokenStoreService = {
+      authenticate: (token) =>
+        Effect.gen(function* () {
+          if (!token.startsWith(TOKEN_PREFIX)) return yield* Effect.fail(unauthorized)
+          const hash = VirtualKey.hashSecret(token)
+          const spawn = (yield* Ref.get(spawnTokens)).get(hash)
+          if (spawn !== undefined && VirtualKey.digestsEqual(spawn.hash, hash)) return principalOf(spawn)
+          yield* fresh
+          const found = (yield* Ref.get(records)).find((r) => VirtualKey.digestsEqual(r.hash, hash))
+          return found === undefined ? yield* Effect.fail(unauthorized) : principalOf(found)
+        }),
+      create: ({ tenant, roles, name }) =>
+        lock.withPermits(1)(
+          Effect.gen(function* () {
+            const token = newSecret()
+            const record: TokenRecord = { id: `t_${Ids.randomToken(12)}`, name, hash: VirtualKey.hashSecret(token), tenant, roles, createdAt: Ids.nowIso() }
+            yield* persist([...(yield* Ref.get(records)), record])
+            const { hash: _hash, ...info } = record
+            return { token, info }
+          })
+        ),
+      list: Ref.get(records).pipe(Effect.map((all) => all.map(({ hash: _hash, ...info }) => info))),
+      revoke: (id) =>
+        lock.withPermits(1)(
+          Effect.gen(function* () {
+            const all = yield* Ref.get(records)
+            if (!all.some((r) => r.id === id)) return yield* Effect.fail(new Errors.Unauthorized({ message: `no token ${id}` }))
+            yield* persist(all.filter((r) => r.id !== id))
+          })
+        ),
+      issueSpawnToken: (tenant, spawnId) =>
+        Effect.gen(function* () {
+          const token = newSecret()
+          const record: TokenRecord = { id: `st_${spawnId}`, hash: VirtualKey.hashSecret(token), tenant, roles: ["peer"], createdAt: Ids.nowIso(), spawnId }
+          yield* Ref.update(spawnTokens, (m) => new Map(m).set(record.hash, record))
+          return token
+        }),
+      revokeSpawnToken: (spawnId) =>
+        Ref.update(spawnTokens, (m) => new Map([...m].filter(([, r]) => r.spawnId !== spawnId)))
+    }
+    return service
+  })
+
+export const layer = (path: string) => Layer.effect(TokenStore, make(path))
+
+/** Where the first-start admin token is written. */
+export const adminTokenPath = (home: string) => join(home, "broker.token")
+
+/**
+ * First start with nothing configured: create an admin token, write it to `<home>/broker.token`
+ * (0600) for local clients, and say where it is. Returns the path when one was created.
+ */
+export const ensureAdminToken = (home: string, hasOidc: boolean) =>
+  Effect.gen(function* () {
+    const store = yield* TokenStore
+    const existing = yield* store.list
+    const file = adminTokenPath(home)
+    if (existing.length > 0 || hasOidc) return undefined
+    const { token } = yield* store.create({ tenant: "default", roles: ["admin"], name: "first-start admin" })
+    yield* Effect.try({
+      try: () => writeFileAtomic(file, token + "\n"),
+      catch: (e) => new Errors.ServiceUnavailable({ message: `cannot write ${file}: ${String(e)}` })
+    })
+    yield* Effect.logInfo(`created an admin token for tenant "default"; it is in ${file}`)
+    return file
+  })
