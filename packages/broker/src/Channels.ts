@@ -63,6 +63,13 @@ const peerChannel = Effect.gen(function* () {
     Effect.gen(function* () {
       const write = yield* socket.writer
       const send = (frame: ChannelFrame.ServerFrame) => write(encodeServer(frame))
+      const ended = yield* Deferred.make<void>()
+      // Reading drives the upgrade: start it first, or writes would wait for an open socket forever.
+      const reader = yield* Effect.suspend(() => socket.runRaw(onFrame)).pipe(
+        Effect.catchAll(() => Effect.void),
+        Effect.ensuring(Deferred.succeed(ended, undefined)),
+        Effect.forkScoped
+      )
       // Subscribe before reading the inbox so nothing appended in between is missed.
       const live = yield* hub.subscribe(tenant, peerId)
       const peer = yield* bus.heartbeat(principal, peerId)
@@ -101,7 +108,7 @@ const peerChannel = Effect.gen(function* () {
         Effect.forkScoped
       )
 
-      const onFrame = (data: string | Uint8Array) => {
+      function onFrame(data: string | Uint8Array) {
         const text = textOf(data)
         if (text.length > config.maxBodyBytes) {
           return send({ type: "error", error: new Errors.PayloadTooLarge({ message: `frame larger than ${config.maxBodyBytes} bytes`, limit: config.maxBodyBytes }) })
@@ -125,12 +132,12 @@ const peerChannel = Effect.gen(function* () {
           Effect.catchAll((error) => (error._tag === "SocketError" ? Effect.fail(error) : send({ type: "error", error })))
         )
       }
-      yield* socket.runRaw(onFrame).pipe(
-        Effect.catchAll(() => Effect.void),
+      yield* Deferred.await(ended).pipe(
         Effect.raceFirst(Deferred.await(closed)),
         Effect.onInterrupt(() => write(new Socket.CloseEvent(ChannelFrame.CloseCode.goingAway, "broker shutting down")).pipe(Effect.ignore))
       )
       yield* Fiber.interrupt(forward)
+      yield* Fiber.interrupt(reader)
     })
   ).pipe(Effect.catchTag("SocketError", () => Effect.void))
   return HttpServerResponse.empty()

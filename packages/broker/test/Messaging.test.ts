@@ -1,0 +1,105 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { client, http, startBroker, type TestBroker } from "./harness.js"
+import { opened, record } from "./support.js"
+
+describe("messaging through a real broker", () => {
+  let broker: TestBroker
+  beforeAll(async () => {
+    broker = await startBroker()
+  })
+  afterAll(() => broker.close())
+
+  it("a message from A reaches B's open channel, and B's reply reaches A in the same thread", async () => {
+    const api = client(broker, broker.adminToken)
+    const a = (await api.peers.register({ name: "msg-a", agent: "claude-code", cwd: "/repo" })).peer
+    const b = (await api.peers.register({ name: "msg-b" })).peer
+    const chA = api.connect(a.id, { autoAck: true })
+    const chB = api.connect(b.id, { autoAck: true })
+    const atA = record(chA)
+    const atB = record(chB)
+    await Promise.all([opened(chA), opened(chB)])
+
+    const sent = await api.messages.send({ from: a.id, to: "msg-b", body: "can you review parser.ts?" })
+    expect(sent.recipients).toEqual([b.id])
+    const got = await atB.message((m) => m.id === sent.message.id)
+    expect(got).toMatchObject({ from: a.id, fromName: "msg-a", to: b.id, body: "can you review parser.ts?", threadId: sent.message.id, seq: 1 })
+
+    // The reply goes over B's channel (`send` frame), sender implied by the channel.
+    const reply = await chB.send({ to: a.id, body: "looks good", replyTo: got.id })
+    const back = await atA.message((m) => m.id === reply.message.id)
+    expect(back).toMatchObject({ from: b.id, to: a.id, body: "looks good", replyTo: got.id, threadId: sent.message.id })
+    await api.close()
+  })
+
+  it("a team message reaches every member but the sender, and nobody else", async () => {
+    const api = client(broker, broker.adminToken)
+    const peers = await Promise.all(["t-1", "t-2", "t-3"].map((name) => api.peers.register({ name, teams: ["crew"] }).then((r) => r.peer)))
+    const outsider = (await api.peers.register({ name: "t-out" })).peer
+    const channels = [...peers, outsider].map((p) => api.connect(p.id, { autoAck: true }))
+    const seen = channels.map(record)
+    await Promise.all(channels.map(opened))
+
+    const sent = await api.messages.send({ from: peers[0]!.id, team: "crew", body: "standup" })
+    expect([...sent.recipients].sort()).toEqual([peers[1]!.id, peers[2]!.id].sort())
+    const received = await Promise.all([seen[1]!, seen[2]!].map((s) => s.message((m) => m.id === sent.message.id)))
+    for (const m of received) expect(m).toMatchObject({ team: "crew", from: peers[0]!.id, body: "standup" })
+    // A later direct message to the sender and the outsider proves they were not skipped by accident.
+    const probe = await api.messages.send({ from: peers[1]!.id, to: outsider.id, body: "probe" })
+    await seen[3]!.message((m) => m.id === probe.message.id)
+    expect(seen[0]!.messages.some((m) => m.id === sent.message.id)).toBe(false)
+    expect(seen[3]!.messages.some((m) => m.id === sent.message.id)).toBe(false)
+    await api.close()
+  })
+
+  it("re-registering the same name returns the same id and the same inbox", async () => {
+    const api = client(broker, broker.adminToken)
+    const first = await api.peers.register({ name: "resumer", summary: "v1" })
+    const sender = (await api.peers.register({ name: "resumer-friend" })).peer
+    await api.messages.send({ from: sender.id, to: first.peer.id, body: "kept" })
+    const again = await http(broker, broker.adminToken, "POST", "/api/peers", { name: "resumer", summary: "v2" })
+    expect(again.status).toBe(200)
+    expect(again.json.resumed).toBe(true)
+    expect(again.json.peer.id).toBe(first.peer.id)
+    expect(again.json.peer.summary).toBe("v2")
+    expect(again.json.peer.registeredAt).toBe(first.peer.registeredAt)
+    const inbox = await api.inbox.read(first.peer.id)
+    expect(inbox.messages.map((m) => m.body)).toEqual(["kept"])
+    await api.close()
+  })
+
+  it("long-polls the inbox: a waiting GET returns as soon as a message is appended", async () => {
+    const api = client(broker, broker.adminToken)
+    const a = (await api.peers.register({ name: "poll-a" })).peer
+    const b = (await api.peers.register({ name: "poll-b" })).peer
+    const started = Date.now()
+    const waiting = http(broker, broker.adminToken, "GET", `/api/peers/${b.id}/inbox?wait=30`)
+    // Send once the long-poll is parked: the broker answers the GET only after the append.
+    await new Promise((r) => setTimeout(r, 50))
+    const sent = await api.messages.send({ from: a.id, to: b.id, body: "wake up" })
+    const page = await waiting
+    expect(page.status).toBe(200)
+    expect(page.json.messages.map((m: { id: string }) => m.id)).toEqual([sent.message.id])
+    expect(Date.now() - started).toBeLessThan(10_000)
+    // Ack hides it; an empty long-poll with wait=0 returns at once.
+    expect((await api.inbox.ack(b.id, page.json.messages[0].seq)).cursor).toBe(1)
+    expect((await api.inbox.read(b.id)).messages).toEqual([])
+    await api.close()
+  })
+
+  it("announces presence: peer_joined and peer_updated reach other peers of the tenant", async () => {
+    const api = client(broker, broker.adminToken)
+    const watcher = (await api.peers.register({ name: "watcher" })).peer
+    const ch = api.connect(watcher.id)
+    const seen = record(ch)
+    await opened(ch)
+    const newcomer = (await api.peers.register({ name: "newcomer" })).peer
+    await seen.event((e) => e.type === "peer_joined" && e.peer.id === newcomer.id, "peer_joined")
+    await api.peers.update(newcomer.id, { summary: "working on the lexer" })
+    const updated = await seen.event((e) => e.type === "peer_updated" && e.peer.id === newcomer.id, "peer_updated")
+    expect(updated.type === "peer_updated" && updated.peer.summary).toBe("working on the lexer")
+    await api.peers.unregister(newcomer.id)
+    await seen.event((e) => e.type === "peer_left" && e.peer.id === newcomer.id, "peer_left")
+    expect((await http(broker, broker.adminToken, "GET", `/api/peers/${newcomer.id}`)).status).toBe(404)
+    await api.close()
+  })
+})

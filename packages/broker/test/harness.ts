@@ -1,0 +1,104 @@
+/**
+ * Test harness: a real broker on 127.0.0.1 with an ephemeral port, either in this process
+ * (a ManagedRuntime over BrokerServer.layer) or as a child process running the built CLI
+ * (for restarts and SIGKILL). Every broker gets its own temporary A2A_HOME.
+ */
+import { createBrokerClient } from "@mks/a2a"
+import { Effect, Layer, Logger, LogLevel, ManagedRuntime } from "effect"
+import { spawn, type ChildProcess } from "node:child_process"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { createInterface } from "node:readline"
+import { BrokerConfig, BrokerServer, TokenStore } from "../src/index.js"
+
+export const tempHome = () => mkdtempSync(join(tmpdir(), "a2a-broker-test-"))
+
+export interface TestBroker {
+  readonly url: string
+  readonly port: number
+  readonly home: string
+  /** The first-start admin token (tenant "default"). */
+  readonly adminToken: string
+  /** A fresh static token. */
+  readonly token: (tenant: string, ...roles: Array<"admin" | "peer" | "runner">) => Promise<string>
+  readonly close: () => Promise<void>
+}
+
+/** An in-process broker; `overrides` tune timeouts, the store (`db: "memory"` or a file) etc. */
+export const startBroker = async (overrides: Partial<BrokerConfig.BrokerConfigShape> = {}): Promise<TestBroker> => {
+  const home = overrides.home ?? tempHome()
+  const config = BrokerConfig.make({ port: 0, db: ":memory:", ...overrides, home })
+  const runtime = ManagedRuntime.make(
+    BrokerServer.layer(config).pipe(Layer.provide(Logger.minimumLogLevel(LogLevel.Warning)))
+  )
+  const { url, port } = await runtime.runPromise(BrokerServer.BrokerAddress)
+  const adminToken = readFileSync(join(home, "broker.token"), "utf8").trim()
+  return {
+    url,
+    port,
+    home,
+    adminToken,
+    token: (tenant, ...roles) =>
+      runtime.runPromise(Effect.flatMap(TokenStore.TokenStore, (s) => s.create({ tenant, roles: roles.length > 0 ? roles : ["peer"] }))).then((r) => r.token),
+    close: async () => {
+      await runtime.dispose()
+      if (overrides.home === undefined) rmSync(home, { recursive: true, force: true })
+    }
+  }
+}
+
+const CLI = join(import.meta.dirname, "..", "dist", "cli.js")
+
+export interface BrokerProcess {
+  readonly url: string
+  readonly port: number
+  readonly child: ChildProcess
+  /** Resolves with the exit code or signal once the process is gone. */
+  readonly exited: Promise<number | NodeJS.Signals | null>
+}
+
+/** The built `a2a-broker` CLI as a child process; resolves once it printed its address. */
+export const startBrokerProcess = (home: string, args: ReadonlyArray<string> = []): Promise<BrokerProcess> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, "--port", "0", "--home", home, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, A2A_HOME: home }
+    })
+    const exited = new Promise<number | NodeJS.Signals | null>((done) => child.once("exit", (code, signal) => done(signal ?? code)))
+    let stderr = ""
+    child.stderr!.on("data", (chunk) => (stderr += chunk))
+    const lines = createInterface({ input: child.stdout! })
+    lines.on("line", (line) => {
+      const match = /listening on (http:\/\/[^\s]+)/.exec(line)
+      if (match) {
+        const url = match[1]!
+        resolve({ url, port: Number(new URL(url).port), child, exited })
+      }
+    })
+    child.once("exit", (code) => reject(new Error(`broker exited (${code}) before listening: ${stderr}`)))
+  })
+
+/** A Promise client with a token. */
+export const client = (broker: { url: string }, token: string) => createBrokerClient({ url: broker.url, token })
+
+/** Raw HTTP with a bearer token, for status and error-shape checks. */
+export const http = async (broker: { url: string }, token: string | undefined, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
+  const res = await fetch(broker.url + path, {
+    method,
+    headers: {
+      ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+      ...headers
+    },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body)
+  })
+  const text = await res.text()
+  let json: any
+  try {
+    json = text.length > 0 ? JSON.parse(text) : undefined
+  } catch {
+    json = undefined
+  }
+  return { status: res.status, json, text, headers: res.headers }
+}

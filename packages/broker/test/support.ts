@@ -1,0 +1,50 @@
+/** Small awaiting helpers for channel tests: wait for the event, never sleep. */
+import type { PromiseClient } from "@mks/a2a"
+
+type Channel = PromiseClient.PromiseChannel
+type MessageJson = PromiseClient.MessageJson
+type EventJson = PromiseClient.PeerEventJson
+
+/** Collects what a channel receives and lets a test await a condition on it. */
+export const record = (channel: Channel) => {
+  const messages: Array<MessageJson> = []
+  const events: Array<EventJson> = []
+  const waiters = new Set<() => void>()
+  const notify = () => waiters.forEach((w) => w())
+  channel.on("message", (m) => {
+    messages.push(m)
+    notify()
+  })
+  channel.on("event", (e) => {
+    events.push(e)
+    notify()
+  })
+  const until = <A>(check: () => A | undefined, what: string, timeoutMs = 5_000): Promise<A> =>
+    new Promise((resolve, reject) => {
+      const done = () => {
+        const value = check()
+        if (value !== undefined) {
+          waiters.delete(done)
+          clearTimeout(timer)
+          resolve(value)
+        }
+      }
+      const timer = setTimeout(() => {
+        waiters.delete(done)
+        reject(new Error(`timed out waiting for ${what}; got ${messages.length} messages, ${events.length} events`))
+      }, timeoutMs)
+      waiters.add(done)
+      done()
+    })
+  return {
+    messages,
+    events,
+    until,
+    message: (predicate: (m: MessageJson) => boolean, what = "a message") => until(() => messages.find(predicate), what),
+    event: (predicate: (e: EventJson) => boolean, what = "an event") => until(() => events.find(predicate), what),
+    count: (n: number) => until(() => (messages.length >= n ? messages.slice(0, n) : undefined), `${n} messages`)
+  }
+}
+
+/** Resolves once the channel said hello. */
+export const opened = (channel: Channel) => new Promise<void>((resolve) => channel.on("open", () => resolve()))
