@@ -22,6 +22,7 @@ import {
 import { Clock, Context, Effect, Layer, Option, Schedule, Stream } from "effect"
 import { BrokerConfig } from "./BrokerConfig.js"
 import { Metrics } from "./Metrics.js"
+import { StoreGauges } from "./Store.js"
 import { TokenStore } from "./TokenStore.js"
 
 type P = Principal.Principal
@@ -41,6 +42,7 @@ export const make = Effect.gen(function* () {
   const spawns = yield* SpawnPlane.SpawnPlane
   const tokens = yield* TokenStore
   const metrics = yield* Metrics
+  const gauges = yield* StoreGauges
 
   const event = (tenant: string, e: ChannelFrame.PeerEvent, to?: ReadonlyArray<Ids.PeerId>) => hub.publishEvent(tenant, e, to)
 
@@ -208,6 +210,9 @@ export const make = Effect.gen(function* () {
 
   /** Background work: GC of peers, runners, spawns and acked messages; spawn events to requesters. */
   const background = Effect.gen(function* () {
+    yield* metrics.gauge("a2a_ws_connections", "Open peer channel sockets.", hub.connections)
+    yield* metrics.gauge("a2a_peers_online", "Peers online (socket or recent heartbeat).", gauges.peersOnline)
+    yield* metrics.gauge("a2a_inbox_depth", "Unacked messages across all inboxes.", gauges.inboxDepth)
     const changes = yield* spawns.changes
     yield* changes.pipe(
       Stream.runForEach(({ tenant, spawn }) =>

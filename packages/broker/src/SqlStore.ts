@@ -465,6 +465,20 @@ export const makeInbox = (capacity: number) =>
     return service
   })
 
+/** Counts for `/metrics`, straight from the tables. */
+export const gauges = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const count = (query: Effect.Effect<ReadonlyArray<{ n: number | string | null }>, SqlError>) =>
+    query.pipe(
+      Effect.map((rows) => Number(rows[0]?.n ?? 0)),
+      Effect.orElseSucceed(() => Number.NaN)
+    )
+  return {
+    peersOnline: count(sql<{ n: number }>`SELECT COUNT(*) AS n FROM a2a_peers WHERE status = 'online'`),
+    inboxDepth: count(sql<{ n: number }>`SELECT SUM(last_seq - cursor) AS n FROM a2a_inbox_state`)
+  }
+})
+
 /** The three durable services over the SqlClient in context, after migrating it. */
 export const layer = (capacity: number) =>
   Layer.effectDiscard(orDie(migrate)).pipe(

@@ -2,7 +2,7 @@
  * The broker's state: the core protocol services, from memory or from a SQL database.
  */
 import { ChannelHub, Errors, Inbox, PeerRegistry, SpawnPlane, TeamDirectory } from "@mks/a2a"
-import { Effect, Layer } from "effect"
+import { Context, Effect, Layer } from "effect"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { mkdirSync } from "node:fs"
 import { dirname } from "node:path"
@@ -10,17 +10,27 @@ import { BrokerConfig } from "./BrokerConfig.js"
 import * as SqlStore from "./SqlStore.js"
 
 export type Stores =
+  | StoreGauges
   | PeerRegistry.PeerRegistry
   | Inbox.Inbox
   | TeamDirectory.TeamDirectory
   | ChannelHub.ChannelHub
   | SpawnPlane.SpawnPlane
 
+/** Store-level counts for `/metrics` (NaN where a store cannot count). */
+export class StoreGauges extends Context.Tag("@mks/a2a-broker/StoreGauges")<
+  StoreGauges,
+  { readonly peersOnline: Effect.Effect<number>; readonly inboxDepth: Effect.Effect<number> }
+>() {}
+
+const noGauges = Layer.succeed(StoreGauges, { peersOnline: Effect.succeed(Number.NaN), inboxDepth: Effect.succeed(Number.NaN) })
+
 /** Everything in memory: for tests and throwaway runs. Nothing survives a restart. */
 export const layerMemory: Layer.Layer<Stores, never, BrokerConfig> = Layer.unwrapEffect(
   Effect.gen(function* () {
     const config = yield* BrokerConfig
     return Layer.mergeAll(
+      noGauges,
       PeerRegistry.layerMemory,
       Inbox.layerMemory({ capacity: config.inboxCapacity }),
       ChannelHub.layerMemory(),
@@ -40,6 +50,7 @@ export const layerSqlite = (file: string): Layer.Layer<Stores, Errors.ServiceUna
       if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
       return Layer.mergeAll(
         SqlStore.layer(config.inboxCapacity),
+        Layer.effect(StoreGauges, SqlStore.gauges),
         ChannelHub.layerMemory(),
         SpawnPlane.layerMemory({ staleAfter: config.runnerStaleAfter, pendingTimeout: config.spawnPendingTimeout })
       ).pipe(
