@@ -53,6 +53,8 @@ export const migrate = Effect.gen(function* () {
   }
 })
 
+const keyOf = (tenant: string, key: string) => `${tenant}\u0000${key}`
+
 const unavailable = (e: SqlError) => new Errors.ServiceUnavailable({ message: `store unavailable: ${e.message}` })
 /** Store failures are defects of the request (answered 503 by the server's guard), never silent. */
 const orDie = <A, E, R>(self: Effect.Effect<A, E | SqlError, R>) =>
@@ -66,8 +68,20 @@ interface TeamRow {
   readonly created_at: number | string
 }
 
-export const makeTeamDirectory = Effect.gen(function* () {
+/**
+ * With `cache`, reads that every send makes (peer rows, a peer's teams) are served from memory
+ * and every write of this process refreshes or drops the cached entry. Only valid while this
+ * process is the only writer (SQLite); instances sharing a database run without it.
+ */
+export interface StoreOptions {
+  readonly capacity: number
+  readonly cache: boolean
+}
+
+export const makeTeamDirectory = (cache: boolean) => Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
+  const teamsCache = new Map<string, ReadonlyArray<Ids.TeamName>>()
+  const forget = (tenant: string, peer: string) => Effect.sync(() => teamsCache.delete(keyOf(tenant, peer)))
 
   const membersOf = (tenant: string, name: string) =>
     sql<{ peer_id: string }>`SELECT peer_id FROM a2a_team_members WHERE tenant = ${tenant} AND team = ${name} ORDER BY joined_at, peer_id`.pipe(
@@ -117,6 +131,7 @@ export const makeTeamDirectory = Effect.gen(function* () {
           const now = yield* Clock.currentTimeMillis
           yield* ensure(tenant, name, "", now)
           yield* sql`INSERT INTO a2a_team_members (tenant, team, peer_id, joined_at) VALUES (${tenant}, ${name}, ${peer}, ${now}) ON CONFLICT DO NOTHING`
+          yield* forget(tenant, peer)
           const row = yield* find(tenant, name)
           return yield* toTeam(tenant, Option.getOrThrow(row))
         })
@@ -127,6 +142,7 @@ export const makeTeamDirectory = Effect.gen(function* () {
           const row = yield* find(tenant, name)
           if (Option.isNone(row)) return yield* Effect.fail(notFound(name))
           yield* sql`DELETE FROM a2a_team_members WHERE tenant = ${tenant} AND team = ${name} AND peer_id = ${peer}`
+          yield* forget(tenant, peer)
           return yield* toTeam(tenant, row.value)
         })
       ),
@@ -138,10 +154,20 @@ export const makeTeamDirectory = Effect.gen(function* () {
         })
       ),
     teamsOf: (tenant, peer) =>
-      orDie(sql<{ team: string }>`SELECT team FROM a2a_team_members WHERE tenant = ${tenant} AND peer_id = ${peer} ORDER BY team`.pipe(Effect.map((rows) => rows.map((r) => r.team as Ids.TeamName)))),
+      Effect.suspend(() => {
+        const hit = cache ? teamsCache.get(keyOf(tenant, peer)) : undefined
+        if (hit !== undefined) return Effect.succeed(hit)
+        return orDie(
+          sql<{ team: string }>`SELECT team FROM a2a_team_members WHERE tenant = ${tenant} AND peer_id = ${peer} ORDER BY team`.pipe(
+            Effect.map((rows) => rows.map((r) => r.team as Ids.TeamName)),
+            Effect.tap((teams) => Effect.sync(() => cache && teamsCache.set(keyOf(tenant, peer), teams)))
+          )
+        )
+      }),
     removePeer: (tenant, peer) =>
       orDie(
         sql<{ team: string }>`DELETE FROM a2a_team_members WHERE tenant = ${tenant} AND peer_id = ${peer} RETURNING team`.pipe(
+          Effect.tap(() => forget(tenant, peer)),
           Effect.map((rows) => rows.map((r) => r.team as Ids.TeamName).sort())
         )
       )
@@ -175,8 +201,21 @@ interface PeerData {
   readonly meta: Ids.Meta
 }
 
-export const makePeerRegistry = Effect.gen(function* () {
+export const makePeerRegistry = (cache: boolean) => Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
+  const rowsById = new Map<string, PeerRow>()
+  const idsByName = new Map<string, string>()
+  const remember = (row: PeerRow) => {
+    if (!cache) return row
+    rowsById.set(row.id, row)
+    idsByName.set(keyOf(row.tenant, row.name), row.id)
+    return row
+  }
+  const forget = (id: string) => {
+    const row = rowsById.get(id)
+    if (row !== undefined) idsByName.delete(keyOf(row.tenant, row.name))
+    rowsById.delete(id)
+  }
   const teams = yield* TeamDirectory.TeamDirectory
   // One registration at a time per process: name lookups and inserts must not interleave.
   const lifecycle = yield* Effect.makeSemaphore(1)
@@ -208,9 +247,18 @@ export const makePeerRegistry = Effect.gen(function* () {
     Effect.map(teams.teamsOf(row.tenant, row.id as Ids.PeerId), (names): Peer.PeerRecord => ({ tenant: row.tenant, owner: row.owner, peer: toPeer(row, names) }))
 
   const byId = (tenant: string, id: string) =>
-    sql<PeerRow>`SELECT * FROM a2a_peers WHERE tenant = ${tenant} AND id = ${id}`.pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
+    Effect.suspend(() => {
+      const hit = rowsById.get(id)
+      if (hit !== undefined) return Effect.succeed(hit.tenant === tenant ? Option.some(hit) : Option.none())
+      return sql<PeerRow>`SELECT * FROM a2a_peers WHERE tenant = ${tenant} AND id = ${id}`.pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), remember)))
+    })
   const byName = (tenant: string, name: string) =>
-    sql<PeerRow>`SELECT * FROM a2a_peers WHERE tenant = ${tenant} AND name = ${name}`.pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
+    Effect.suspend(() => {
+      const id = idsByName.get(keyOf(tenant, name))
+      const hit = id === undefined ? undefined : rowsById.get(id)
+      if (hit !== undefined) return Effect.succeed(Option.some(hit))
+      return sql<PeerRow>`SELECT * FROM a2a_peers WHERE tenant = ${tenant} AND name = ${name}`.pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), remember)))
+    })
 
   const notFound = (peer: string) => new Errors.PeerNotFound({ message: `no peer ${peer}`, peer })
   const required = (tenant: string, id: string) =>
@@ -242,6 +290,7 @@ export const makePeerRegistry = Effect.gen(function* () {
               meta: reg.meta ?? old.meta
             }
             yield* sql`UPDATE a2a_peers SET status = 'online', last_seen_at = ${now}, data = ${JSON.stringify(data)} WHERE id = ${previous.id}`
+            forget(previous.id)
             id = previous.id
             resumed = true
           } else {
@@ -290,6 +339,7 @@ export const makePeerRegistry = Effect.gen(function* () {
           const old = JSON.parse(row.data) as PeerData
           const data: PeerData = { ...old, summary: patch.summary ?? old.summary, meta: patch.meta ?? old.meta }
           yield* sql`UPDATE a2a_peers SET data = ${JSON.stringify(data)} WHERE id = ${id}`
+          forget(id)
           return (yield* toRecord({ ...row, data: JSON.stringify(data) })).peer
         })
       ),
@@ -299,6 +349,7 @@ export const makePeerRegistry = Effect.gen(function* () {
           const now = yield* Clock.currentTimeMillis
           const rows = yield* sql<PeerRow>`UPDATE a2a_peers SET status = 'online', last_seen_at = ${now} WHERE tenant = ${tenant} AND id = ${id} RETURNING *`
           if (rows.length === 0) return yield* Effect.fail(notFound(id))
+          remember(rows[0]!)
           return (yield* toRecord(rows[0]!)).peer
         })
       ),
@@ -307,6 +358,7 @@ export const makePeerRegistry = Effect.gen(function* () {
         Effect.gen(function* () {
           const rows = yield* sql<PeerRow>`UPDATE a2a_peers SET status = ${status} WHERE tenant = ${tenant} AND id = ${id} RETURNING *`
           if (rows.length === 0) return yield* Effect.fail(notFound(id))
+          remember(rows[0]!)
           return (yield* toRecord(rows[0]!)).peer
         })
       ),
@@ -314,6 +366,7 @@ export const makePeerRegistry = Effect.gen(function* () {
       orDie(
         Effect.gen(function* () {
           const rows = yield* sql<PeerRow>`DELETE FROM a2a_peers WHERE tenant = ${tenant} AND id = ${id} RETURNING *`
+          forget(id)
           if (rows.length === 0) return yield* Effect.fail(notFound(id))
           const left = yield* teams.removePeer(tenant, id)
           return toPeer({ ...rows[0]!, status: "offline" }, left)
@@ -322,6 +375,7 @@ export const makePeerRegistry = Effect.gen(function* () {
     expire: (cutoff) =>
       orDie(
         sql<PeerRow>`UPDATE a2a_peers SET status = 'offline' WHERE status = 'online' AND last_seen_at < ${cutoff} RETURNING *`.pipe(
+          Effect.tap((rows) => Effect.sync(() => rows.forEach(remember))),
           Effect.flatMap((rows) => Effect.forEach(rows, toRecord))
         )
       )
@@ -360,12 +414,12 @@ const makeWaiters = () => {
   }
 }
 
-const keyOf = (tenant: string, peer: string) => `${tenant}\u0000${peer}`
 
 export const makeInbox = (capacity: number) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const waiters = makeWaiters()
+    const known = new Set<string>()
 
     const toMessage = (row: { data: string; seq: number | string }) => new Message.Message({ ...(JSON.parse(row.data) as object), seq: Number(row.seq) } as Message.Message, true)
 
@@ -393,7 +447,10 @@ export const makeInbox = (capacity: number) =>
             const deliveries = yield* sql.withTransaction(
               Effect.forEach(recipients, (recipient) =>
                 Effect.gen(function* () {
-                  yield* sql`INSERT INTO a2a_inbox_state (tenant, peer_id, last_seq, cursor) VALUES (${tenant}, ${recipient}, 0, 0) ON CONFLICT DO NOTHING`
+                  // The state row exists once created; drop() forgets it again.
+                  if (!known.has(keyOf(tenant, recipient))) {
+                    yield* sql`INSERT INTO a2a_inbox_state (tenant, peer_id, last_seq, cursor) VALUES (${tenant}, ${recipient}, 0, 0) ON CONFLICT DO NOTHING`
+                  }
                   const taken = yield* sql<{ last_seq: number | string }>`UPDATE a2a_inbox_state SET last_seq = last_seq + 1
                     WHERE tenant = ${tenant} AND peer_id = ${recipient} AND last_seq - cursor < ${capacity} RETURNING last_seq`
                   if (taken.length === 0) {
@@ -405,6 +462,7 @@ export const makeInbox = (capacity: number) =>
                 })
               )
             )
+            for (const r of recipients) known.add(keyOf(tenant, r))
             yield* Effect.forEach(recipients, (r) => waiters.wake(keyOf(tenant, r)), { discard: true })
             return deliveries
           })
@@ -447,13 +505,15 @@ export const makeInbox = (capacity: number) =>
         ),
       drop: (tenant, peer) =>
         orDie(
+          Effect.sync(() => known.delete(keyOf(tenant, peer))),
+        ).pipe(Effect.zipRight(orDie(
           sql.withTransaction(
             Effect.zipRight(
               sql`DELETE FROM a2a_inbox WHERE tenant = ${tenant} AND peer_id = ${peer}`,
               sql`DELETE FROM a2a_inbox_state WHERE tenant = ${tenant} AND peer_id = ${peer}`
             )
           ).pipe(Effect.asVoid)
-        ),
+        ))),
       prune: (cutoff) =>
         orDie(
           sql<{ seq: number }>`DELETE FROM a2a_inbox WHERE appended_at < ${cutoff} AND seq <= (
@@ -480,12 +540,12 @@ export const gauges = Effect.gen(function* () {
 })
 
 /** The three durable services over the SqlClient in context, after migrating it. */
-export const layer = (capacity: number) =>
+export const layer = (options: StoreOptions) =>
   Layer.effectDiscard(orDie(migrate)).pipe(
     Layer.provideMerge(
       Layer.mergeAll(
-        Layer.effect(PeerRegistry.PeerRegistry, makePeerRegistry),
-        Layer.effect(Inbox.Inbox, makeInbox(capacity))
-      ).pipe(Layer.provideMerge(Layer.effect(TeamDirectory.TeamDirectory, makeTeamDirectory)))
+        Layer.effect(PeerRegistry.PeerRegistry, makePeerRegistry(options.cache)),
+        Layer.effect(Inbox.Inbox, makeInbox(options.capacity))
+      ).pipe(Layer.provideMerge(Layer.effect(TeamDirectory.TeamDirectory, makeTeamDirectory(options.cache))))
     )
   )

@@ -3,6 +3,7 @@
  */
 import { ChannelHub, Errors, Inbox, PeerRegistry, SpawnPlane, TeamDirectory } from "@mks/a2a"
 import { Context, Effect, Layer } from "effect"
+import { SqlClient } from "@effect/sql"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { mkdirSync } from "node:fs"
 import { dirname } from "node:path"
@@ -40,6 +41,19 @@ export const layerMemory: Layer.Layer<Stores, never, BrokerConfig> = Layer.unwra
 )
 
 /**
+ * WAL with `synchronous = NORMAL`: a commit is durable against a crash or SIGKILL of the broker
+ * (it is in the WAL before the 201), only an OS crash or power loss can drop the last commits.
+ * FULL would fsync every commit, which costs ~4 ms here and caps the broker at ~260 msg/s.
+ */
+const sqliteTuning = Layer.effectDiscard(
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql.unsafe("PRAGMA synchronous = NORMAL")
+    yield* sql.unsafe("PRAGMA busy_timeout = 5000")
+  })
+)
+
+/**
  * SQLite (WAL) at `file`: peers, teams and inboxes survive restarts; live channels and the
  * spawn plane are in memory (runners re-announce their agents when they reconnect).
  */
@@ -49,11 +63,12 @@ export const layerSqlite = (file: string): Layer.Layer<Stores, Errors.ServiceUna
       const config = yield* BrokerConfig
       if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
       return Layer.mergeAll(
-        SqlStore.layer(config.inboxCapacity),
+        SqlStore.layer({ capacity: config.inboxCapacity, cache: true }),
         Layer.effect(StoreGauges, SqlStore.gauges),
         ChannelHub.layerMemory(),
         SpawnPlane.layerMemory({ staleAfter: config.runnerStaleAfter, pendingTimeout: config.spawnPendingTimeout })
       ).pipe(
+        Layer.provide(sqliteTuning),
         Layer.provide(SqliteClient.layer({ filename: file })),
         Layer.mapError((e) => new Errors.ServiceUnavailable({ message: `cannot open database ${file}: ${String(e)}` }))
       )

@@ -126,6 +126,8 @@ export const make = (path: string) =>
       create: ({ tenant, roles, name }) =>
         lock.withPermits(1)(
           Effect.gen(function* () {
+            // Start from the file as it is now: the CLI may have changed it since it was loaded.
+            yield* fresh
             const token = newSecret()
             const record: TokenRecord = { id: `t_${Ids.randomToken(12)}`, name, hash: VirtualKey.hashSecret(token), tenant, roles, createdAt: Ids.nowIso() }
             yield* persist([...(yield* Ref.get(records)), record])
@@ -133,10 +135,11 @@ export const make = (path: string) =>
             return { token, info }
           })
         ),
-      list: Ref.get(records).pipe(Effect.map((all) => all.map(({ hash: _hash, ...info }) => info))),
+      list: fresh.pipe(Effect.zipRight(Ref.get(records)), Effect.map((all) => all.map(({ hash: _hash, ...info }) => info))),
       revoke: (id) =>
         lock.withPermits(1)(
           Effect.gen(function* () {
+            yield* fresh
             const all = yield* Ref.get(records)
             if (!all.some((r) => r.id === id)) return yield* Effect.fail(new Errors.Unauthorized({ message: `no token ${id}` }))
             yield* persist(all.filter((r) => r.id !== id))

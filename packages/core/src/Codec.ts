@@ -16,19 +16,18 @@ export const toInvalidRequest = (error: ParseResult.ParseError): InvalidRequest 
 }
 
 /** Decode an unknown value, failing with `InvalidRequest`. Excess properties are ignored. */
-export const decodeUnknown =
-  <A, I>(schema: Schema.Schema<A, I, never>) =>
-  (input: unknown): Effect.Effect<A, InvalidRequest> =>
-    Schema.decodeUnknown(schema)(input, { errors: "first" }).pipe(Effect.mapError(toInvalidRequest))
+export const decodeUnknown = <A, I>(schema: Schema.Schema<A, I, never>) => {
+  // Built once per schema: building a decoder per call costs more than decoding.
+  const decode = Schema.decodeUnknown(schema, { errors: "first" })
+  return (input: unknown): Effect.Effect<A, InvalidRequest> => decode(input).pipe(Effect.mapError(toInvalidRequest))
+}
 
 /** Decode JSON text (a WebSocket frame, a body), failing with `InvalidRequest`. */
-export const decodeJson =
-  <A, I>(schema: Schema.Schema<A, I, never>) =>
-  (text: string): Effect.Effect<A, InvalidRequest> =>
-    decodeUnknown(Schema.parseJson(schema))(text)
+export const decodeJson = <A, I>(schema: Schema.Schema<A, I, never>): ((text: string) => Effect.Effect<A, InvalidRequest>) =>
+  decodeUnknown(Schema.parseJson(schema))
 
 /** Encode to JSON text. Encoding a value that was built from the schema's own types cannot fail. */
-export const encodeJson =
-  <A, I>(schema: Schema.Schema<A, I, never>) =>
-  (value: A): string =>
-    JSON.stringify(Schema.encodeSync(schema)(value))
+export const encodeJson = <A, I>(schema: Schema.Schema<A, I, never>) => {
+  const encode = Schema.encodeSync(schema)
+  return (value: A): string => JSON.stringify(encode(value))
+}

@@ -91,7 +91,8 @@ export const make = (options: { readonly capacity: number }): Effect.Effect<Inbo
           for (let i = 0; i < keys.length; i++) {
             const inbox = inboxOf(next, keys[i]!)
             const seq = inbox.lastSeq + 1
-            const message = new Message({ ...draft, seq })
+            // Drafts are typed and built by the caller from decoded input; skip re-validation per recipient.
+            const message = new Message({ ...draft, seq }, true)
             deliveries.push({ recipient: unique[i]!, message })
             next = HashMap.set(next, keys[i]!, {
               ...inbox,

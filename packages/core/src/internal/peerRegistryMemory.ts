@@ -67,8 +67,10 @@ const removeEntry = (state: State, tenant: string, entry: Entry): State => {
   }
 }
 
+/** Entries were validated on the way in; rebuilding a Peer on every read skips re-validation (hot path). */
 const toPeer = (entry: Entry, teams: Peer["teams"]): Peer =>
-  new Peer({
+  new Peer(
+    {
     id: entry.id,
     name: entry.name,
     summary: entry.summary,
@@ -84,7 +86,9 @@ const toPeer = (entry: Entry, teams: Peer["teams"]): Peer =>
     ...(entry.spawnId === undefined ? {} : { spawnId: entry.spawnId }),
     ...(entry.runnerId === undefined ? {} : { runnerId: entry.runnerId }),
     meta: entry.meta
-  })
+    },
+    true
+  )
 
 const notFound = (peer: string) => new PeerNotFound({ message: `no peer ${peer}`, peer })
 
