@@ -5,13 +5,35 @@
  */
 import { HttpApiBuilder, HttpRouter, HttpServerRequest, HttpServerResponse, Socket } from "@effect/platform"
 import { Authenticator, ChannelFrame, ChannelHub, Codec, Errors, Ids, Inbox, RunnerFrame } from "@mks/a2a"
-import { Deferred, Effect, Fiber, Schedule, Schema, Scope, Stream } from "effect"
+import { Deferred, Effect, Fiber, Queue, Schedule, Schema, Scope, Stream } from "effect"
 import { BrokerConfig } from "./BrokerConfig.js"
 import { Bus } from "./Bus.js"
 import { Metrics } from "./Metrics.js"
 
 const decoder = new TextDecoder()
 const textOf = (data: string | Uint8Array) => (typeof data === "string" ? data : decoder.decode(data))
+
+/** Deepest JSON nesting accepted in a body or frame: decoding and error formatting recurse per level. */
+export const MAX_JSON_DEPTH = 128
+
+/** Whether JSON text nests arrays/objects deeper than `limit` (a scan, without parsing). */
+export const nestsDeeperThan = (text: string, limit = MAX_JSON_DEPTH): boolean => {
+  let depth = 0
+  let inString = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (inString) {
+      if (c === 92) i++ // backslash: skip the escaped character
+      else if (c === 34) inString = false
+    } else if (c === 34) inString = true
+    else if (c === 91 || c === 123) {
+      if (++depth > limit) return true
+    } else if (c === 93 || c === 125) depth--
+  }
+  return false
+}
+
+export const tooDeep = () => new Errors.InvalidRequest({ message: `JSON nested deeper than ${MAX_JSON_DEPTH} levels` })
 
 /** A wire error as an HTTP response (for refusals before the upgrade). */
 export const errorResponse = (error: Errors.WireError) =>
@@ -32,6 +54,18 @@ const decodeRunnerId = Codec.decodeUnknown(Ids.RunnerId)
 const decodeAfter = Codec.decodeUnknown(Schema.NumberFromString.pipe(Schema.int(), Schema.nonNegative()))
 
 const REPLAY_PAGE = 500
+
+/**
+ * Handle a socket's frames one at a time, in arrival order, for the scope's lifetime. The
+ * platform runs a fiber per frame; without this, two sends on one socket could commit in
+ * either order (and a runner's `running` could land after its `exited`).
+ */
+const inOrder = <E>(inbound: Queue.Queue<string | Uint8Array>, handle: (data: string | Uint8Array) => Effect.Effect<void, E>) =>
+  Queue.take(inbound).pipe(
+    Effect.flatMap((data) => Effect.ignore(handle(data))),
+    Effect.forever,
+    Effect.forkScoped
+  )
 
 /** Authenticate and resolve the request before upgrading; `WireError`s become HTTP answers. */
 const preflight = Effect.gen(function* () {
@@ -63,13 +97,15 @@ const peerChannel = Effect.gen(function* () {
     Effect.gen(function* () {
       const write = yield* socket.writer
       const send = (frame: ChannelFrame.ServerFrame) => write(encodeServer(frame))
+      const inbound = yield* Queue.unbounded<string | Uint8Array>()
       const ended = yield* Deferred.make<void>()
       // Reading drives the upgrade: start it first, or writes would wait for an open socket forever.
-      const reader = yield* Effect.suspend(() => socket.runRaw(onFrame)).pipe(
+      const reader = yield* socket.runRaw((data) => Queue.offer(inbound, data)).pipe(
         Effect.catchAll(() => Effect.void),
         Effect.ensuring(Deferred.succeed(ended, undefined)),
         Effect.forkScoped
       )
+      yield* inOrder(inbound, onFrame)
       // Subscribe before reading the inbox so nothing appended in between is missed.
       const live = yield* hub.subscribe(tenant, peerId)
       const peer = yield* bus.heartbeat(principal, peerId)
@@ -101,10 +137,11 @@ const peerChannel = Effect.gen(function* () {
         Effect.ensuring(Deferred.succeed(closed, undefined)),
         Effect.forkScoped
       )
-      // Keep the peer online while the socket is open, without the client having to heartbeat.
+      // Keep the peer online while the socket is open, without the client having to heartbeat
+      // (a third of the timeout, whatever the timeout: a floor above it would let GC expire open sockets).
       yield* bus.peers.touch(tenant, peerId).pipe(
         Effect.ignore,
-        Effect.repeat({ schedule: Schedule.spaced(Math.max(1000, Math.floor(config.peerTimeout / 3))) }),
+        Effect.repeat({ schedule: Schedule.spaced(Math.max(10, Math.floor(config.peerTimeout / 3))) }),
         Effect.forkScoped
       )
 
@@ -113,6 +150,7 @@ const peerChannel = Effect.gen(function* () {
         if (text.length > config.maxBodyBytes) {
           return send({ type: "error", error: new Errors.PayloadTooLarge({ message: `frame larger than ${config.maxBodyBytes} bytes`, limit: config.maxBodyBytes }) })
         }
+        if (nestsDeeperThan(text)) return send({ type: "error", error: tooDeep() })
         return decodeClient(text).pipe(
           Effect.flatMap((frame): Effect.Effect<void, Errors.WireError | Socket.SocketError> => {
             switch (frame.type) {
@@ -164,6 +202,7 @@ const runnerLink = Effect.gen(function* () {
         if (text.length > config.maxBodyBytes) {
           return send({ type: "error", error: new Errors.PayloadTooLarge({ message: `frame larger than ${config.maxBodyBytes} bytes`, limit: config.maxBodyBytes }) })
         }
+        if (nestsDeeperThan(text)) return send({ type: "error", error: tooDeep() })
         return decodeRunner(text).pipe(
           Effect.flatMap((frame): Effect.Effect<void, Errors.WireError | Socket.SocketError> => {
             switch (frame.type) {
@@ -194,7 +233,9 @@ const runnerLink = Effect.gen(function* () {
           Effect.catchAll((error) => (error._tag === "SocketError" ? Effect.fail(error) : send({ type: "error", error })))
         )
       }
-      yield* socket.runRaw(onFrame).pipe(
+      const inbound = yield* Queue.unbounded<string | Uint8Array>()
+      yield* inOrder(inbound, onFrame)
+      yield* socket.runRaw((data) => Queue.offer(inbound, data)).pipe(
         Effect.catchAll(() => Effect.void),
         Effect.onInterrupt(() => write(new Socket.CloseEvent(ChannelFrame.CloseCode.goingAway, "broker shutting down")).pipe(Effect.ignore))
       )

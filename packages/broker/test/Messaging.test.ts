@@ -132,4 +132,19 @@ describe("messaging through a real broker", () => {
     expect(metrics.text).toContain('a2a_http_requests_total{status="201"}')
     await api.close()
   })
+
+  it("keeps the order of sends on one socket: 200 frames fired without waiting arrive in that order", async () => {
+    const api = client(broker, broker.adminToken)
+    const a = (await api.peers.register({ name: "order-a" })).peer
+    const b = (await api.peers.register({ name: "order-b" })).peer
+    const chA = api.connect(a.id)
+    const chB = api.connect(b.id, { autoAck: true })
+    const atB = record(chB)
+    await Promise.all([opened(chA), opened(chB)])
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => chA.send({ to: b.id, body: `n${i}` })))
+    const got = await atB.count(200)
+    expect(got.map((m) => m.body)).toEqual(Array.from({ length: 200 }, (_, i) => `n${i}`))
+    expect(results.map((r) => r.message.seq)).toEqual(got.map((m) => m.seq))
+    await api.close()
+  })
 })
