@@ -189,17 +189,7 @@ interface PeerRow {
 }
 
 /** The JSON `data` column: every Peer field that is not a column or derived. */
-interface PeerData {
-  readonly summary: string
-  readonly agent: string
-  readonly cwd: string
-  readonly gitRoot: string | null
-  readonly host: string
-  readonly pid: number | null
-  readonly spawnId?: string | undefined
-  readonly runnerId?: string | undefined
-  readonly meta: Ids.Meta
-}
+type PeerData = Peer.PeerFields
 
 export const makePeerRegistry = (cache: boolean) => Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
@@ -277,34 +267,13 @@ export const makePeerRegistry = (cache: boolean) => Effect.gen(function* () {
           if (Option.isSome(existing)) {
             const previous = existing.value
             if (previous.owner !== owner) return yield* Effect.fail(new Errors.PeerNameTaken({ message: `the name ${name} is registered by another principal`, name }))
-            const old = JSON.parse(previous.data) as PeerData
-            const data: PeerData = {
-              summary: reg.summary ?? old.summary,
-              agent: reg.agent ?? old.agent,
-              cwd: reg.cwd ?? old.cwd,
-              gitRoot: reg.gitRoot === undefined ? old.gitRoot : reg.gitRoot,
-              host: reg.host ?? old.host,
-              pid: reg.pid === undefined ? old.pid : reg.pid,
-              spawnId: reg.spawnId ?? old.spawnId,
-              runnerId: runnerId ?? old.runnerId,
-              meta: reg.meta ?? old.meta
-            }
+            const data: PeerData = Peer.registeredFields(reg, runnerId, JSON.parse(previous.data) as PeerData)
             yield* sql`UPDATE a2a_peers SET status = 'online', last_seen_at = ${now}, data = ${JSON.stringify(data)} WHERE id = ${previous.id}`
             forget(previous.id)
             id = previous.id
             resumed = true
           } else {
-            const data: PeerData = {
-              summary: reg.summary ?? "",
-              agent: reg.agent ?? "unknown",
-              cwd: reg.cwd ?? "",
-              gitRoot: reg.gitRoot ?? null,
-              host: reg.host ?? "",
-              pid: reg.pid ?? null,
-              spawnId: reg.spawnId,
-              runnerId,
-              meta: reg.meta ?? {}
-            }
+            const data: PeerData = Peer.registeredFields(reg, runnerId)
             yield* sql`INSERT INTO a2a_peers (id, tenant, name, owner, status, registered_at, last_seen_at, data)
               VALUES (${freshId}, ${tenant}, ${name}, ${owner}, 'online', ${now}, ${now}, ${JSON.stringify(data)})`
             id = freshId

@@ -76,6 +76,35 @@ export type PeerFilter = typeof PeerFilter.Type
 export const PeerResponse = Schema.Struct({ peer: Peer })
 export const PeerList = Schema.Struct({ peers: Schema.Array(Peer) })
 
+/** The fields of a peer that a registration sets (everything but identity, teams and presence). */
+export interface PeerFields {
+  readonly summary: string
+  readonly agent: string
+  readonly cwd: string
+  readonly gitRoot: string | null
+  readonly host: string
+  readonly pid: number | null
+  readonly spawnId?: SpawnId | undefined
+  readonly runnerId?: RunnerId | undefined
+  readonly meta: Meta
+}
+
+/**
+ * The fields after a registration: on a resume (`previous` given) what the registration
+ * carries replaces, what it omits is kept; a new peer gets the defaults.
+ */
+export const registeredFields = (reg: PeerRegistration, runnerId: RunnerId | undefined, previous?: PeerFields): PeerFields => ({
+  summary: reg.summary ?? previous?.summary ?? "",
+  agent: reg.agent ?? previous?.agent ?? "unknown",
+  cwd: reg.cwd ?? previous?.cwd ?? "",
+  gitRoot: reg.gitRoot === undefined ? (previous?.gitRoot ?? null) : reg.gitRoot,
+  host: reg.host ?? previous?.host ?? "",
+  pid: reg.pid === undefined ? (previous?.pid ?? null) : reg.pid,
+  spawnId: reg.spawnId ?? previous?.spawnId,
+  runnerId: runnerId ?? previous?.runnerId,
+  meta: reg.meta ?? previous?.meta ?? {}
+})
+
 /** True when `peer` passes every filter present in `filter`. */
 export const matches = (peer: Peer, filter: PeerFilter): boolean =>
   (filter.team === undefined || peer.teams.includes(filter.team)) &&

@@ -4,7 +4,7 @@ import type { PeerId, RunnerId, SpawnId } from "../Ids.js"
 import { make as makeId, nowIso } from "../Ids.js"
 import type { Meta } from "../Ids.js"
 import type { PeerRecord, PeerStatus } from "../Peer.js"
-import { matches, Peer } from "../Peer.js"
+import { matches, Peer, registeredFields } from "../Peer.js"
 import type { PeerRegistryService, RegisterResult } from "../PeerRegistry.js"
 import { TeamDirectory } from "../TeamDirectory.js"
 
@@ -24,8 +24,8 @@ interface Entry {
   readonly status: PeerStatus
   readonly registeredAt: number
   readonly lastSeenAt: number
-  readonly spawnId: SpawnId | undefined
-  readonly runnerId: RunnerId | undefined
+  readonly spawnId?: SpawnId | undefined
+  readonly runnerId?: RunnerId | undefined
   readonly meta: Meta
 }
 
@@ -147,20 +147,7 @@ export const make: Effect.Effect<PeerRegistryService, never, TeamDirectory> = Ef
             return [Either.left(new PeerNameTaken({ message: `the name ${name} is registered by another principal`, name })), state]
           }
           // Resume: same id and registeredAt; fields the registration gives replace the old ones.
-          const entry: Entry = {
-            ...previous,
-            summary: reg.summary ?? previous.summary,
-            agent: reg.agent ?? previous.agent,
-            cwd: reg.cwd ?? previous.cwd,
-            gitRoot: reg.gitRoot === undefined ? previous.gitRoot : reg.gitRoot,
-            host: reg.host ?? previous.host,
-            pid: reg.pid === undefined ? previous.pid : reg.pid,
-            spawnId: reg.spawnId ?? previous.spawnId,
-            runnerId: runnerId ?? previous.runnerId,
-            meta: reg.meta ?? previous.meta,
-            status: "online",
-            lastSeenAt: now
-          }
+          const entry: Entry = { ...previous, ...registeredFields(reg, runnerId, previous), status: "online", lastSeenAt: now }
           return [Either.right({ entry, resumed: true }), putEntry(state, tenant, entry)]
         }
         const entry: Entry = {
@@ -168,18 +155,10 @@ export const make: Effect.Effect<PeerRegistryService, never, TeamDirectory> = Ef
           order: state.nextOrder,
           id: freshId,
           name,
-          summary: reg.summary ?? "",
-          agent: reg.agent ?? "unknown",
-          cwd: reg.cwd ?? "",
-          gitRoot: reg.gitRoot ?? null,
-          host: reg.host ?? "",
-          pid: reg.pid ?? null,
+          ...registeredFields(reg, runnerId),
           status: "online",
           registeredAt: now,
-          lastSeenAt: now,
-          spawnId: reg.spawnId,
-          runnerId,
-          meta: reg.meta ?? {}
+          lastSeenAt: now
         }
         return [Either.right({ entry, resumed: false }), putEntry({ ...state, nextOrder: state.nextOrder + 1 }, tenant, entry)]
       })
