@@ -2,7 +2,7 @@
  * BrokerServer: the whole broker as one Layer, to run from the CLI or embed in any Effect
  * program: `Layer.launch(BrokerServer.layer(BrokerConfig.make({ port: 0 })))`.
  */
-import { HttpApiBuilder, HttpApiError, HttpApp, HttpIncomingMessage, HttpServer, HttpServerError, HttpServerRequest } from "@effect/platform"
+import { HttpApiBuilder, HttpApiError, HttpApp, HttpIncomingMessage, HttpRouter, HttpServer, HttpServerError, HttpServerRequest } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Authenticator, Errors } from "@mks/a2a"
 import { Context, Effect, Layer, Option } from "effect"
@@ -76,6 +76,23 @@ const guard = (app: HttpApp.Default): HttpApp.Default<never, BrokerConfig.Broker
       metrics.httpRequest(413)
       return Channels.errorResponse(new Errors.PayloadTooLarge({ message: `request body larger than ${config.maxBodyBytes} bytes`, limit: config.maxBodyBytes }))
     }
+    // Read the body here (the API reuses the cached text), so that a chunked body over the limit
+    // still gets its 413 (a body past a read cap makes the platform drop the connection, hence this
+    // read's cap of 10x the limit), and deep nesting is refused before decoding recurses into it.
+    if (length > 0 || request.headers["transfer-encoding"] !== undefined) {
+      const text = yield* Effect.option(request.text.pipe(HttpIncomingMessage.withMaxBodySize(Option.some(config.maxBodyBytes * 10))))
+      const refusal = Option.isNone(text)
+        ? undefined
+        : Buffer.byteLength(text.value) > config.maxBodyBytes
+          ? new Errors.PayloadTooLarge({ message: `request body larger than ${config.maxBodyBytes} bytes`, limit: config.maxBodyBytes })
+          : Channels.nestsDeeperThan(text.value)
+            ? Channels.tooDeep()
+            : undefined
+      if (refusal !== undefined) {
+        metrics.httpRequest(Errors.statusOf(refusal))
+        return Channels.errorResponse(refusal)
+      }
+    }
     const response = yield* app.pipe(HttpIncomingMessage.withMaxBodySize(Option.some(config.maxBodyBytes)))
     metrics.httpRequest(response.status)
     return response
@@ -121,6 +138,8 @@ export const layer = (config: BrokerConfig.BrokerConfigShape, options: Options =
     Layer.provide(Channels.layer),
     Layer.provide(contractErrors),
     Layer.provide(Http.ApiLive),
+    // Ids may be 128 characters (the router's default cap is 100): let the schemas judge them.
+    Layer.provide(HttpRouter.setRouterConfig({ maxParamLength: 1024 })),
     Layer.provideMerge(announce),
     Layer.provideMerge(ServerLive),
     Layer.provideMerge(WithBus)

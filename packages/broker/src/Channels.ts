@@ -172,7 +172,9 @@ const peerChannel = Effect.gen(function* () {
       }
       yield* Deferred.await(ended).pipe(
         Effect.raceFirst(Deferred.await(closed)),
-        Effect.onInterrupt(() => write(new Socket.CloseEvent(ChannelFrame.CloseCode.goingAway, "broker shutting down")).pipe(Effect.ignore))
+        Effect.onInterrupt(() =>
+          write(new Socket.CloseEvent(ChannelFrame.CloseCode.goingAway, "broker shutting down")).pipe(Effect.timeout("1 second"), Effect.ignore)
+        )
       )
       yield* Fiber.interrupt(forward)
       yield* Fiber.interrupt(reader)
@@ -235,9 +237,18 @@ const runnerLink = Effect.gen(function* () {
       }
       const inbound = yield* Queue.unbounded<string | Uint8Array>()
       yield* inOrder(inbound, onFrame)
+      // Read in a fiber of its own and await it here: on shutdown this fiber is interrupted while the
+      // socket is still open, so the 1001 can go out (from inside the reader it would wait forever).
+      const ended = yield* Deferred.make<void>()
       yield* socket.runRaw((data) => Queue.offer(inbound, data)).pipe(
         Effect.catchAll(() => Effect.void),
-        Effect.onInterrupt(() => write(new Socket.CloseEvent(ChannelFrame.CloseCode.goingAway, "broker shutting down")).pipe(Effect.ignore))
+        Effect.ensuring(Deferred.succeed(ended, undefined)),
+        Effect.forkScoped
+      )
+      yield* Deferred.await(ended).pipe(
+        Effect.onInterrupt(() =>
+          write(new Socket.CloseEvent(ChannelFrame.CloseCode.goingAway, "broker shutting down")).pipe(Effect.timeout("1 second"), Effect.ignore)
+        )
       )
     })
   )
