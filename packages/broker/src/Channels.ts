@@ -126,7 +126,19 @@ const peerChannel = Effect.gen(function* () {
       const closed = yield* Deferred.make<void>()
       const forward = yield* live.pipe(
         Stream.runForEach((item) => {
-          if (item.type === "event") return send(item)
+          if (item.type === "event") {
+            // This peer was unregistered (not merely gone offline): tell the client not to reconnect.
+            if (item.event.type === "peer_left" && item.event.peer.id === peerId) {
+              return send(item).pipe(
+                Effect.zipRight(bus.peers.get(tenant, peerId)),
+                Effect.catchTag("PeerNotFound", () =>
+                  write(new Socket.CloseEvent(ChannelFrame.CloseCode.unregistered, "peer unregistered")).pipe(Effect.zipRight(Deferred.succeed(closed, undefined)))
+                ),
+                Effect.asVoid
+              )
+            }
+            return send(item)
+          }
           if (item.message.seq <= last) return Effect.void
           last = item.message.seq
           metrics.messagesOut(1)

@@ -147,4 +147,16 @@ describe("messaging through a real broker", () => {
     expect(results.map((r) => r.message.seq)).toEqual(got.map((m) => m.seq))
     await api.close()
   })
+
+  it("closes the channel of an unregistered peer with 4001", async () => {
+    const { default: WebSocket } = await import("ws")
+    const api = client(broker, broker.adminToken)
+    const gone = (await api.peers.register({ name: "to-be-gone" })).peer
+    const ws = new WebSocket(`${broker.url.replace("http", "ws")}/ws/broker/peer/${gone.id}`, { headers: { authorization: `Bearer ${broker.adminToken}` } })
+    const closed = new Promise<number>((resolve) => ws.on("close", (code) => resolve(code)))
+    await new Promise<void>((resolve) => ws.on("message", (d) => JSON.parse(String(d)).type === "hello" && resolve()))
+    await api.peers.unregister(gone.id)
+    expect(await closed).toBe(4001)
+    await api.close()
+  })
 })
