@@ -58,6 +58,20 @@ export const UpdateKey = Schema.Struct({
 })
 export type UpdateKey = typeof UpdateKey.Type
 
+/** A record after a `PATCH`: given fields replace, absent ones keep; `expiresAt: null` clears the expiry. */
+export const applyUpdate = (record: VirtualKey, patch: UpdateKey): VirtualKey => {
+  const { expiresAt: previous, ...rest } = record
+  const expiresAt = patch.expiresAt === undefined ? previous : (patch.expiresAt ?? undefined)
+  return new VirtualKey({
+    ...rest,
+    ...(patch.name === undefined ? {} : { name: patch.name }),
+    ...(patch.models === undefined ? {} : { models: patch.models }),
+    ...(patch.limits === undefined ? {} : { limits: patch.limits }),
+    ...(patch.disabled === undefined ? {} : { disabled: patch.disabled }),
+    ...(expiresAt === undefined ? {} : { expiresAt })
+  })
+}
+
 /** `POST /v1/keys` answer: the plaintext `key` appears here and nowhere else, ever. */
 export const CreatedKey = Schema.Struct({ key: Schema.String, record: VirtualKey })
 export type CreatedKey = typeof CreatedKey.Type

@@ -238,17 +238,7 @@ export const make = (options: Options) =>
       update: (id, patch) =>
         mutate((next) =>
           Effect.map(find(next, id), (stored) => {
-            const { expiresAt: previous, ...rest } = stored.record
-            // `expiresAt: null` clears the expiry; absent keeps it.
-            const expiresAt = patch.expiresAt === undefined ? previous : (patch.expiresAt ?? undefined)
-            const record = new VirtualKey.VirtualKey({
-              ...rest,
-              ...(patch.name === undefined ? {} : { name: patch.name }),
-              ...(patch.models === undefined ? {} : { models: patch.models }),
-              ...(patch.limits === undefined ? {} : { limits: patch.limits }),
-              ...(patch.disabled === undefined ? {} : { disabled: patch.disabled }),
-              ...(expiresAt === undefined ? {} : { expiresAt })
-            })
+            const record = VirtualKey.applyUpdate(stored.record, patch)
             next.set(id, { record, hash: stored.hash })
             return withLastUsed({ record, hash: stored.hash })
           })

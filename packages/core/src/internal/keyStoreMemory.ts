@@ -7,7 +7,7 @@ import { KeyNotFound, Unauthorized } from "../Errors.js"
 import * as Ids from "../Ids.js"
 import type { KeyId } from "../Ids.js"
 import type { KeyStoreService } from "../KeyStore.js"
-import { digestsEqual, displayPrefix, generateSecret, hashSecret, VirtualKey } from "../VirtualKey.js"
+import { applyUpdate, digestsEqual, displayPrefix, generateSecret, hashSecret, VirtualKey } from "../VirtualKey.js"
 
 interface Stored {
   record: VirtualKey
@@ -71,17 +71,7 @@ export const make: Effect.Effect<KeyStoreService> = Effect.sync(() => {
   const update: KeyStoreService["update"] = (id, patch) =>
     Effect.gen(function* () {
       const stored = yield* find(id)
-      const { expiresAt: _previous, ...rest } = stored.record
-      // `expiresAt: null` clears the expiry; absent keeps it.
-      const expiresAt = patch.expiresAt === undefined ? stored.record.expiresAt : (patch.expiresAt ?? undefined)
-      stored.record = new VirtualKey({
-        ...rest,
-        ...(patch.name === undefined ? {} : { name: patch.name }),
-        ...(patch.models === undefined ? {} : { models: patch.models }),
-        ...(patch.limits === undefined ? {} : { limits: patch.limits }),
-        ...(patch.disabled === undefined ? {} : { disabled: patch.disabled }),
-        ...(expiresAt === undefined ? {} : { expiresAt })
-      })
+      stored.record = applyUpdate(stored.record, patch)
       return stored.record
     })
 
