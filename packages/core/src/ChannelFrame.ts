@@ -75,10 +75,8 @@ export const CloseCode = {
   normal: 1000,
   /** Broker shutting down; reconnect to it (or another instance) later. */
   goingAway: 1001,
-  /** The peer was unregistered or the token revoked; do not reconnect. */
+  /** The peer was unregistered; do not reconnect. */
   unregistered: 4001,
   /** The client could not keep up with live frames; reconnect and replay from the inbox. */
-  slowConsumer: 4008,
-  /** Another socket took over this peer's channel. */
-  replaced: 4009
+  slowConsumer: 4008
 } as const
