@@ -1,0 +1,124 @@
+#!/usr/bin/env node
+/**
+ * `a2a-mcp` (also `npx @mks/a2a-mcp`): the stdio MCP server of one agent session.
+ * stdout carries only MCP JSON-RPC; every log line goes to stderr.
+ */
+import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js"
+import { BrokerClient } from "@mks/a2a"
+import { NodeRuntime } from "@effect/platform-node"
+import { Cause, Deferred, Effect, Layer, Logger, LogLevel, Option } from "effect"
+import * as McpConfig from "./McpConfig.js"
+import * as McpServer from "./McpServer.js"
+import { VERSION } from "./version.js"
+
+// Nothing but JSON-RPC may reach stdout: route stray console output to stderr.
+console.log = console.error
+console.info = console.error
+console.debug = console.error
+
+const HELP = `a2a-mcp ${VERSION}: MCP stdio server that puts this agent session on the a2a bus
+
+Usage:
+  a2a-mcp                         serve MCP on stdin/stdout (started by the agent)
+  a2a-mcp --print-config claude   print a .mcp.json snippet for Claude Code
+  a2a-mcp --print-config codex    print a ~/.codex/config.toml snippet
+  a2a-mcp --help | --version
+
+Environment:
+  A2A_BROKER_URL   broker base URL (default ${BrokerClient.DEFAULT_URL})
+  A2A_TOKEN        bearer token (default: contents of ~/.a2a/broker.token)
+  A2A_PEER_NAME    peer name to register or resume (default: derived from the git repo / cwd)
+  A2A_TEAMS        comma-separated teams to join
+  A2A_SPAWN_ID     spawn id (set by a runner)
+  A2A_AGENT        agent kind (default: the MCP client's name)
+  A2A_SUMMARY      first summary
+  A2A_PUSH=0       never push messages, even to clients that declare claude/channel
+  A2A_UNREGISTER_ON_EXIT=1   delete the peer and its inbox on exit (default: go offline, keep them)
+`
+
+const passEnv = ["A2A_BROKER_URL", "A2A_TOKEN", "A2A_PEER_NAME", "A2A_TEAMS"] as const
+
+export const printConfig = (kind: string): string | undefined => {
+  const env: Record<string, string> = {}
+  for (const name of passEnv) {
+    const value = process.env[name]
+    if (value !== undefined && value !== "") env[name] = value
+  }
+  if (env.A2A_BROKER_URL === undefined) env.A2A_BROKER_URL = BrokerClient.DEFAULT_URL
+  switch (kind) {
+    case "claude":
+    case "json":
+      return JSON.stringify({ mcpServers: { a2a: { type: "stdio", command: "npx", args: ["-y", "@mks/a2a-mcp"], env } } }, null, 2)
+    case "codex":
+      return [
+        "[mcp_servers.a2a]",
+        `command = "npx"`,
+        `args = ["-y", "@mks/a2a-mcp"]`,
+        `env = { ${Object.entries(env).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join(", ")} }`
+      ].join("\n")
+    default:
+      return undefined
+  }
+}
+
+const argv = process.argv.slice(2)
+if (argv.includes("--help") || argv.includes("-h")) {
+  process.stdout.write(HELP)
+  process.exit(0)
+}
+if (argv.includes("--version")) {
+  process.stdout.write(`${VERSION}\n`)
+  process.exit(0)
+}
+const printAt = argv.indexOf("--print-config")
+if (printAt >= 0) {
+  const out = printConfig(argv[printAt + 1] ?? "claude")
+  if (out === undefined) {
+    process.stderr.write(`a2a-mcp: --print-config takes claude, codex or json, not "${argv[printAt + 1]}"\n`)
+    process.exit(2)
+  }
+  process.stdout.write(`${out}\n`)
+  process.exit(0)
+}
+if (argv.length > 0) {
+  process.stderr.write(`a2a-mcp: unknown argument "${argv[0]}"\n\n${HELP}`)
+  process.exit(2)
+}
+
+/** Completes when the agent is gone: stdin closed, or the parent process died. */
+const agentGone = Effect.gen(function*() {
+  const gone = yield* Deferred.make<string>()
+  const done = (why: string) => Effect.runSync(Deferred.succeed(gone, why))
+  process.stdin.once("end", () => done("stdin closed"))
+  process.stdin.once("close", () => done("stdin closed"))
+  const parent = process.ppid
+  const timer = setInterval(() => {
+    if (process.ppid !== parent) done("parent process exited")
+  }, 1_000)
+  timer.unref()
+  yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(timer)))
+  return yield* Deferred.await(gone)
+})
+
+const program = Effect.gen(function*() {
+  const config = yield* McpConfig.read
+  const transport = new StdioServerTransport()
+  yield* McpServer.serve(config, transport).pipe(Effect.provide(BrokerClient.layer(config.broker)))
+  yield* Effect.logDebug(`a2a-mcp ${VERSION} serving on stdio for broker ${config.broker.url}`)
+  const why = yield* agentGone
+  yield* Effect.logDebug(`shutting down: ${why}`)
+}).pipe(
+  Effect.scoped,
+  Effect.catchTag("ConfigError", (error) =>
+    Effect.sync(() => {
+      process.stderr.write(`a2a-mcp: ${String(error)}\n`)
+      process.exitCode = 2
+    })
+  ),
+  Effect.catchAllCause((cause) => (Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError(cause))),
+  Effect.provide(Layer.merge(Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger)), Logger.minimumLogLevel(
+    Option.getOrElse(Option.fromNullable(process.env.A2A_LOG_LEVEL === "debug" ? LogLevel.Debug : undefined), () => LogLevel.Info)
+  )))
+)
+
+NodeRuntime.runMain(program, { disableErrorReporting: true })
