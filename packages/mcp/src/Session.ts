@@ -226,6 +226,7 @@ export const make = (
 
     const run = Effect.gen(function*() {
       const peer = yield* register
+      yield* SubscriptionRef.set(state, { _tag: "Connected", peer, channel: "connecting" })
       yield* Deferred.succeed(registered, peer)
       const ch = yield* client.channel(peer.id, { autoAck: false }).pipe(Scope.extend(scope))
       channel = ch
@@ -284,25 +285,29 @@ export const make = (
       state: SubscriptionRef.get(state),
       pushing: Effect.sync(() => pushing),
       peer: (timeout = "15 seconds") =>
-        Deferred.await(registered).pipe(
+        Effect.raceFirst(
+          Deferred.await(registered),
+          // a registration that already failed answers at once with the reason (it keeps retrying)
+          state.changes.pipe(
+            Stream.filter((s): s is Extract<SessionState, { _tag: "Registering" }> => s._tag === "Registering"),
+            Stream.runHead,
+            Effect.flatMap(
+              Option.match({
+                onNone: () => Effect.never,
+                onSome: (s) =>
+                  Effect.fail(
+                    new NotOnBus({
+                      message: `not on the bus: the broker at ${client.url.href} refused or is unreachable (${s.attempts} attempt${s.attempts === 1 ? "" : "s"}, last: ${s.lastError}); still retrying`
+                    })
+                  )
+              })
+            )
+          )
+        ).pipe(
           Effect.timeoutFail({
             duration: timeout,
-            onTimeout: () => new NotOnBus({ message: "not registered with the broker yet" })
+            onTimeout: () => new NotOnBus({ message: `not on the bus yet: still registering with ${client.url.href}` })
           }),
-          Effect.catchAll(() =>
-            SubscriptionRef.get(state).pipe(
-              Effect.flatMap((s) =>
-                Effect.fail(
-                  new NotOnBus({
-                    message:
-                      s._tag === "Registering"
-                        ? `not on the bus: the broker at ${client.url.href} refused or is unreachable (${s.attempts} attempts, last: ${s.lastError}); retrying`
-                        : `not on the bus yet: registering with ${client.url.href}`
-                  })
-                )
-              )
-            )
-          ),
           Effect.flatMap((peer) =>
             SubscriptionRef.get(state).pipe(
               Effect.flatMap((s) =>
