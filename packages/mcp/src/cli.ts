@@ -11,6 +11,9 @@ import * as McpConfig from "./McpConfig.js"
 import * as McpServer from "./McpServer.js"
 import { VERSION } from "./version.js"
 
+/** The agent that started us; read first thing, so a parent that dies during start-up is still noticed. */
+const initialParent = process.ppid
+
 // Nothing but JSON-RPC may reach stdout: route stray console output to stderr.
 console.log = console.error
 console.info = console.error
@@ -85,27 +88,29 @@ if (argv.length > 0) {
   process.exit(2)
 }
 
-/** Completes when the agent is gone: stdin closed, or the parent process died. */
-const agentGone = Effect.gen(function*() {
+/** Completes when the agent is gone: stdin closed, or the parent process died (checked every second). */
+const watchAgent = Effect.gen(function*() {
   const gone = yield* Deferred.make<string>()
   const done = (why: string) => Effect.runSync(Deferred.succeed(gone, why))
   process.stdin.once("end", () => done("stdin closed"))
   process.stdin.once("close", () => done("stdin closed"))
-  const parent = process.ppid
-  const timer = setInterval(() => {
-    if (process.ppid !== parent) done("parent process exited")
-  }, 1_000)
+  const check = () => {
+    if (process.ppid !== initialParent) done(`parent process ${initialParent} exited`)
+  }
+  check()
+  const timer = setInterval(check, 1_000)
   timer.unref()
   yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(timer)))
-  return yield* Deferred.await(gone)
+  return gone
 })
 
 const program = Effect.gen(function*() {
   const config = yield* McpConfig.read
   const transport = new StdioServerTransport()
   yield* McpServer.serve(config, transport).pipe(Effect.provide(BrokerClient.layer(config.broker)))
-  yield* Effect.logDebug(`a2a-mcp ${VERSION} serving on stdio for broker ${config.broker.url}`)
-  const why = yield* agentGone
+  const gone = yield* watchAgent
+  yield* Effect.logDebug(`a2a-mcp ${VERSION} serving on stdio for broker ${config.broker.url}, agent pid ${initialParent}`)
+  const why = yield* Deferred.await(gone)
   yield* Effect.logDebug(`shutting down: ${why}`)
 }).pipe(
   Effect.scoped,
@@ -121,4 +126,4 @@ const program = Effect.gen(function*() {
   )))
 )
 
-NodeRuntime.runMain(program, { disableErrorReporting: true })
+NodeRuntime.runMain(program, { disableErrorReporting: true, disablePrettyLogger: true })

@@ -98,6 +98,44 @@ describe("process lifecycle", () => {
     expect((await http(broker, token, "GET", `/api/peers/${id}`)).status).toBe(404)
   })
 
+  it("exits when its parent process dies even though stdin stays open", async () => {
+    const broker = await startBroker()
+    cleanup.push(() => broker.close())
+    const token = await broker.token("t", "peer")
+    const dir = mkdtempSync(join(tmpdir(), "a2a-mcp-orphan-"))
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }))
+    const fifo = join(dir, "stdin")
+    execFileSync("mkfifo", [fifo])
+    // the "agent": starts the MCP server on a FIFO it holds open read-write (stdin never ends),
+    // prints its pid once the server says it is serving (its watchers are set up by then), waits
+    const agent = spawn(
+      process.execPath,
+      [
+        "-e",
+        `const fs = require("node:fs"); const cp = require("node:child_process");
+         const fd = fs.openSync(${JSON.stringify(fifo)}, "r+");
+         const c = cp.spawn(process.execPath, [${JSON.stringify(CLI)}], { stdio: [fd, "ignore", "pipe"], env: process.env });
+         let err = ""; c.stderr.on("data", (d) => { err += d; if (/serving on stdio/.test(err)) { console.log(c.pid); err = "" } });
+         setInterval(() => {}, 1000)`
+      ],
+      { env: { PATH: process.env.PATH ?? "", A2A_BROKER_URL: broker.url, A2A_TOKEN: token, A2A_LOG_LEVEL: "debug" }, stdio: ["ignore", "pipe", "inherit"] }
+    )
+    const pid = Number(await new Promise<string>((resolve) => agent.stdout!.once("data", (d) => resolve(String(d).trim()))))
+    expect(pid).toBeGreaterThan(0)
+    const alive = () => {
+      try {
+        process.kill(pid, 0)
+        return true
+      } catch {
+        return false
+      }
+    }
+    expect(alive()).toBe(true)
+    agent.kill("SIGKILL")
+    // no event tells us another process's child has exited: poll for it
+    await eventually(async () => (alive() ? undefined : true), 10_000, "the orphaned MCP server to exit")
+  })
+
   it("refuses to start without a token, naming where it looked", async () => {
     const home = mkdtempSync(join(tmpdir(), "a2a-mcp-empty-"))
     cleanup.push(() => rmSync(home, { recursive: true, force: true }))
