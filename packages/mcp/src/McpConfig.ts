@@ -32,6 +32,12 @@ export interface McpConfig {
   readonly unregisterOnExit: boolean
   /** `A2A_PUSH=0` turns channel push off even for clients that declare it. */
   readonly push: boolean
+  /**
+   * `A2A_CHANNELS=1`: the client shows channel notifications although it does not declare
+   * `claude/channel` (Claude Code 2.1.330 started with the development-channels flag does not
+   * declare it). Whoever enables channels in the client sets this; pushes are then acked.
+   */
+  readonly channels: boolean
   readonly cwd: string
   readonly gitRoot: string | null
   readonly host: string
@@ -129,6 +135,7 @@ export const read: Effect.Effect<McpConfig, ConfigError.ConfigError> = Effect.ge
   const summary = yield* Config.option(Config.string("A2A_SUMMARY"))
   const unregisterOnExit = yield* flag("A2A_UNREGISTER_ON_EXIT", false)
   const push = yield* flag("A2A_PUSH", true)
+  const channels = yield* flag("A2A_CHANNELS", false)
   const agentPidEnv = yield* Config.option(Config.integer("A2A_AGENT_PID"))
   const cwd = process.cwd()
   return {
@@ -140,6 +147,7 @@ export const read: Effect.Effect<McpConfig, ConfigError.ConfigError> = Effect.ge
     summary: Option.map(summary, (s) => s.slice(0, 2_000)),
     unregisterOnExit,
     push,
+    channels,
     cwd,
     gitRoot: gitRootOf(cwd),
     host: Os.hostname(),

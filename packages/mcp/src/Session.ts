@@ -161,7 +161,7 @@ export const make = (
 
     const register = Effect.gen(function*() {
       const info = yield* Deferred.await(init)
-      pushing = config.push && info.channels
+      pushing = config.push && (info.channels || config.channels)
       const base = {
         summary: Option.getOrUndefined(config.summary),
         agent: Option.getOrElse(config.agent, () => info.name).slice(0, 64),

@@ -24,6 +24,8 @@ const HELP = `a2a-mcp ${VERSION}: MCP stdio server that puts this agent session 
 Usage:
   a2a-mcp                         serve MCP on stdin/stdout (started by the agent)
   a2a-mcp --print-config claude   print a .mcp.json snippet for Claude Code
+          [--channels]            with A2A_CHANNELS=1, for sessions started with
+                                  --dangerously-load-development-channels server:a2a
   a2a-mcp --print-config codex    print a ~/.codex/config.toml snippet
   a2a-mcp --help | --version
 
@@ -35,19 +37,22 @@ Environment:
   A2A_SPAWN_ID     spawn id (set by a runner)
   A2A_AGENT        agent kind (default: the MCP client's name)
   A2A_SUMMARY      first summary
+  A2A_CHANNELS=1   the client shows channel messages though it does not declare claude/channel
+                   (Claude Code started with --dangerously-load-development-channels server:a2a)
   A2A_PUSH=0       never push messages, even to clients that declare claude/channel
   A2A_UNREGISTER_ON_EXIT=1   delete the peer and its inbox on exit (default: go offline, keep them)
 `
 
 const passEnv = ["A2A_BROKER_URL", "A2A_TOKEN", "A2A_PEER_NAME", "A2A_TEAMS"] as const
 
-export const printConfig = (kind: string): string | undefined => {
+export const printConfig = (kind: string, channels = false): string | undefined => {
   const env: Record<string, string> = {}
   for (const name of passEnv) {
     const value = process.env[name]
     if (value !== undefined && value !== "") env[name] = value
   }
   if (env.A2A_BROKER_URL === undefined) env.A2A_BROKER_URL = BrokerClient.DEFAULT_URL
+  if (channels) env.A2A_CHANNELS = "1"
   switch (kind) {
     case "claude":
     case "json":
@@ -75,9 +80,10 @@ if (argv.includes("--version")) {
 }
 const printAt = argv.indexOf("--print-config")
 if (printAt >= 0) {
-  const out = printConfig(argv[printAt + 1] ?? "claude")
+  const kind = argv[printAt + 1] === undefined || argv[printAt + 1]!.startsWith("--") ? "claude" : argv[printAt + 1]!
+  const out = printConfig(kind, argv.includes("--channels"))
   if (out === undefined) {
-    process.stderr.write(`a2a-mcp: --print-config takes claude, codex or json, not "${argv[printAt + 1]}"\n`)
+    process.stderr.write(`a2a-mcp: --print-config takes claude, codex or json, not "${kind}"\n`)
     process.exit(2)
   }
   process.stdout.write(`${out}\n`)

@@ -4,13 +4,13 @@
  * `mcp__a2a__list_peers`, and the tool's result reaches the model in the next request.
  */
 import { spawn } from "node:child_process"
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, expect, it } from "vitest"
 import { http, startBroker, type TestBroker } from "../../broker/test/harness.js"
 import { type FakeMessages, startFakeMessages } from "./fakeMessages.js"
-import { CLI } from "./harness.js"
+import { CLI, eventually } from "./harness.js"
 
 const claude = join(import.meta.dirname, "../../../node_modules/.bin/claude")
 
@@ -95,4 +95,90 @@ it("claude -p calls mcp__a2a__list_peers and the tool result reaches the model",
   expect(me).toBeDefined()
   console.log(`Claude Code registered as agent kind "${me.agent}"`)
   expect(me.agent).toBe("claude-code")
+}, 120_000)
+
+/**
+ * Push into a live session: an interactive Claude Code (under a pseudo-terminal) started with
+ * the development channel of this server; a message sent on the bus reaches the model as a
+ * `<channel source="a2a" …>` user turn. Claude Code 2.1.330 does not declare `claude/channel`
+ * as a client capability, so the session's MCP config sets `A2A_CHANNELS=1` (docs/mcp.md).
+ */
+it("an interactive Claude Code session with the a2a channel gets a bus message as a <channel> turn", async () => {
+  const pty = await import("node-pty")
+  const token = await broker.token("acme", "peer")
+  const sessionHome = mkdtempSync(join(tmpdir(), "a2a-mcp-channel-"))
+  const configDir = join(sessionHome, ".claude")
+  const cwd = join(sessionHome, "work")
+  mkdirSync(configDir, { recursive: true })
+  mkdirSync(cwd)
+  const apiKey = "sk-ant-fake-key-for-channel-test"
+  // the seeding of ../shared/notes/claude-code.md: quiet start, trusted cwd, approved key, channels flag cached on
+  writeFileSync(
+    join(configDir, ".claude.json"),
+    JSON.stringify({
+      hasCompletedOnboarding: true,
+      theme: "dark",
+      cachedGrowthBookFeatures: { tengu_harbor: true },
+      customApiKeyResponses: { approved: [apiKey.slice(-20)], rejected: [] },
+      projects: { [cwd]: { hasTrustDialogAccepted: true, hasCompletedProjectOnboarding: true } },
+      mcpServers: {
+        a2a: { type: "stdio", command: process.execPath, args: [CLI], env: { A2A_BROKER_URL: broker.url, A2A_TOKEN: token, A2A_PEER_NAME: "claude-live", A2A_CHANNELS: "1" } }
+      }
+    })
+  )
+  const before = fake.requests.length
+  const term = pty.spawn(claude, ["--dangerously-load-development-channels", "server:a2a", "--permission-mode", "manual"], {
+    cols: 120,
+    rows: 40,
+    cwd,
+    env: {
+      PATH: process.env.PATH ?? "",
+      HOME: sessionHome,
+      TERM: "xterm-256color",
+      CLAUDE_CONFIG_DIR: configDir,
+      ANTHROPIC_BASE_URL: fake.url,
+      ANTHROPIC_API_KEY: apiKey,
+      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1",
+      CLAUDE_CODE_GB_DISK_CACHE_WHEN_TELEMETRY_OFF: "1",
+      DISABLE_AUTOUPDATER: "1",
+      DISABLE_TELEMETRY: "1",
+      DISABLE_ERROR_REPORTING: "1",
+      IS_SANDBOX: "1"
+    }
+  })
+  try {
+    // accept the development-channels confirmation when it shows (screen text without escapes and spaces)
+    let screen = ""
+    await new Promise<void>((resolve) => {
+      const sub = term.onData((data) => {
+        // eslint-disable-next-line no-control-regex
+        screen = (screen + data.replace(/\u001b\[[0-9;?<>]*[A-Za-z]/g, "").replace(/\s+/g, "")).slice(-4_000)
+        if (/Entertoconfirm/.test(screen)) {
+          sub.dispose()
+          term.write("\r")
+          resolve()
+        }
+      })
+    })
+    // the session's MCP server registers and opens its channel
+    const peer = await eventually(async () => {
+      const res = await http(broker, token, "GET", "/api/peers?status=online")
+      return res.json.peers.find((p: any) => p.name === "claude-live")
+    }, 30_000, "the session's peer")
+    expect(peer.agent).toBe("claude-code")
+    const sender = await http(broker, token, "POST", "/api/peers", { name: "pinger" })
+    const sent = await http(broker, token, "POST", "/api/messages", { from: sender.json.peer.id, to: "claude-live", body: "PING FROM THE BUS" })
+    expect(sent.status).toBe(201)
+    const request = await eventually(async () => fake.requests.slice(before).find((r) => JSON.stringify(r.messages ?? []).includes("PING FROM THE BUS")), 30_000, "a model request with the channel message")
+    const turn = JSON.stringify(request.messages)
+    expect(turn).toContain('<channel source=\\"a2a\\"')
+    expect(turn).toContain(`message_id=\\"${sent.json.message.id}\\"`)
+    expect(turn).toContain('from_name=\\"pinger\\"')
+    // pushed and acked: nothing left in the session's inbox
+    const inbox = await http(broker, token, "GET", `/api/peers/${peer.id}/inbox`)
+    expect(inbox.json.messages).toEqual([])
+  } finally {
+    term.kill()
+    rmSync(sessionHome, { recursive: true, force: true })
+  }
 }, 120_000)

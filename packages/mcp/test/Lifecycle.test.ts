@@ -168,6 +168,8 @@ describe("CLI", () => {
       args: ["-y", "@mks/a2a-mcp"],
       env: { A2A_BROKER_URL: "http://127.0.0.1:4999", A2A_TEAMS: "dev" }
     })
+    const withChannels = JSON.parse(execFileSync(process.execPath, [CLI, "--print-config", "claude", "--channels"]).toString())
+    expect(withChannels.mcpServers.a2a.env.A2A_CHANNELS).toBe("1")
     const codex = execFileSync(process.execPath, [CLI, "--print-config", "codex"]).toString()
     expect(codex).toContain("[mcp_servers.a2a]")
     expect(execFileSync(process.execPath, [CLI, "--help"]).toString()).toContain("A2A_PEER_NAME")

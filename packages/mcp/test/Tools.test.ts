@@ -130,6 +130,15 @@ describe("tools against the broker", () => {
     expect(bob.pushed).toEqual([])
   })
 
+  it("pushes to a client that does not declare claude/channel when A2A_CHANNELS=1 says it shows them", async () => {
+    const dana = await start({ url: broker.url, token, name: "dana", env: { A2A_CHANNELS: "1" } })
+    expect((await dana.ok("whoami")).data.push).toBe(true)
+    const sent = await bob.ok("send_peer_message", { to: "dana", message: "pushed without the capability" })
+    const pushed = await dana.push(0)
+    expect(pushed).toMatchObject({ content: "pushed without the capability", meta: { message_id: sent.data.message.id } })
+    expect((await dana.ok("check_inbox")).data.messages).toEqual([])
+  })
+
   it("keeps a reply in its thread", async () => {
     const first = await alice.ok("send_peer_message", { to: "bob", message: "question?" })
     const [q] = (await bob.ok("wait_for_messages", { timeout_seconds: 10 })).data.messages
