@@ -1,0 +1,51 @@
+/**
+ * RunnerServer: the whole runner as one Layer, to run from the CLI or embed in any Effect
+ * program: `Layer.launch(RunnerServer.layer(RunnerConfig.make({ port: 0, apiKey })))`.
+ * Supervisor, local HTTP API (with SSE and the terminal WebSocket), and the broker link when
+ * a broker is configured.
+ */
+import { Context, Effect, Layer } from "effect"
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
+import * as BrokerLink from "./BrokerLink.js"
+import * as HttpApi from "./internal/httpApi.js"
+import { RunnerConfig, type RunnerConfigShape } from "./RunnerConfig.js"
+import * as Supervisor from "./Supervisor.js"
+
+/** The address the local API listens on, once started. */
+export class RunnerAddress extends Context.Tag("@mks/a2a-runner/RunnerAddress")<RunnerAddress, { readonly url: string; readonly port: number }>() {}
+
+/** The local HTTP API on `config.host:config.port`. */
+export const layerHttp: Layer.Layer<RunnerAddress, never, RunnerConfig | Supervisor.Supervisor> = Layer.scoped(
+  RunnerAddress,
+  Effect.gen(function* () {
+    const config = yield* RunnerConfig
+    const supervisor = yield* Supervisor.Supervisor
+    const runtime = yield* Effect.runtime<never>()
+    const api = HttpApi.make({ apiKey: config.apiKey, version: config.version, maxBodyBytes: config.maxBodyBytes, runnerId: config.id, supervisor, runtime })
+    const server = createServer(api.onRequest)
+    server.on("upgrade", api.onUpgrade)
+    server.keepAliveTimeout = 5_000
+    const port = yield* Effect.async<number>((resume) => {
+      server.listen(config.port, config.host, () => resume(Effect.succeed((server.address() as AddressInfo).port)))
+    })
+    yield* Effect.addFinalizer(() =>
+      Effect.async<void>((resume) => {
+        api.close()
+        server.close(() => resume(Effect.void))
+        server.closeAllConnections()
+      })
+    )
+    const host = config.host.includes(":") ? `[${config.host}]` : config.host
+    const url = `http://${host}:${port}`
+    yield* Effect.logInfo(`a2a-runner listening on ${url}`)
+    return { url, port }
+  })
+)
+
+/** The runner: supervisor, local API and broker link. */
+export const layer = (config: RunnerConfigShape) =>
+  Layer.mergeAll(layerHttp, BrokerLink.layer).pipe(
+    Layer.provideMerge(Supervisor.layer),
+    Layer.provideMerge(Layer.succeed(RunnerConfig, config))
+  )

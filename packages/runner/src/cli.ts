@@ -1,0 +1,190 @@
+#!/usr/bin/env node
+/**
+ * a2a-runner [--port 8487] [--host H] [--api-key K] [--data-dir D] [--broker URL] [--token T]
+ *            [--id ID] [--labels k=v,…] [--capacity N] [--proxy URL --proxy-key K] [--claude-bin PATH]
+ * a2a-runner launch claude [--provider P] [--model M] [--name N] [--team T]… [--channels] [-- claude args]
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Effect, Layer, Logger, LogLevel } from "effect"
+import { spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { basename, join } from "node:path"
+import { parseArgs } from "node:util"
+import { userInfo } from "node:os"
+import * as ClaudeSession from "./ClaudeSession.js"
+import * as Preset from "./Preset.js"
+import * as RunnerConfig from "./RunnerConfig.js"
+import * as RunnerServer from "./RunnerServer.js"
+import { VERSION } from "./version.js"
+
+const usage = `usage: a2a-runner [--port N] [--host H] [--api-key K] [--data-dir DIR] [--broker URL] [--token T]
+                  [--id ID] [--labels k=v,…] [--capacity N] [--proxy URL --proxy-key K] [--claude-bin PATH]
+       a2a-runner launch claude [--provider P] [--model M] [--name N] [--team T]… [--channels]
+                  [--broker URL] [--token T] [--proxy URL --proxy-key K] [-- extra claude args]`
+
+const fail = (message: string): never => {
+  process.stderr.write(`a2a-runner: ${message}\n`)
+  process.exit(2)
+}
+
+const { values, positionals } = (() => {
+  try {
+    return parseArgs({
+      allowPositionals: true,
+      options: {
+        port: { type: "string" },
+        host: { type: "string" },
+        "api-key": { type: "string" },
+        "data-dir": { type: "string" },
+        broker: { type: "string" },
+        token: { type: "string" },
+        id: { type: "string" },
+        labels: { type: "string", multiple: true },
+        capacity: { type: "string" },
+        proxy: { type: "string" },
+        "proxy-key": { type: "string" },
+        "claude-bin": { type: "string" },
+        "mcp-command": { type: "string" },
+        provider: { type: "string" },
+        model: { type: "string" },
+        name: { type: "string" },
+        team: { type: "string", multiple: true },
+        channels: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean" }
+      }
+    })
+  } catch (e) {
+    return fail(`${(e as Error).message}\n${usage}`)
+  }
+})()
+
+if (values.help) {
+  process.stdout.write(usage + "\n")
+  process.exit(0)
+}
+if (values.version) {
+  process.stdout.write(VERSION + "\n")
+  process.exit(0)
+}
+
+const env = process.env
+const home = RunnerConfig.defaultHome()
+const dataDir = values["data-dir"] ?? env.A2A_RUNNER_DATA_DIR ?? join(home, "runner")
+
+const splitList = (texts: ReadonlyArray<string> | string | undefined) =>
+  (Array.isArray(texts) ? texts : texts === undefined ? [] : [texts]).flatMap((t: string) => t.split(/[\s,]+/)).filter((s: string) => s.length > 0)
+
+const parseLabels = (texts: ReadonlyArray<string> | string | undefined): Record<string, string> =>
+  Object.fromEntries(
+    splitList(texts).map((pair) => {
+      const i = pair.indexOf("=")
+      if (i <= 0) return fail(`bad label ${pair}: expected key=value`)
+      return [pair.slice(0, i), pair.slice(i + 1)]
+    })
+  )
+
+const intOf = (text: string | undefined, name: string, fallback: number, min: number, max: number) => {
+  if (text === undefined) return fallback
+  const n = Number(text)
+  if (!Number.isInteger(n) || n < min || n > max) return fail(`invalid ${name}: ${text}`)
+  return n
+}
+
+/** The broker token: flag, env, then the local broker's admin token file. */
+const brokerToken = (): string | undefined => {
+  const given = values.token ?? env.A2A_TOKEN
+  if (given !== undefined) return given
+  const file = join(home, "broker.token")
+  return existsSync(file) ? readFileSync(file, "utf8").trim() : undefined
+}
+
+/** The API key: flag, env, else `<data-dir>/runner.key` (created 0600 on first start). */
+const apiKey = (): string => {
+  const given = values["api-key"] ?? (env.A2A_RUNNER_API_KEY || undefined)
+  if (given !== undefined) {
+    if (given.length < 8) fail("the API key must be at least 8 characters")
+    return given
+  }
+  const file = join(dataDir, "runner.key")
+  if (existsSync(file)) return readFileSync(file, "utf8").trim()
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 })
+  const key = `rk_${randomBytes(24).toString("base64url")}`
+  writeFileSync(file, key + "\n", { mode: 0o600, flag: "wx" })
+  process.stderr.write(`a2a-runner: created an API key in ${file}\n`)
+  return key
+}
+
+const claudeSettings = (): RunnerConfig.RunnerConfigShape["claude"] => ({
+  bin: values["claude-bin"] ?? env.A2A_CLAUDE_BIN ?? "claude",
+  mcpCommand: values["mcp-command"] !== undefined ? splitList(values["mcp-command"]) : env.A2A_MCP_COMMAND !== undefined ? splitList(env.A2A_MCP_COMMAND) : RunnerConfig.defaultMcpCommand(),
+  shareFrom: env.CLAUDE_CONFIG_DIR ?? join(userInfo().homedir, ".claude")
+})
+
+const proxySettings = () => {
+  const url = values.proxy ?? env.A2A_PROXY_URL
+  const key = values["proxy-key"] ?? env.A2A_PROXY_KEY
+  if (url === undefined) return undefined
+  if (key === undefined) return fail("--proxy needs --proxy-key (a virtual key sk-mks-…)")
+  return { url, key }
+}
+
+const brokerUrl = values.broker ?? env.A2A_BROKER_URL
+
+const logger = Logger.replace(Logger.defaultLogger, Logger.logfmtLogger.pipe(Logger.withConsoleError))
+
+if (positionals[0] === "launch") {
+  if (positionals[1] !== "claude") fail(`launch knows only \`claude\`\n${usage}`)
+  // Everything after `--` goes to claude as is.
+  const dashDash = process.argv.indexOf("--")
+  const extra = dashDash >= 0 ? process.argv.slice(dashDash + 1) : positionals.slice(2)
+  const cwd = process.cwd()
+  const name = values.name ?? `${userInfo().username}-${basename(cwd)}`.replace(/[^A-Za-z0-9_.@-]/g, "-").replace(/^[^A-Za-z0-9]+/, "").slice(0, 64)
+  const claude = claudeSettings()
+  const bin = Preset.resolveCommand(claude.bin, cwd, env.PATH) ?? fail(`Claude Code not found: ${claude.bin} (install it, or pass --claude-bin)`)
+  const launch = ClaudeSession.prepare({
+    bin,
+    cwd,
+    configDir: join(dataDir, "claude", `launch-${name}`),
+    baseEnv: Preset.baseEnv(),
+    proxy: proxySettings(),
+    mcp: { command: claude.mcpCommand, brokerUrl: brokerUrl, token: brokerToken(), peerName: name, teams: splitList(values.team) },
+    provider: values.provider,
+    model: values.model,
+    channels: values.channels ?? false,
+    extraArgs: extra
+  })
+  // In the current terminal: the person answers what shows (e.g. the channels confirmation).
+  const child = spawn(launch.file, [...launch.args], { cwd: launch.cwd, env: launch.env, stdio: "inherit" })
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => child.kill(signal))
+  child.on("error", (e) => fail(`could not start ${launch.file}: ${e.message}`))
+  child.on("exit", (code, signal) => process.exit(code ?? (signal !== null ? 128 : 1)))
+} else if (positionals.length > 0) {
+  fail(`unknown command ${positionals[0]}\n${usage}`)
+} else {
+  const token = brokerUrl === undefined ? undefined : (brokerToken() ?? fail(`--broker needs a token (--token, A2A_TOKEN or ${join(home, "broker.token")})`))
+  const config = RunnerConfig.make({
+    id: values.id ?? env.A2A_RUNNER_ID ?? RunnerConfig.defaultId(),
+    host: values.host ?? env.A2A_RUNNER_HOST ?? "127.0.0.1",
+    port: intOf(values.port ?? env.A2A_RUNNER_PORT, "port", 8487, 0, 65535),
+    apiKey: apiKey(),
+    dataDir,
+    labels: parseLabels(values.labels ?? env.A2A_RUNNER_LABELS),
+    capacity: intOf(values.capacity ?? env.A2A_RUNNER_CAPACITY, "capacity", 8, 0, 10_000),
+    broker: brokerUrl === undefined ? undefined : { url: brokerUrl, token: token! },
+    proxy: proxySettings(),
+    claude: claudeSettings(),
+    version: VERSION
+  })
+  const main = Layer.launch(
+    Layer.effectDiscard(
+      Effect.gen(function* () {
+        const { url } = yield* RunnerServer.RunnerAddress
+        // One line on stdout with the address, for scripts and `--port 0`.
+        process.stdout.write(`a2a-runner listening on ${url}\n`)
+      })
+    ).pipe(Layer.provide(RunnerServer.layer(config)))
+  )
+  NodeRuntime.runMain(main.pipe(Effect.provide(logger), Logger.withMinimumLogLevel(LogLevel.Info)), { disablePrettyLogger: true })
+}

@@ -1,0 +1,59 @@
+import { spawn, spawnSync } from "node:child_process"
+import { readFileSync, statSync } from "node:fs"
+import { join } from "node:path"
+import { describe, expect, it } from "vitest"
+import { createInterface } from "node:readline"
+import { CLI, tempDir } from "./helpers.js"
+
+/** Start the CLI without the test key; resolves with its URL once it listens. */
+const startBare = (dataDir: string) =>
+  new Promise<{ url: string; stop: () => Promise<void>; stderr: () => string }>((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, "--port", "0", "--data-dir", dataDir], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, A2A_HOME: join(dataDir, "home"), A2A_RUNNER_API_KEY: undefined } })
+    let stderr = ""
+    child.stderr!.on("data", (d) => (stderr += d))
+    const exited = new Promise<void>((done) => child.once("exit", () => done()))
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      const m = /listening on (\S+)/.exec(line)
+      if (m) resolve({ url: m[1]!, stderr: () => stderr, stop: () => (child.kill("SIGTERM"), exited) })
+    })
+    child.once("exit", (code) => reject(new Error(`exited ${code}: ${stderr}`)))
+  })
+
+describe("a2a-runner CLI", () => {
+  it("without a key it creates one in <data-dir>/runner.key (0600), and keeps it across restarts", async () => {
+    const dataDir = tempDir()
+    let runner = await startBare(dataDir)
+    const file = join(dataDir, "runner.key")
+    expect(runner.stderr()).toContain(file)
+    expect(statSync(file).mode & 0o777).toBe(0o600)
+    const key = readFileSync(file, "utf8").trim()
+    expect((await fetch(`${runner.url}/agents`)).status).toBe(401)
+    expect((await fetch(`${runner.url}/agents`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(200)
+    await runner.stop()
+    runner = await startBare(dataDir)
+    expect(readFileSync(file, "utf8").trim()).toBe(key)
+    expect((await fetch(`${runner.url}/agents`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(200)
+    await runner.stop()
+  })
+
+  it("refuses bad flags with exit 2 and a clear message", () => {
+    const run = (...args: Array<string>) => spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", env: { ...process.env, A2A_HOME: tempDir() } })
+    expect(run("--help").stdout).toContain("a2a-runner launch claude")
+    const cases: Array<[Array<string>, RegExp]> = [
+      [["--port", "99999"], /invalid port/],
+      [["--capacity=-1"], /invalid capacity/],
+      [["--labels", "novalue"], /bad label/],
+      [["--api-key", "short"], /at least 8/],
+      [["--broker", "http://127.0.0.1:1", "--api-key", "long-enough-key"], /needs a token/],
+      [["--proxy", "http://127.0.0.1:1", "--api-key", "long-enough-key"], /--proxy-key/],
+      [["launch", "emacs"], /launch knows only/],
+      [["--nope"], /Unknown option/],
+      [["frobnicate"], /unknown command/]
+    ]
+    for (const [args, message] of cases) {
+      const result = run(...args)
+      expect(result.status, args.join(" ")).toBe(2)
+      expect(result.stderr, args.join(" ")).toMatch(message)
+    }
+  })
+})
