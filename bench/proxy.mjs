@@ -3,15 +3,15 @@
  * directly, through a raw node:http pass-through (the lower bound of one Node proxy hop), and
  * through the built a2a-proxy (`packages/proxy/dist/cli.js`), in one run.
  *
- *   node bench/proxy.mjs [--seconds 4] [--rounds 3] [--rates 200,1000] [--stream-rates 200,1000] [--quick]
- *                        [--proxy-node-args=--max-semi-space-size=4]
+ *   node bench/proxy.mjs [--seconds 6] [--slice 0.5] [--rates 200,1000] [--stream-rates 200,1000] [--quick]
+ *                        [--proxy-node-args="--inspect"]
  *
  * Measures: added latency p50/p99 at each rate (non-streaming), added time to first byte
  * (streaming), the proxy's own `x-a2a-proxy-overhead-ms`, its CPU time per request and its
  * peak RSS. Prints a table and writes bench/results/proxy.json.
  *
- * Processes: this one generates the load (node:http, keep-alive agent, paced by the clock,
- * not by answers) and measures; the fake upstream, the raw pass-through and the a2a-proxy each
+ * Processes: this one generates the load (node:http, keep-alive agent per target, paced by the
+ * clock, not by answers; the targets take turns in short slices) and measures; the fake upstream, the raw pass-through and the a2a-proxy each
  * run in their own child process (`node bench/proxy.mjs fake-upstream | raw-proxy PORT`).
  */
 import { readFileSync, writeFileSync } from "node:fs"
@@ -31,6 +31,7 @@ import {
   roundAll,
   rssKiB,
   sampleRss,
+  sleep,
   startProcess,
   summarize,
   tempDir,
@@ -119,59 +120,91 @@ const runRawProxy = (upstreamPort) => {
 
 // ---- load ---------------------------------------------------------------------------------------
 
-const bodyOf = (stream) =>
+/** A Claude Code-sized conversation (~300 KB: system prompt, tools, 120 turns), built once. */
+const LARGE = {
+  system: [{ type: "text", text: "You are a coding agent. ".repeat(800) }],
+  tools: Array.from({ length: 20 }, (_, i) => ({
+    name: `tool_${i}`,
+    description: "Runs a command and returns its output. ".repeat(12),
+    input_schema: { type: "object", properties: { command: { type: "string" }, timeout: { type: "number" } }, required: ["command"] }
+  })),
+  messages: Array.from({ length: 120 }, (_, i) => ({
+    role: i % 2 === 0 ? "user" : "assistant",
+    content: [{ type: "text", text: `Turn ${i}: ${'the diff shows "const x = 1;"\n'.repeat(60)}` }]
+  }))
+}
+
+const bodyOf = (stream, large = false) =>
   JSON.stringify({
     model: "claude-bench",
     max_tokens: 256,
     ...(stream ? { stream: true } : {}),
-    messages: [{ role: "user", content: "Say hello in one short sentence, please." }]
+    ...(large ? LARGE : { messages: [{ role: "user", content: "Say hello in one short sentence, please." }] })
   })
 
-const send = (agent, port, headers, body) =>
+const send = (agent, port, headers, body, scheduled) =>
   new Promise((resolve) => {
-    const started = process.hrtime.bigint()
+    const started = performance.now()
     let first
     const req = http.request({ host: "127.0.0.1", port, method: "POST", path: "/v1/messages", agent, headers }, (res) => {
       const overhead = res.headers["x-a2a-proxy-overhead-ms"]
       res.on("data", () => {
-        first ??= process.hrtime.bigint()
+        first ??= performance.now()
       })
       res.on("end", () => {
-        const ended = process.hrtime.bigint()
+        const ended = performance.now()
         resolve({
           ok: res.statusCode === 200,
-          ms: Number(ended - started) / 1e6,
-          ttfb: first === undefined ? NaN : Number(first - started) / 1e6,
-          overhead: overhead === undefined ? NaN : Number(overhead)
+          ms: ended - started,
+          ttfb: first === undefined ? NaN : first - started,
+          overhead: overhead === undefined ? NaN : Number(overhead),
+          // How late the generator sent it: client-side noise, the same for every target.
+          lag: started - scheduled
         })
       })
     })
-    req.on("error", () => resolve({ ok: false, ms: NaN, ttfb: NaN, overhead: NaN }))
+    req.on("error", () => resolve({ ok: false, ms: NaN, ttfb: NaN, overhead: NaN, lag: started - scheduled }))
     req.end(body)
   })
 
-/** Open loop: request i leaves at start + i / rate, whatever the answers do. */
-const openLoop = async ({ port, key, rate, seconds, stream, pid }) => {
-  const agent = new http.Agent({ keepAlive: true, maxFreeSockets: 1024, scheduling: "lifo" })
-  const body = bodyOf(stream)
-  const headers = {
+/**
+ * A target keeps one keep-alive agent for the whole benchmark (opened in the warm-up), so no
+ * measured request pays a TCP connect that another target's did not.
+ */
+const makeTarget = ({ name, port, key, pid }) => ({
+  name,
+  port,
+  key,
+  pid,
+  agent: new http.Agent({ keepAlive: true, maxFreeSockets: 1024, scheduling: "lifo" }),
+  headersFor: (body) => ({
     "content-type": "application/json",
     "anthropic-version": "2023-06-01",
     "content-length": Buffer.byteLength(body),
     ...(key === undefined ? {} : { "x-api-key": key })
-  }
-  const total = Math.round(rate * seconds)
-  const results = []
+  })
+})
+
+/**
+ * Open loop: request i is due at start + i / rate, whatever the answers do; a timer checks every
+ * millisecond and sends what is due. Resolves once every answer is in, with the raw samples.
+ */
+const openLoop = async (target, { rate, seconds, stream, large = false }) => {
+  const body = bodyOf(stream, large)
+  const headers = target.headersFor(body)
+  const total = Math.max(1, Math.round(rate * seconds))
+  const samples = []
   const pending = []
-  const cpuBefore = pid === undefined ? NaN : cpuTimeMs(pid)
+  const cpuBefore = target.pid === undefined ? NaN : cpuTimeMs(target.pid)
   const start = performance.now()
   let sent = 0
   await new Promise((resolve) => {
     const tick = () => {
       const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * rate) + 1)
       while (sent < due) {
+        const scheduled = start + (sent * 1000) / rate
         sent++
-        pending.push(send(agent, port, headers, body).then((r) => results.push(r)))
+        pending.push(send(target.agent, target.port, headers, body, scheduled).then((r) => samples.push(r)))
       }
       if (sent < total) setTimeout(tick, 1)
       else resolve()
@@ -179,51 +212,89 @@ const openLoop = async ({ port, key, rate, seconds, stream, pid }) => {
     tick()
   })
   await Promise.all(pending)
-  const elapsed = (performance.now() - start) / 1000
-  agent.destroy()
-  const ok = results.filter((r) => r.ok)
-  return {
-    rate,
-    seconds,
-    sent: total,
-    errors: results.length - ok.length,
-    achievedRate: round(total / elapsed),
-    latency: roundAll(summarize(ok.map((r) => r.ms))),
-    ttfb: roundAll(summarize(ok.map((r) => r.ttfb))),
-    overhead: roundAll(summarize(ok.map((r) => r.overhead).filter((x) => !Number.isNaN(x)))),
-    cpuMsPerRequest: pid === undefined ? null : round((cpuTimeMs(pid) - cpuBefore) / total)
+  return { samples, sent: total, elapsed: (performance.now() - start) / 1000, cpuMs: target.pid === undefined ? NaN : cpuTimeMs(target.pid) - cpuBefore }
+}
+
+/**
+ * One rate, all targets, interleaved: `slices` short runs per target in rotating order, so a
+ * burst of other work on the machine falls on every target alike instead of on whichever ran
+ * during it. Percentiles are over the pooled samples of all slices.
+ */
+const measure = async (targets, { rate, seconds, slice, stream, large = false }) => {
+  const slices = Math.max(1, Math.round(seconds / slice))
+  const pooled = new Map(targets.map((t) => [t.name, { samples: [], sent: 0, elapsed: 0, cpuMs: 0, sliceP50: [] }]))
+  for (let s = 0; s < slices; s++) {
+    const k = s % targets.length
+    for (const t of [...targets.slice(k), ...targets.slice(0, k)]) {
+      const run = await openLoop(t, { rate, seconds: slice, stream, large })
+      const acc = pooled.get(t.name)
+      acc.samples.push(...run.samples)
+      acc.sent += run.sent
+      acc.elapsed += run.elapsed
+      acc.cpuMs += run.cpuMs
+      const ok = run.samples.filter((r) => r.ok).map((r) => (stream ? r.ttfb : r.ms))
+      acc.sliceP50.push(round(summarize(ok).p50))
+    }
+  }
+  const row = { rate }
+  for (const t of targets) {
+    const acc = pooled.get(t.name)
+    const ok = acc.samples.filter((r) => r.ok)
+    const p50s = [...acc.sliceP50].sort((a, b) => a - b)
+    row[t.name] = {
+      rate,
+      seconds: slices * slice,
+      slices,
+      sent: acc.sent,
+      errors: acc.samples.length - ok.length,
+      achievedRate: round(acc.sent / acc.elapsed),
+      latency: roundAll(summarize(ok.map((r) => r.ms))),
+      ttfb: roundAll(summarize(ok.map((r) => r.ttfb))),
+      overhead: roundAll(summarize(ok.map((r) => r.overhead).filter((x) => !Number.isNaN(x)))),
+      sendLag: roundAll(summarize(acc.samples.map((r) => r.lag))),
+      // Spread of the per-slice medians: how much the machine moved during the measurement.
+      sliceP50: { min: p50s[0], median: p50s[(p50s.length - 1) >> 1], max: p50s.at(-1) },
+      cpuMsPerRequest: t.pid === undefined ? null : round(acc.cpuMs / acc.sent)
+    }
+  }
+  return row
+}
+
+/** Busy and total CPU ticks of the whole machine (/proc/stat), and the steal part. */
+const machineTicks = () => {
+  try {
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1, 9).map(Number)
+    return { busy: user + nice + system + irq + softirq, steal, total: user + nice + system + idle + iowait + irq + softirq + steal }
+  } catch {
+    return { busy: NaN, steal: NaN, total: NaN }
   }
 }
 
 // ---- main ---------------------------------------------------------------------------------------
 
-/** CPU ticks of the whole machine from /proc/stat: [steal, total]; steal is time the hypervisor gave to others. */
-const cpuTicks = () => {
-  try {
-    const fields = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1, 9).map(Number)
-    return [fields[7], fields.reduce((a, b) => a + b, 0)]
-  } catch {
-    return [NaN, NaN]
-  }
-}
-
 const main = async () => {
   const { values } = parseArgs({
     options: {
-      seconds: { type: "string", default: "4" },
-      /** Rounds of the whole matrix; each figure is the median over rounds (this VM is noisy). */
-      rounds: { type: "string", default: "3" },
+      /** Measured seconds per target and rate, in slices interleaved with the other targets. */
+      seconds: { type: "string", default: "6" },
+      /** Length of one slice (one target at one rate, without a break). */
+      slice: { type: "string", default: "0.5" },
       rates: { type: "string", default: "200,1000" },
       "stream-rates": { type: "string", default: "200,1000" },
-      /** Extra node flags for the a2a-proxy process, e.g. "--max-semi-space-size=4". */
+      /** Rate of the run with Claude Code-sized (~300 KB) bodies, non-streaming; 0 skips it. */
+      "large-rate": { type: "string", default: "50" },
+      /** Extra node flags for the a2a-proxy process (e.g. "--cpu-prof"); GC flags switch off its own GC tuning. */
       "proxy-node-args": { type: "string", default: "" },
+      /** Wait up to this many seconds for the rest of the machine to use < 25 % of the CPUs before measuring. */
+      "wait-quiet": { type: "string", default: "0" },
       quick: { type: "boolean", default: false }
     }
   })
   const seconds = values.quick ? 1 : Number(values.seconds)
-  const rounds = values.quick ? 1 : Number(values.rounds)
+  const slice = Number(values.slice)
   const rates = values.rates.split(",").map(Number)
   const streamRates = values["stream-rates"].split(",").map(Number)
+  const largeRate = Number(values["large-rate"])
   const proxyNodeArgs = values["proxy-node-args"].split(" ").filter((a) => a !== "")
   const loadavgAtStart = machine().loadavg
 
@@ -252,47 +323,53 @@ const main = async () => {
     { name: "direct", port: upstreamPort, key: undefined, pid: fake.pid },
     { name: "raw", port: Number(raw.match[1]), key: undefined, pid: raw.pid },
     { name: "a2a", port: proxyPort, key, pid: proxy.pid }
-  ]
+  ].map(makeTarget)
   const rss = sampleRss(proxy.pid, 50)
   log("warming up")
   for (const t of targets) {
-    await openLoop({ ...t, rate: 500, seconds: values.quick ? 0.5 : 2, stream: false })
-    await openLoop({ ...t, rate: 200, seconds: values.quick ? 0.5 : 1, stream: true })
+    await openLoop(t, { rate: 500, seconds: values.quick ? 0.5 : 2, stream: false })
+    await openLoop(t, { rate: 200, seconds: values.quick ? 0.5 : 1, stream: true })
+    if (largeRate > 0) await openLoop(t, { rate: largeRate, seconds: values.quick ? 0.5 : 1, stream: false, large: true })
   }
-  const [stealBefore, ticksBefore] = cpuTicks()
-  const perRound = []
-  for (let round = 0; round < rounds; round++) {
-    const runs = { nonStreaming: [], streaming: [] }
-    for (const [kind, list, stream] of [["nonStreaming", rates, false], ["streaming", streamRates, true]]) {
-      for (const rate of list) {
-        const row = { rate }
-        // Rotate the order each round, so drift of the machine does not favour one target.
-        for (const t of [...targets.slice(round % 3), ...targets.slice(0, round % 3)]) {
-          log(`round ${round + 1}/${rounds}: ${stream ? "streaming" : "non-streaming"} ${rate} req/s ${t.name}`)
-          row[t.name] = await openLoop({ ...t, rate, seconds, stream })
-        }
-        runs[kind].push(row)
+  const waitQuiet = Number(values["wait-quiet"])
+  let quietAfterS = 0
+  if (waitQuiet > 0) {
+    const started = performance.now()
+    for (;;) {
+      const before = machineTicks()
+      const oursBefore = [fake.pid, raw.pid, proxy.pid].reduce((sum, pid) => sum + cpuTimeMs(pid), 0)
+      await sleep(1000)
+      const after = machineTicks()
+      const busyMs = (after.busy - before.busy) * 10 - ([fake.pid, raw.pid, proxy.pid].reduce((sum, pid) => sum + cpuTimeMs(pid), 0) - oursBefore)
+      const share = (100 * busyMs) / ((after.total - before.total) * 10)
+      quietAfterS = round((performance.now() - started) / 1000)
+      if (share < 25 || quietAfterS >= waitQuiet) {
+        log(`other processes use ${round(share)} % of the CPUs; measuring (waited ${quietAfterS} s)`)
+        break
       }
     }
-    perRound.push(runs)
   }
-  // Each statistic: the median over rounds.
-  const median = (xs) => {
-    const sorted = xs.filter((x) => typeof x === "number" && Number.isFinite(x)).sort((a, b) => a - b)
-    return sorted.length === 0 ? NaN : sorted[(sorted.length - 1) >> 1]
+  const ours = () => [fake.pid, raw.pid, proxy.pid].reduce((sum, pid) => sum + cpuTimeMs(pid), 0) + process.cpuUsage().user / 1000 + process.cpuUsage().system / 1000
+  const ticksBefore = machineTicks()
+  const oursBefore = ours()
+  const runs = { nonStreaming: [], streaming: [], large: [] }
+  for (const [kind, list, stream, large] of [
+    ["nonStreaming", rates, false, false],
+    ["streaming", streamRates, true, false],
+    ["large", largeRate > 0 ? [largeRate] : [], false, true]
+  ]) {
+    for (const rate of list) {
+      log(`${kind} ${rate} req/s: ${Math.max(1, Math.round(seconds / slice))} slices of ${slice} s per target, interleaved`)
+      runs[kind].push(await measure(targets, { rate, seconds, slice, stream, large }))
+    }
   }
-  const medianOf = (items) =>
-    Array.isArray(items[0])
-      ? items[0].map((_, i) => medianOf(items.map((x) => x[i])))
-      : typeof items[0] === "object" && items[0] !== null
-      ? Object.fromEntries(Object.keys(items[0]).map((k) => [k, medianOf(items.map((i) => i[k]))]))
-      : typeof items[0] === "number"
-        ? median(items)
-        : items[0]
-  const runs = medianOf(perRound)
   const peak = rss.stop()
-  const [stealAfter, ticksAfter] = cpuTicks()
-  const stealPercent = round((100 * (stealAfter - stealBefore)) / (ticksAfter - ticksBefore))
+  const ticksAfter = machineTicks()
+  const elapsedTicks = ticksAfter.total - ticksBefore.total
+  const stealPercent = round((100 * (ticksAfter.steal - ticksBefore.steal)) / elapsedTicks)
+  // CPU the rest of the machine used while we measured (ticks are 10 ms), as a share of all CPUs.
+  const otherCpuPercent = round(Math.max(0, (100 * ((ticksAfter.busy - ticksBefore.busy) * 10 - (ours() - oursBefore))) / (elapsedTicks * 10)))
+  for (const t of targets) t.agent.destroy()
   const peakRssMiB = peak.maxKiB / 1024
 
   const results = []
@@ -358,9 +435,24 @@ const main = async () => {
       })
     )
   }
+  for (const r of runs.large) {
+    for (const p of ["p50", "p99"]) {
+      results.push(
+        result({
+          name: `added latency ${p} @ ${r.rate} req/s, ${Math.round(Buffer.byteLength(bodyOf(false, true)) / 1024)} KB bodies (baseline: raw pass-through's, which JSON.parses them)`,
+          ours: r.a2a.latency[p] - r.direct.latency[p],
+          baseline: r.raw.latency[p] - r.direct.latency[p],
+          unit: "ms",
+          target: null,
+          met: null
+        })
+      )
+    }
+    results.push(result({ name: `proxy CPU per request @ ${r.rate} req/s, large bodies (baseline: raw pass-through)`, ours: r.a2a.cpuMsPerRequest, baseline: r.raw.cpuMsPerRequest, unit: "ms", target: null, met: null }))
+  }
   results.push(result({ name: "proxy peak RSS under load (baseline: idle after start)", ours: peakRssMiB, baseline: idleRssMiB, unit: "MiB", target: "≤ 150 MiB", met: peakRssMiB <= 150 }))
 
-  const errors = [...runs.nonStreaming, ...runs.streaming].flatMap((r) => targets.map((t) => r[t.name].errors)).reduce((a, b) => a + b, 0)
+  const errors = [...runs.nonStreaming, ...runs.streaming, ...runs.large].flatMap((r) => targets.map((t) => r[t.name].errors)).reduce((a, b) => a + b, 0)
   printTable(results, [
     ["name", "benchmark"],
     ["ours", "ours"],
@@ -371,11 +463,28 @@ const main = async () => {
     ["met", "met"]
   ])
   const detail = []
+  const detailRow = (run, r, stat) => ({
+    run,
+    p50: stat.p50,
+    p90: stat.p90,
+    p99: stat.p99,
+    max: stat.max,
+    n: stat.count,
+    slices: `${r.sliceP50.min}–${r.sliceP50.max}`,
+    lagP99: r.sendLag.p99,
+    rate: r.achievedRate,
+    errors: r.errors,
+    overheadP50: r.overhead.p50,
+    overheadP99: r.overhead.p99
+  })
   for (const r of runs.nonStreaming) {
-    for (const t of targets) detail.push({ run: `${r.rate} req/s ${t.name}`, p50: r[t.name].latency.p50, p90: r[t.name].latency.p90, p99: r[t.name].latency.p99, max: r[t.name].latency.max, rate: r[t.name].achievedRate, errors: r[t.name].errors, overheadP50: r[t.name].overhead.p50, overheadP99: r[t.name].overhead.p99 })
+    for (const t of targets) detail.push(detailRow(`${r.rate} req/s ${t.name}`, r[t.name], r[t.name].latency))
   }
   for (const s of runs.streaming) {
-    for (const t of targets) detail.push({ run: `stream ${s.rate} req/s ${t.name} (TTFB)`, p50: s[t.name].ttfb.p50, p90: s[t.name].ttfb.p90, p99: s[t.name].ttfb.p99, max: s[t.name].ttfb.max, rate: s[t.name].achievedRate, errors: s[t.name].errors, overheadP50: s[t.name].overhead.p50, overheadP99: s[t.name].overhead.p99 })
+    for (const t of targets) detail.push(detailRow(`stream ${s.rate} req/s ${t.name} (TTFB)`, s[t.name], s[t.name].ttfb))
+  }
+  for (const r of runs.large) {
+    for (const t of targets) detail.push(detailRow(`large ${r.rate} req/s ${t.name}`, r[t.name], r[t.name].latency))
   }
   process.stdout.write("\n")
   printTable(detail, [
@@ -384,6 +493,9 @@ const main = async () => {
     ["p90", "p90"],
     ["p99", "p99"],
     ["max", "max"],
+    ["n", "n"],
+    ["slices", "slice p50s"],
+    ["lagP99", "send lag p99"],
     ["rate", "req/s"],
     ["errors", "errors"],
     ["overheadP50", "x-a2a-overhead p50"],
@@ -394,8 +506,11 @@ const main = async () => {
     loadavgAtStart,
     // Share of the machine's CPU time the hypervisor gave to other guests while we measured.
     cpuStealPercent: stealPercent,
+    // Share of all CPUs that processes other than this benchmark's used while it measured.
+    otherCpuPercent,
+    waitedForQuietSeconds: quietAfterS,
     setup: {
-      load: `open loop (paced by the clock) from this process, node:http keep-alive agent; ${seconds} s per run; warm-up first; ${rounds} rounds (target order rotated), every figure is the median over rounds`,
+      load: `open loop (paced by the clock) from this process, one node:http keep-alive agent per target kept from the warm-up; per rate ${seconds} s per target in ${slice} s slices interleaved with the other targets (order rotated); percentiles over the pooled samples`,
       upstream: "fake Anthropic upstream in its own process, answers at once (JSON ~550 B, or SSE with the first event at once)",
       baselines: "direct = client → upstream; raw = a node:http pass-through in its own process (the lower bound of one Node hop)",
       ours: "the built a2a-proxy CLI in its own process, file key store and usage file, a key with rpm and token limits (reserve → settle on every request)",
@@ -404,7 +519,6 @@ const main = async () => {
     },
     results,
     runs,
-    perRound,
     proxy: { idleRssMiB: round(idleRssMiB), peakRssMiB: round(peakRssMiB), rssSamples: peak.samples },
     reference: {
       note: "published figures of other gateways (not measured here), from notes/anthropic-api.md",
@@ -415,7 +529,9 @@ const main = async () => {
       portkey: "~2.4 ms sequential (TypeScript)"
     }
   })
-  process.stdout.write(`\nCPU steal while measuring: ${stealPercent} % (time the hypervisor gave to other guests; figures above a few % are noisy)\nwrote ${file}\n`)
+  process.stdout.write(
+    `\nWhile measuring: CPU steal ${stealPercent} % (time the hypervisor gave to other guests), other processes used ${otherCpuPercent} % of all CPUs; load average at start ${loadavgAtStart.join(", ")}.\nFigures are noisy when either is above a few %; "send lag" is how late the load generator sent (client-side noise).\nwrote ${file}\n`
+  )
   await Promise.all([proxy.stop(), raw.stop(), fake.stop()])
 }
 

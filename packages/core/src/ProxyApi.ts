@@ -11,9 +11,13 @@ import { CurrentPrincipal } from "./Principal.js"
 import { UsageList, UsageQuery, UsageReport } from "./Usage.js"
 import { CreatedKey, CreateKey, KeyList, KeyResponse, UpdateKey, VirtualKey } from "./VirtualKey.js"
 
-/** Admin authentication for key management: `A2A_PROXY_ADMIN_TOKEN` or an OIDC admin JWT. */
+/**
+ * Admin authentication for key management: `A2A_PROXY_ADMIN_TOKEN` or an OIDC admin JWT.
+ * 401 when the token does not verify, 403 when it does but carries no admin role, 503 when
+ * the proxy cannot check it (fail closed).
+ */
 export class ProxyAdmin extends HttpApiMiddleware.Tag<ProxyAdmin>()("@mks/a2a/ProxyApi/ProxyAdmin", {
-  failure: Unauthorized,
+  failure: Schema.Union(Unauthorized, Forbidden, ServiceUnavailable),
   provides: CurrentPrincipal,
   security: { bearer: HttpApiSecurity.bearer }
 }) {}
@@ -21,9 +25,9 @@ export class ProxyAdmin extends HttpApiMiddleware.Tag<ProxyAdmin>()("@mks/a2a/Pr
 /** The virtual key a data-plane request (or `/v1/usage/me`) was made with. */
 export class CurrentKey extends Context.Tag("@mks/a2a/ProxyApi/CurrentKey")<CurrentKey, VirtualKey>() {}
 
-/** Virtual-key authentication: `x-api-key: sk-mks-…` or `Authorization: Bearer sk-mks-…`. */
+/** Virtual-key authentication: `x-api-key: sk-mks-…` or `Authorization: Bearer sk-mks-…`; 503 when the key store is unusable. */
 export class KeyAuthentication extends HttpApiMiddleware.Tag<KeyAuthentication>()("@mks/a2a/ProxyApi/KeyAuthentication", {
-  failure: Unauthorized,
+  failure: Schema.Union(Unauthorized, ServiceUnavailable),
   provides: CurrentKey,
   security: {
     apiKey: HttpApiSecurity.apiKey({ key: "x-api-key", in: "header" }),

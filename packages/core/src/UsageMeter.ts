@@ -9,7 +9,7 @@
  * A window opens with the first request after the previous one ended and lasts 5 hours;
  * requests per minute are counted over the trailing 60 seconds.
  */
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, Schema } from "effect"
 import { RateLimited, ServiceUnavailable } from "./Errors.js"
 import type { KeyId } from "./Ids.js"
 import * as internal from "./internal/usageMeterMemory.js"
@@ -46,5 +46,54 @@ export interface UsageMeterService {
 
 export class UsageMeter extends Context.Tag("@mks/a2a/UsageMeter")<UsageMeter, UsageMeterService>() {}
 
-/** In-memory UsageMeter for one proxy process (counts are lost on restart). */
-export const layerMemory: Layer.Layer<UsageMeter> = Layer.effect(UsageMeter, internal.make)
+const Counts = Schema.Struct({
+  requests: Schema.NonNegativeInt,
+  inputTokens: Schema.NonNegativeInt,
+  outputTokens: Schema.NonNegativeInt,
+  cacheCreationInputTokens: Schema.NonNegativeInt,
+  cacheReadInputTokens: Schema.NonNegativeInt
+})
+
+/**
+ * What a memory meter can carry over to a later one (e.g. through a file): per key, the window
+ * still open (`start` in epoch ms, counts, per model) and the trailing minute's admissions as
+ * `[unix second, count]` pairs (restored at the end of their second: they leave late, never
+ * early). Holds of requests in flight are not part of it.
+ */
+export const MeterData = Schema.Record({
+  key: Schema.String,
+  value: Schema.Struct({
+    window: Schema.optional(Schema.Struct({ ...Counts.fields, start: Schema.Number, byModel: Schema.Record({ key: Schema.String, value: Counts }) })),
+    minute: Schema.Array(Schema.Tuple(Schema.Number, Schema.NonNegativeInt))
+  })
+})
+export type MeterData = typeof MeterData.Type
+
+/** The memory meter: the service, its steps as plain synchronous calls, and its exportable state. */
+export interface MemoryMeter extends UsageMeterService {
+  /**
+   * The same steps without an Effect, at the time `now` the caller passes: each call is atomic
+   * on the event loop. For hot paths (the proxy's data plane); the results are the same.
+   */
+  readonly unsafe: {
+    readonly reserve: (key: KeyId, limits: KeyLimits, tokens: number, now: number) => Reservation | RateLimited
+    readonly settle: (reservation: Reservation, model: string, usage: Usage) => void
+    readonly release: (reservation: Reservation) => void
+    readonly snapshot: (key: KeyId, now: number) => UsageSnapshot
+  }
+  /** Windows still open at `now` and the trailing minute: `initial` for a later meter. */
+  readonly export: (now: number) => MeterData
+}
+
+export interface MemoryOptions {
+  /** Counts to start from (what `export` gave an earlier meter). */
+  readonly initial?: MeterData
+  /** Called after every change of the counts (e.g. to mark a file dirty); must not throw. */
+  readonly onChange?: () => void
+}
+
+/** A memory meter, seeded with `initial` and telling `onChange` of every change. */
+export const makeMemory: (options?: MemoryOptions) => Effect.Effect<MemoryMeter> = internal.makeMemory
+
+/** In-memory UsageMeter for one process (counts are lost on restart; see `makeMemory` to keep them). */
+export const layerMemory: Layer.Layer<UsageMeter> = Layer.effect(UsageMeter, internal.makeMemory())

@@ -3,6 +3,7 @@
  * Anthropic, DeepSeek, Z.ai GLM, MiniMax, Moonshot and OpenRouter), routes, aliases, the default
  * provider, stores, timeouts and limits. Read from a JSON or YAML file plus the environment.
  */
+import { Oidc } from "@mks/a2a"
 import { Data, Effect, ParseResult, Redacted, Schema } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
@@ -76,6 +77,21 @@ export const RouteInput = Schema.Struct({
   model: Schema.optional(Schema.String)
 })
 
+/**
+ * OIDC admins for the control plane (core's `Oidc.OidcConfig`, every field optional here because
+ * the `A2A_PROXY_OIDC_*` variables may supply or override each one).
+ */
+export const OidcInput = Schema.Struct({
+  issuer: Schema.optional(Schema.String),
+  audience: Schema.optional(Schema.String),
+  allowedClients: Schema.optional(Schema.Array(Schema.String)),
+  jwksUri: Schema.optional(Schema.String),
+  tenantClaim: Schema.optional(Schema.String),
+  defaultTenant: Schema.optional(Schema.String),
+  rolesClaim: Schema.optional(Schema.String)
+})
+export type OidcInput = typeof OidcInput.Type
+
 /** The file format (JSON or YAML). */
 export const ProxyConfigInput = Schema.Struct({
   host: Schema.optional(Schema.String),
@@ -97,7 +113,9 @@ export const ProxyConfigInput = Schema.Struct({
   /** max_tokens assumed for the reservation when a request omits it. */
   defaultMaxTokens: Schema.optional(Schema.Int.pipe(Schema.positive())),
   /** How often usage and key `lastUsedAt` are written to their files. */
-  flushIntervalMs: Schema.optional(Millis)
+  flushIntervalMs: Schema.optional(Millis),
+  /** OIDC access tokens (JWT) with the `admin` role may use the control plane. */
+  oidc: Schema.optional(OidcInput)
 })
 export type ProxyConfigInput = typeof ProxyConfigInput.Type
 
@@ -129,8 +147,10 @@ export interface ProxyConfig {
   readonly keyFile: string | undefined
   /** `undefined`: usage in memory only. */
   readonly usageFile: string | undefined
-  /** `undefined`: no admin token, so the admin endpoints refuse everyone. */
+  /** `undefined`: no admin token (then only OIDC admins, if any, may use the admin endpoints). */
   readonly adminToken: Redacted.Redacted<string> | undefined
+  /** OIDC admin JWTs for the control plane; `undefined`: none accepted. */
+  readonly oidc: Oidc.OidcConfig | undefined
   readonly maxBodyBytes: number
   readonly onClientAbort: "cancel" | "drain"
   readonly defaultMaxTokens: number
@@ -189,6 +209,45 @@ const resolveProvider = (input: ProviderInput, defaults: Required<typeof Timeout
     } satisfies Provider
   })
 
+/** `A2A_PROXY_OIDC_*` variable of each OIDC field (the broker's `A2A_OIDC_*` names with the proxy's prefix). */
+export const OIDC_ENV = {
+  issuer: "A2A_PROXY_OIDC_ISSUER",
+  audience: "A2A_PROXY_OIDC_AUDIENCE",
+  allowedClients: "A2A_PROXY_OIDC_ALLOWED_CLIENTS",
+  jwksUri: "A2A_PROXY_OIDC_JWKS_URI",
+  tenantClaim: "A2A_PROXY_OIDC_TENANT_CLAIM",
+  defaultTenant: "A2A_PROXY_OIDC_DEFAULT_TENANT",
+  rolesClaim: "A2A_PROXY_OIDC_ROLES_CLAIM"
+} as const
+
+const httpUrl = (value: string, what: string) =>
+  Effect.gen(function* () {
+    const url = yield* Effect.try({ try: () => new URL(value), catch: () => new ProxyConfigError({ message: `${what} ${value} is not a URL` }) })
+    if (url.protocol !== "http:" && url.protocol !== "https:") return yield* fail(`${what} must be http or https, got ${value}`)
+    return url
+  })
+
+/** The file's `oidc` section with the environment over it, field by field; `undefined` when no issuer is set anywhere. */
+const resolveOidc = (input: OidcInput | undefined, env: Env): Effect.Effect<Oidc.OidcConfig | undefined, ProxyConfigError> =>
+  Effect.gen(function* () {
+    const set = (name: string) => (env[name] === undefined || env[name] === "" ? undefined : env[name])
+    const merged: Record<string, unknown> = { ...input }
+    for (const [field, name] of Object.entries(OIDC_ENV)) {
+      const value = set(name)
+      if (value !== undefined) merged[field] = field === "allowedClients" ? value.split(/[\s,]+/).filter((c) => c !== "") : value
+    }
+    if (merged.issuer === undefined) {
+      if (Object.keys(merged).length === 0) return undefined
+      return yield* fail(`oidc: an issuer is required (oidc.issuer or ${OIDC_ENV.issuer}) when other OIDC settings are given`)
+    }
+    if (merged.audience === undefined) return yield* fail(`oidc: an audience is required with the issuer (oidc.audience or ${OIDC_ENV.audience})`)
+    yield* httpUrl(merged.issuer as string, "oidc: issuer")
+    if (merged.jwksUri !== undefined) yield* httpUrl(merged.jwksUri as string, "oidc: jwksUri")
+    return yield* Schema.decodeUnknown(Oidc.OidcConfig, { errors: "all" })(merged).pipe(
+      Effect.mapError((error) => new ProxyConfigError({ message: `invalid oidc settings: ${describeIssues(error)}` }))
+    )
+  })
+
 const splitTarget = (target: string): { readonly provider: string; readonly model: string | undefined } => {
   const slash = target.indexOf("/")
   return slash === -1 ? { provider: target, model: undefined } : { provider: target.slice(0, slash), model: target.slice(slash + 1) }
@@ -240,6 +299,7 @@ export const make = (
       return yield* fail(`A2A_PROXY_PORT must be a port number, got ${env.A2A_PROXY_PORT}`)
     }
     const adminToken = options.adminToken ?? env.A2A_PROXY_ADMIN_TOKEN
+    const oidc = yield* resolveOidc(config.oidc, env)
     return {
       host: config.host ?? "127.0.0.1",
       port: port ?? DEFAULT_PORT,
@@ -250,6 +310,7 @@ export const make = (
       keyFile: storePath(config.keyFile, path.join(home, "proxy-keys.json")),
       usageFile: storePath(config.usageFile, path.join(home, "proxy-usage.json")),
       adminToken: adminToken === undefined || adminToken === "" ? undefined : Redacted.make(adminToken),
+      oidc,
       maxBodyBytes: config.maxBodyBytes ?? MAX_BODY_BYTES,
       onClientAbort: config.onClientAbort ?? "cancel",
       defaultMaxTokens: config.defaultMaxTokens ?? 64_000,

@@ -6,7 +6,7 @@
  */
 import { OpenApi } from "@effect/platform"
 import type { Authenticator } from "@mks/a2a"
-import { KeyStore, ProxyApi, UsageMeter } from "@mks/a2a"
+import { KeyStore, Oidc, ProxyApi, UsageMeter } from "@mks/a2a"
 import { Context, Data, Effect, Layer, PubSub } from "effect"
 import { createRequire } from "node:module"
 import * as http from "node:http"
@@ -41,7 +41,10 @@ export interface ProxyServerService {
 export class ProxyServer extends Context.Tag("@mks/a2a-proxy/ProxyServer")<ProxyServer, ProxyServerService>() {}
 
 export interface Options {
-  /** More ways to be admin than `A2A_PROXY_ADMIN_TOKEN` (e.g. an OIDC verifier). */
+  /**
+   * More ways to be admin than `A2A_PROXY_ADMIN_TOKEN` and the config's `oidc` issuer (tried
+   * after both); a verified principal without the `admin` role gets 403.
+   */
   readonly adminAuthenticator?: Authenticator.AuthenticatorService
   /** How long in-flight responses may run on after the scope closes. */
   readonly shutdownGraceMs?: number
@@ -87,7 +90,11 @@ export const layerWith = (config: ProxyConfig, options: Options = {}): Layer.Lay
         runtime,
         onSettled: (s) => void settlements.unsafeOffer(s)
       })
-      const control = yield* ControlPlane.make({ adminToken: config.adminToken, adminAuthenticator: options.adminAuthenticator })
+      const oidc = config.oidc === undefined ? [] : [yield* Oidc.make(config.oidc)]
+      const control = yield* ControlPlane.make({
+        adminToken: config.adminToken,
+        adminAuthenticators: [...oidc, ...(options.adminAuthenticator === undefined ? [] : [options.adminAuthenticator])]
+      })
       const openApi = JSON.stringify(OpenApi.fromApi(ProxyApi.ProxyControlApi))
 
       const dispatch = (req: http.IncomingMessage, res: http.ServerResponse): void => {

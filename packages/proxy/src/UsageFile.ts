@@ -11,7 +11,6 @@ import { Errors, UsageMeter } from "@mks/a2a"
 import type { Ids, Usage, VirtualKey } from "@mks/a2a"
 import { Clock, Context, Effect, Layer, ParseResult, Schedule, Schema } from "effect"
 import { FileError, readIfExists, writeAtomic } from "./internal/atomicFile.js"
-import { MeterState } from "./internal/meter.js"
 
 export interface UsageFileService {
   /** Why the meter refuses to admit requests, if it does. */
@@ -40,24 +39,11 @@ export interface DirectMeter {
 
 export class UsageFile extends Context.Tag("@mks/a2a-proxy/UsageFile")<UsageFile, UsageFileService>() {}
 
-const Counts = Schema.Struct({
-  requests: Schema.NonNegativeInt,
-  inputTokens: Schema.NonNegativeInt,
-  outputTokens: Schema.NonNegativeInt,
-  cacheCreationInputTokens: Schema.NonNegativeInt,
-  cacheReadInputTokens: Schema.NonNegativeInt
-})
-
+/** The file: core's `UsageMeter.MeterData` (open windows, trailing minute per second) with a version and a time. */
 export const FileFormat = Schema.Struct({
   version: Schema.Literal(1),
   savedAt: Schema.String,
-  keys: Schema.Record({
-    key: Schema.String,
-    value: Schema.Struct({
-      window: Schema.optional(Schema.Struct({ ...Counts.fields, start: Schema.Number, byModel: Schema.Record({ key: Schema.String, value: Counts }) })),
-      minute: Schema.Array(Schema.Tuple(Schema.Number, Schema.NonNegativeInt))
-    })
-  })
+  keys: UsageMeter.MeterData
 })
 
 const decodeFile = Schema.decodeUnknownEither(Schema.parseJson(FileFormat))
@@ -70,7 +56,7 @@ export interface Options {
 const unavailable = (message: string) => new Errors.ServiceUnavailable({ message })
 
 const reserveNow = (
-  state: MeterState,
+  state: UsageMeter.MemoryMeter,
   refuse: () => string | undefined,
   key: Ids.KeyId,
   limits: VirtualKey.KeyLimits,
@@ -78,7 +64,7 @@ const reserveNow = (
   now: number
 ): UsageMeter.Reservation | Errors.RateLimited | Errors.ServiceUnavailable => {
   const problem = refuse()
-  return problem !== undefined ? unavailable(problem) : state.reserve(key, limits, tokens, now)
+  return problem !== undefined ? unavailable(problem) : state.unsafe.reserve(key, limits, tokens, now)
 }
 
 /**
@@ -86,7 +72,7 @@ const reserveNow = (
  * snapshots, since a store that was never read has nothing true to report.
  */
 const serviceOf = (
-  state: MeterState,
+  state: UsageMeter.MemoryMeter,
   refuse: () => string | undefined,
   unreadable: () => string | undefined
 ): UsageMeter.UsageMeterService => ({
@@ -95,12 +81,12 @@ const serviceOf = (
       const result = reserveNow(state, refuse, key, limits, tokens, now)
       return result instanceof Errors.RateLimited || result instanceof Errors.ServiceUnavailable ? Effect.fail(result) : Effect.succeed(result)
     }),
-  settle: (reservation, model, usage) => Effect.sync(() => state.settle(reservation, model, usage)),
-  release: (reservation) => Effect.sync(() => state.release(reservation)),
+  settle: state.settle,
+  release: state.release,
   snapshot: (key) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    Effect.suspend(() => {
       const problem = unreadable()
-      return problem !== undefined ? Effect.fail(unavailable(problem)) : Effect.succeed(state.snapshot(key, now))
+      return problem !== undefined ? Effect.fail(unavailable(problem)) : state.snapshot(key)
     })
 })
 
@@ -108,7 +94,7 @@ const serviceOf = (
 export const make = (options: Options) =>
   Effect.gen(function* () {
     const text = yield* readIfExists(options.path)
-    let state = new MeterState()
+    let initial: UsageMeter.MeterData | undefined
     let corrupt: string | undefined
     if (text !== undefined) {
       const decoded = decodeFile(text)
@@ -116,22 +102,25 @@ export const make = (options: Options) =>
         corrupt = `usage store ${options.path} is corrupt (${ParseResult.TreeFormatter.formatErrorSync(decoded.left).split("\n")[0]}); refusing every request until it is repaired or moved away`
         yield* Effect.logError(corrupt)
       } else {
-        state = MeterState.import(decoded.right.keys)
+        initial = decoded.right.keys
       }
     }
+    // Bumped on every change of the counts; the flush writes when it moved since the last write.
+    let version = 0
+    const state = yield* UsageMeter.makeMemory({ ...(initial === undefined ? {} : { initial }), onChange: () => void version++ })
     let writeProblem: string | undefined
-    let saved = state.version
+    let saved = version
     const problem = () => corrupt ?? writeProblem
 
     const flush: Effect.Effect<void, FileError> = Effect.suspend(() => {
-      if (corrupt !== undefined || state.version === saved) return Effect.void
-      const version = state.version
+      if (corrupt !== undefined || version === saved) return Effect.void
+      const writing = version
       return Effect.flatMap(Clock.currentTimeMillis, (now) =>
         writeAtomic(options.path, JSON.stringify({ version: 1, savedAt: new Date(now).toISOString(), keys: state.export(now) }))
       ).pipe(
         Effect.tap(() =>
           Effect.suspend(() => {
-            saved = version
+            saved = writing
             if (writeProblem === undefined) return Effect.void
             writeProblem = undefined
             return Effect.logInfo(`usage store ${options.path} is writable again`)
@@ -160,9 +149,9 @@ export const make = (options: Options) =>
     const direct: DirectMeter = {
       meter,
       reserve: (key, limits, tokens, now) => reserveNow(state, problem, key, limits, tokens, now),
-      settle: (reservation, model, usage) => state.settle(reservation, model, usage),
-      release: (reservation) => state.release(reservation),
-      snapshot: (key, now) => state.snapshot(key, now)
+      settle: state.unsafe.settle,
+      release: state.unsafe.release,
+      snapshot: state.unsafe.snapshot
     }
     return { meter, file: { problem, flush, direct } satisfies UsageFileService }
   })
@@ -173,7 +162,5 @@ export const layer = (options: Options): Layer.Layer<UsageMeter.UsageMeter | Usa
     Effect.map(make(options), ({ file, meter }) => Context.make(UsageMeter.UsageMeter, meter).pipe(Context.add(UsageFile, file)))
   )
 
-/** The same meter without a file (counts are lost on restart). */
-export const layerMemory: Layer.Layer<UsageMeter.UsageMeter> = Layer.sync(UsageMeter.UsageMeter, () =>
-  serviceOf(new MeterState(), () => undefined, () => undefined)
-)
+/** The same meter without a file (counts are lost on restart): core's `UsageMeter.layerMemory`. */
+export const layerMemory: Layer.Layer<UsageMeter.UsageMeter> = UsageMeter.layerMemory

@@ -4,6 +4,8 @@
  * `a2a-proxy keys create|list|revoke` and `a2a-proxy usage` talk to a running proxy's control
  * plane over HTTP with the admin token (the proxy stays the only writer of its key file).
  */
+// First: GC flags take effect only for the heap growth that follows them.
+import { gcTuning } from "./internal/gcTuning.js"
 import { FetchHttpClient, HttpApiClient, HttpClient, HttpClientRequest } from "@effect/platform"
 import { NodeRuntime } from "@effect/platform-node"
 import { ProxyApi } from "@mks/a2a"
@@ -16,7 +18,8 @@ import * as ProxyServer from "./ProxyServer.js"
 class CliError extends Data.TaggedError("CliError")<{ readonly message: string }> {}
 
 const USAGE = `usage:
-  a2a-proxy [--port N] [--host H] [--config FILE]     serve (env A2A_PROXY_PORT, A2A_PROXY_CONFIG, A2A_PROXY_ADMIN_TOKEN)
+  a2a-proxy [--port N] [--host H] [--config FILE]     serve (env A2A_PROXY_PORT, A2A_PROXY_CONFIG, A2A_PROXY_ADMIN_TOKEN,
+                                                      A2A_PROXY_OIDC_ISSUER, A2A_PROXY_OIDC_AUDIENCE, ...)
   a2a-proxy keys create --name NAME [--tenant T] [--tier tier1|tier2] [--models 'glob,glob']
                         [--rpm N] [--requests-per-5h N] [--tokens-per-5h N] [--expires ISO-8601] [--json]
   a2a-proxy keys list [--json]
@@ -44,7 +47,8 @@ const serve = (args: ReadonlyArray<string>) =>
     let config = yield* ProxyConfig.load({ configPath: values.config, port, host: values.host })
     if (config.adminToken === undefined) {
       const file = ProxyConfig.adminTokenFile()
-      const found = yield* ProxyConfig.adminTokenFromFile(file, true)
+      // With OIDC admins configured no token file is created (as the broker does); an existing one still works.
+      const found = yield* ProxyConfig.adminTokenFromFile(file, config.oidc === undefined)
       if (found !== undefined) {
         config = { ...config, adminToken: Redacted.make(found.token) }
         if (found.created) yield* stderr(`a2a-proxy: created an admin token in ${file} (mode 600)`)
@@ -54,7 +58,7 @@ const serve = (args: ReadonlyArray<string>) =>
       const server = yield* ProxyServer.ProxyServer
       yield* stdout(`a2a-proxy listening on ${server.url}`)
       yield* stderr(
-        `a2a-proxy: providers ${config.providers.map((p) => `${p.name} (${p.baseUrl.origin})`).join(", ")}; keys ${config.keyFile ?? "in memory"}; usage ${config.usageFile ?? "in memory"}`
+        `a2a-proxy: providers ${config.providers.map((p) => `${p.name} (${p.baseUrl.origin})`).join(", ")}; keys ${config.keyFile ?? "in memory"}; usage ${config.usageFile ?? "in memory"}; gc ${gcTuning}`
       )
       return yield* Effect.never
     }).pipe(Effect.provide(ProxyServer.layer(config)))

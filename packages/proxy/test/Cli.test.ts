@@ -91,6 +91,34 @@ describe("a2a-proxy CLI", () => {
     expect(windows).toContainEqual(expect.objectContaining({ requests: 1, outputTokens: 17, cacheReadInputTokens: 4000 }))
   })
 
+  it("the bin keeps GC pauses short unless the operator chose GC flags or turned it off", async () => {
+    const home = tempDir()
+    const config = writeConfig(home)
+    for (const [extra, expected] of [
+      [{}, "gc short-pauses"],
+      [{ NODE_OPTIONS: "--max-semi-space-size=8" }, "gc node-defaults"],
+      [{ A2A_PROXY_GC_TUNING: "0" }, "gc node-defaults"]
+    ] as const) {
+      const proxy = await serve(["--port", "0", "--config", config], { A2A_HOME: home, FAKE_KEY: "real-key", ...extra })
+      try {
+        // The start-up line on stderr follows the address line on stdout.
+        await new Promise<void>((resolve) => {
+          const check = () => {
+            if (!proxy.stderr().includes("; gc ")) return
+            proxy.child.stderr!.off("data", check)
+            resolve()
+          }
+          proxy.child.stderr!.on("data", check)
+          check()
+        })
+        expect(proxy.stderr(), JSON.stringify(extra)).toContain(expected)
+      } finally {
+        proxy.child.kill("SIGTERM")
+      }
+      expect(await proxy.exited).toBe(0)
+    }
+  })
+
   it("SIGKILL during key writes never leaves a corrupt key file, and every acknowledged key survives", async () => {
     const home = tempDir()
     const env = { A2A_HOME: home, FAKE_KEY: "real-key", A2A_PROXY_ADMIN_TOKEN: "kill-test-admin" }

@@ -14,8 +14,11 @@ export const ADMIN_SUBJECT = "a2a-proxy-admin-token"
 
 export interface Options {
   readonly adminToken: Redacted.Redacted<string> | undefined
-  /** More ways to be admin (e.g. an OIDC verifier); their principals are scoped to their tenant. */
-  readonly adminAuthenticator?: Authenticator.AuthenticatorService | undefined
+  /**
+   * More ways to be admin (the configured OIDC issuer, an embedder's verifier), tried in order
+   * after the static token; their principals are scoped to their tenant.
+   */
+  readonly adminAuthenticators?: ReadonlyArray<Authenticator.AuthenticatorService>
 }
 
 /** What a principal may see: every tenant for the static admin token, its own tenant otherwise. */
@@ -47,25 +50,24 @@ export const make = (options: Options) =>
         ? []
         : [{ token: Redacted.value(options.adminToken), principal: new Principal.Principal({ subject: ADMIN_SUBJECT, tenant: "default", roles: ["admin"] }) }]
     )
-    const admins = options.adminAuthenticator === undefined ? staticTokens : Authenticator.firstOf(staticTokens, options.adminAuthenticator)
+    const others = options.adminAuthenticators ?? []
+    const admins = others.length === 0 ? staticTokens : Authenticator.firstOf(staticTokens, ...others)
 
     const AdminLive = Layer.succeed(
       ProxyApi.ProxyAdmin,
       ProxyApi.ProxyAdmin.of({
         bearer: (token) =>
           admins.authenticate(Redacted.value(token)).pipe(
+            // A verified principal without the role is known, just not allowed: 403, not 401.
             Effect.filterOrFail(
               (p) => p.isAdmin,
-              () => new Errors.Unauthorized({ message: "admin role required" })
+              (p) => new Errors.Forbidden({ message: `${p.subject} lacks the admin role` })
             )
           )
       })
     )
-    const byKey = (token: Redacted.Redacted<string>) =>
-      keys.authenticate(Redacted.value(token)).pipe(
-        // Fail closed with the middleware's only error type.
-        Effect.catchTag("ServiceUnavailable", (e) => Effect.fail(new Errors.Unauthorized({ message: e.message })))
-      )
+    // Fail closed: an unusable key store is a 503, as on the data plane.
+    const byKey = (token: Redacted.Redacted<string>) => keys.authenticate(Redacted.value(token))
     const KeyAuthLive = Layer.succeed(ProxyApi.KeyAuthentication, ProxyApi.KeyAuthentication.of({ apiKey: byKey, bearer: byKey }))
 
     /** The key, if the caller's scope may see it; 404 otherwise so existence does not leak. */

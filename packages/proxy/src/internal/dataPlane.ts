@@ -17,7 +17,7 @@ import type { ModelRouter, Resolved } from "../ModelRouter.js"
 import { compileGlob } from "../ModelRouter.js"
 import type { ProxyConfig } from "../ProxyConfig.js"
 import type { DirectMeter } from "../UsageFile.js"
-import { replaceModel } from "./jsonModel.js"
+import { scanTopLevel, spliceModel } from "./jsonModel.js"
 import type { Metrics } from "./metrics.js"
 import type { Upstream } from "./upstream.js"
 import { requestHeaders, responseHeaders } from "./upstream.js"
@@ -169,7 +169,21 @@ export const make = (deps: Deps) => {
     return key.models.some((p) => glob(p).test(requested) || glob(p).test(canonical))
   }
 
-  const prepare = (body: Buffer, kind: Kind): Plan | AnthropicError => {
+  const plan = (body: Buffer, kind: Kind, requested: string, payloadFor: (model: string) => Buffer, stream: boolean, maxTokens: unknown): Plan | AnthropicError => {
+    const route = router.resolve(requested)
+    if (route === undefined) return new AnthropicError({ status: 404, type: "not_found_error", message: `model: ${requested}` })
+    const payload = route.model === requested ? body : payloadFor(route.model)
+    const bound =
+      kind === "count_tokens"
+        ? 0
+        : typeof maxTokens === "number" && Number.isFinite(maxTokens) && maxTokens > 0
+          ? Math.ceil(maxTokens)
+          : config.defaultMaxTokens
+    return { requested, route, payload, stream, bound: body.length + bound }
+  }
+
+  /** The plan from a body the scan could not read: parse it, to say why (or to serve it all the same). */
+  const prepareParsed = (body: Buffer, kind: Kind): Plan | AnthropicError => {
     let parsed: unknown
     try {
       parsed = JSON.parse(body.toString("utf8"))
@@ -179,20 +193,16 @@ export const make = (deps: Deps) => {
     if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) return invalid("request body must be a JSON object")
     const fields = parsed as { model?: unknown; stream?: unknown; max_tokens?: unknown }
     if (typeof fields.model !== "string" || fields.model === "") return invalid("model: Field required")
-    const requested = fields.model
-    const route = router.resolve(requested)
-    if (route === undefined) return new AnthropicError({ status: 404, type: "not_found_error", message: `model: ${requested}` })
-    let payload = body
-    if (route.model !== requested) {
-      payload = replaceModel(body, route.model) ?? Buffer.from(JSON.stringify({ ...fields, model: route.model }), "utf8")
-    }
-    const maxTokens =
-      kind === "count_tokens"
-        ? 0
-        : typeof fields.max_tokens === "number" && Number.isFinite(fields.max_tokens) && fields.max_tokens > 0
-          ? Math.ceil(fields.max_tokens)
-          : config.defaultMaxTokens
-    return { requested, route, payload, stream: fields.stream === true, bound: body.length + maxTokens }
+    return plan(body, kind, fields.model, (model) => Buffer.from(JSON.stringify({ ...fields, model }), "utf8"), fields.stream === true, fields.max_tokens)
+  }
+
+  /** Model, stream and max_tokens from one pass over the body's top level; nothing else is parsed. */
+  const prepare = (body: Buffer, kind: Kind): Plan | AnthropicError => {
+    const top = scanTopLevel(body)
+    if (top === "malformed") return prepareParsed(body, kind)
+    const model = top.model
+    if (typeof model !== "object" || model.value === "") return invalid("model: Field required")
+    return plan(body, kind, model.value, (name) => spliceModel(body, model.start, model.end, name), top.stream, top.maxTokens)
   }
 
   const toAnthropic = (error: { readonly _tag: string; readonly message: string }): AnthropicError => {
