@@ -11,11 +11,13 @@ import { join } from "node:path"
 import * as BrokerConfig from "./BrokerConfig.js"
 import * as Bus from "./Bus.js"
 import * as Channels from "./Channels.js"
+import * as Connections from "./Connections.js"
 import * as Http from "./Http.js"
 import * as Metrics from "./Metrics.js"
 import * as Oidc from "./Oidc.js"
 import * as Store from "./Store.js"
 import * as TokenStore from "./TokenStore.js"
+import * as Ui from "./Ui.js"
 
 export interface Options {
   /** Replace the store (default: chosen from `config.db`). */
@@ -133,16 +135,18 @@ export const layer = (config: BrokerConfig.BrokerConfigShape, options: Options =
   const Infra = Layer.mergeAll(options.store ?? Store.layerFor(config.db), Metrics.layer, Tokens).pipe(Layer.provideMerge(ConfigLive))
   const WithAuth = (options.authenticator ?? authenticatorLayer).pipe(Layer.provideMerge(Infra))
   const WithBus = Bus.layer.pipe(Layer.provideMerge(WithAuth))
+  const WithConnections = Connections.layer.pipe(Layer.provideMerge(WithBus))
   const ServerLive = NodeHttpServer.layer(createServer, { port: config.port, host: config.host })
   return HttpApiBuilder.serve(guard).pipe(
     Layer.provide(Channels.layer),
+    Layer.provide(Ui.layer),
     Layer.provide(contractErrors),
     Layer.provide(Http.ApiLive),
     // Ids may be 128 characters (the router's default cap is 100): let the schemas judge them.
     Layer.provide(HttpRouter.setRouterConfig({ maxParamLength: 1024 })),
     Layer.provideMerge(announce),
     Layer.provideMerge(ServerLive),
-    Layer.provideMerge(WithBus)
+    Layer.provideMerge(WithConnections)
   )
 }
 

@@ -20,6 +20,7 @@ import {
   TeamDirectory
 } from "@mks/a2a"
 import { Clock, Context, Effect, Layer, Option, Schedule, Stream } from "effect"
+import { randomFillSync } from "node:crypto"
 import { BrokerConfig } from "./BrokerConfig.js"
 import { Metrics } from "./Metrics.js"
 import { StoreGauges } from "./Store.js"
@@ -29,9 +30,37 @@ type P = Principal.Principal
 
 export type SendFields = Omit<Message.SendMessage, "from">
 
+/** What a send answers: the message (with the first recipient's seq) and who it was appended for. */
+export interface SendResult {
+  readonly message: Message.Message
+  readonly recipients: ReadonlyArray<Ids.PeerId>
+}
+
 const forbidden = (what: string) => new Errors.Forbidden({ message: what })
 
 const isoNow = Clock.currentTimeMillis.pipe(Effect.map(Ids.nowIso))
+
+const ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+const randomPool = Buffer.alloc(4096)
+let randomAt = randomPool.length
+
+/**
+ * A message id: `m_`, the time in milliseconds (10 characters of a 32-letter alphabet, so ids
+ * sort by creation time) and 16 random characters (80 bits, from a pool of random bytes: one
+ * `getrandom` per ~250 messages). Time-ordered ids keep the inbox's message-id index growing at
+ * its end instead of at random places, which halves the cost of writing a message to SQLite.
+ */
+export const newMessageId = (now: number = Date.now()): Ids.MessageId => {
+  if (randomAt + 16 > randomPool.length) {
+    randomFillSync(randomPool)
+    randomAt = 0
+  }
+  let time = ""
+  for (let i = 0, t = now; i < 10; i++, t = Math.floor(t / 32)) time = ID_ALPHABET[t % 32] + time
+  let id = "m_" + time
+  for (let i = 0; i < 16; i++) id += ID_ALPHABET[randomPool[randomAt++]! & 31]
+  return id as Ids.MessageId
+}
 
 export const make = Effect.gen(function* () {
   const config = yield* BrokerConfig
@@ -104,11 +133,14 @@ export const make = Effect.gen(function* () {
       return peer
     })
 
-  /** Send as `from` (which the principal must own): direct by id or name, or to a team. */
-  const send = (principal: P, from: Ids.PeerId, fields: SendFields) =>
+  /**
+   * Send as `sender`, whose ownership the caller has checked (a channel checks it once, when
+   * the socket opens): direct by id or name, or to a team. `accepted` runs once the message is
+   * durable and before it is pushed to live channels (a channel writes its `sent` answer
+   * there, ahead of every recipient's copy).
+   */
+  const sendAs = (tenant: string, sender: Peer.Peer, fields: SendFields, accepted?: (result: SendResult) => void) =>
     Effect.gen(function* () {
-      const sender = (yield* owned(principal, from)).peer
-      const tenant = principal.tenant
       let recipients: ReadonlyArray<Ids.PeerId>
       let to: Ids.PeerId | undefined
       if (fields.team !== undefined) {
@@ -119,7 +151,7 @@ export const make = Effect.gen(function* () {
         to = target.peer.id
         recipients = [to]
       }
-      const id = Ids.make.message()
+      const id = newMessageId()
       // A reply without a thread joins the thread of the message it answers, if the sender still holds it.
       const replied = fields.replyTo === undefined || fields.threadId !== undefined ? Option.none() : yield* inbox.find(tenant, sender.id, fields.replyTo)
       const threadId = fields.threadId ?? (Option.isSome(replied) ? replied.value.threadId : (id as unknown as Ids.ThreadId))
@@ -136,11 +168,17 @@ export const make = Effect.gen(function* () {
         meta: fields.meta
       }
       const deliveries = yield* inbox.append(tenant, recipients, draft)
-      yield* hub.publish(tenant, deliveries)
       metrics.messagesIn(1)
       const message = deliveries[0]?.message ?? new Message.Message({ ...draft, seq: 0 })
-      return { message, recipients: deliveries.map((d) => d.recipient) }
+      const result: SendResult = { message, recipients: deliveries.map((d) => d.recipient) }
+      accepted?.(result)
+      yield* hub.publish(tenant, deliveries)
+      return result
     })
+
+  /** Send as `from` (which the principal must own): direct by id or name, or to a team. */
+  const send = (principal: P, from: Ids.PeerId, fields: SendFields) =>
+    Effect.flatMap(owned(principal, from), (sender) => sendAs(principal.tenant, sender.peer, fields))
 
   const readInbox = (principal: P, id: Ids.PeerId, query: Message.InboxQuery) =>
     Effect.gen(function* () {
@@ -241,6 +279,7 @@ export const make = Effect.gen(function* () {
     unregister,
     heartbeat,
     send,
+    sendAs,
     readInbox,
     ack,
     createTeam,

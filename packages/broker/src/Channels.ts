@@ -4,11 +4,15 @@
  * ownership, role), so a refused socket gets a proper HTTP status and a JSON error body.
  */
 import { HttpApiBuilder, HttpRouter, HttpServerRequest, HttpServerResponse, Socket } from "@effect/platform"
-import { Authenticator, ChannelFrame, ChannelHub, Codec, Errors, Ids, Inbox, RunnerFrame } from "@mks/a2a"
-import { Deferred, Effect, Fiber, Queue, Schedule, Schema, Scope, Stream } from "effect"
+import { NodeHttpServerRequest } from "@effect/platform-node"
+import type { Duplex } from "node:stream"
+import { Authenticator, ChannelFrame, ChannelHub, Codec, Errors, Ids, Inbox, Message, RunnerFrame } from "@mks/a2a"
+import { Deferred, Effect, Queue, Runtime, Schema, Scope, Stream } from "effect"
 import { BrokerConfig } from "./BrokerConfig.js"
-import { Bus } from "./Bus.js"
+import { Bus, type SendResult } from "./Bus.js"
+import { Connections } from "./Connections.js"
 import { Metrics } from "./Metrics.js"
+import { TokenStore } from "./TokenStore.js"
 
 const decoder = new TextDecoder()
 const textOf = (data: string | Uint8Array) => (typeof data === "string" ? data : decoder.decode(data))
@@ -76,8 +80,82 @@ const preflight = Effect.gen(function* () {
   if (token === undefined || token.length === 0) return yield* Effect.fail(new Errors.Unauthorized({ message: "missing bearer token" }))
   const principal = yield* auth.authenticate(token)
   const params = yield* HttpRouter.params
-  return { request, url, principal, id: params["id"] ?? "" }
+  return { request, url, principal, token, id: params["id"] ?? "" }
 })
+
+/** The parts of a `ws` socket the channel writes to directly (never blocks, never throws once open). */
+interface RawSocket {
+  readonly readyState: number
+  readonly bufferedAmount: number
+  send(data: string): void
+  close(code: number, reason: string): void
+}
+
+/**
+ * The `ws` socket behind an upgraded request, found through the Node socket it took over (`ws`
+ * marks it with its `websocket` symbol). With it, live items are written synchronously at
+ * publish time and a slow client is detected by its send buffer. `undefined` if not found (then
+ * writes go through the platform's writer).
+ */
+const rawSocketOf = (request: HttpServerRequest.HttpServerRequest): { readonly ws: RawSocket; readonly stream: Duplex } | undefined => {
+  try {
+    const stream = NodeHttpServerRequest.toIncomingMessage(request).socket
+    const marked = stream as unknown as Record<symbol, unknown>
+    const symbol = Object.getOwnPropertySymbols(marked).find((s) => s.description === "websocket")
+    const ws = symbol === undefined ? undefined : (marked[symbol] as Partial<RawSocket> | undefined)
+    return ws !== undefined && typeof ws.send === "function" && typeof ws.close === "function" && typeof ws.bufferedAmount === "number"
+      ? { ws: ws as RawSocket, stream }
+      : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** Bytes a client may leave unread in its socket's send buffer before it is cut off as slow (4008). */
+export const SLOW_CONSUMER_BYTES = 16 * 1024 * 1024
+
+/** Live items held while a socket replays its inbox, before it is cut off as slow (4008). */
+const REPLAY_BUFFER = ChannelHub.DEFAULT_BUFFER
+
+/**
+ * A message's JSON without a schema pass (a Message is a schema class of JSON values: it
+ * stringifies to its encoding). The copies of one message differ only in `seq` (fan-out to a
+ * team, several sockets of a peer, the sender's `sent`): the rest is encoded once per id.
+ */
+const makeMessageJson = () => {
+  let lastId: string | undefined
+  let rest = ""
+  return (message: Message.Message): string => {
+    if (message.id !== lastId) {
+      const { seq: _seq, ...fields } = message
+      rest = JSON.stringify(fields).slice(1)
+      lastId = message.id
+    }
+    return rest === "}" ? `{"seq":${message.seq}}` : `{"seq":${message.seq},${rest}`
+  }
+}
+const messageJson = makeMessageJson()
+const messageFrame = (message: Message.Message) => `{"type":"message","message":${messageJson(message)}}`
+const sentFrame = (ref: string | undefined, result: SendResult) =>
+  `{"type":"sent",${ref === undefined ? "" : `"ref":${JSON.stringify(ref)},`}"message":${messageJson(result.message)},"recipients":${JSON.stringify(result.recipients)}}`
+
+/**
+ * Decode a client frame: the schema's synchronous decoder for the common case, the Effect
+ * decoder (with its `InvalidRequest` naming the field) for anything that does not decode.
+ */
+const decodeClientSync = Schema.decodeUnknownEither(ChannelFrame.ClientFrame)
+const decodeClientFrame = (text: string): Effect.Effect<ChannelFrame.ClientFrame, Errors.InvalidRequest> => {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch {
+    return decodeClient(text)
+  }
+  const decoded = decodeClientSync(json)
+  return decoded._tag === "Right" ? Effect.succeed(decoded.right) : decodeClient(text)
+}
+
+type Task = string | Uint8Array | Effect.Effect<void>
 
 const peerChannel = Effect.gen(function* () {
   const bus = yield* Bus
@@ -85,113 +163,201 @@ const peerChannel = Effect.gen(function* () {
   const inbox = yield* Inbox.Inbox
   const config = yield* BrokerConfig
   const metrics = yield* Metrics
-  const { request, url, principal, id } = yield* preflight
+  const connections = yield* Connections
+  const tokens = yield* TokenStore
+  const { request, url, principal, id, token } = yield* preflight
   const peerId = yield* decodePeerId(id)
   const afterParam = url.searchParams.get("after")
   const after = afterParam === null ? undefined : yield* decodeAfter(afterParam)
-  yield* bus.owned(principal, peerId)
+  // Tenancy and ownership are checked once, here: the socket acts for this peer until it closes
+  // (it is closed when the peer is unregistered or the token revoked).
+  const me = (yield* bus.owned(principal, peerId)).peer
   const tenant = principal.tenant
+  const tokenId = yield* tokens.idOf(token)
 
   const socket = yield* request.upgrade.pipe(Effect.mapError(() => new Errors.InvalidRequest({ message: "expected a WebSocket upgrade" })))
   yield* Effect.scoped(
     Effect.gen(function* () {
       const write = yield* socket.writer
-      const send = (frame: ChannelFrame.ServerFrame) => write(encodeServer(frame))
-      const inbound = yield* Queue.unbounded<string | Uint8Array>()
+      const runtime = yield* Effect.runtime<never>()
       const ended = yield* Deferred.make<void>()
+      const opened = yield* Deferred.make<void>()
+      let raw: RawSocket | undefined
+      let closing = false
+
+      let stream: Duplex | undefined
+      let corked = false
+      const uncork = () => {
+        corked = false
+        stream?.uncork()
+      }
+      /**
+       * Write a frame now, in call order; a client that leaves too much unread is cut off. The
+       * frames written during one turn of the event loop leave in one write: the TCP socket is
+       * corked at the first and uncorked once the loop has handled its pending I/O.
+       */
+      const out = (text: string) => {
+        if (closing) return
+        if (raw === undefined) {
+          Runtime.runFork(runtime)(Effect.ignore(write(text)))
+          return
+        }
+        if (raw.bufferedAmount > SLOW_CONSUMER_BYTES) return close(ChannelFrame.CloseCode.slowConsumer, "slow consumer: reconnect to replay")
+        if (!corked && stream !== undefined) {
+          corked = true
+          stream.cork()
+          setImmediate(uncork)
+        }
+        raw.send(text)
+      }
+      const close = (code: number, reason: string) => {
+        if (closing) return
+        closing = true
+        if (raw !== undefined) raw.close(code, reason)
+        else Runtime.runFork(runtime)(Effect.ignore(write(new Socket.CloseEvent(code, reason))))
+      }
+      const send = (frame: ChannelFrame.ServerFrame) => Effect.sync(() => out(encodeServer(frame)))
+
+      // ---- inbound: frames are handled one at a time, in arrival order, by one fiber per
+      // socket that sleeps while there is nothing to do ----
+      const tasks: Array<Task> = []
+      let paused = true // until the hello and the replay are out
+      let wake: ((done: Effect.Effect<void>) => void) | undefined
+      const idle = Effect.async<void>((resume) => {
+        if (!paused && tasks.length > 0) resume(Effect.void)
+        else wake = resume
+      })
+      const work: Effect.Effect<void> = Effect.suspend(() => {
+        const task = paused ? undefined : tasks.shift()
+        if (task === undefined) return idle
+        const step = Effect.isEffect(task) ? task : onFrame(task)
+        return Effect.zipRight(Effect.catchAllCause(step, () => Effect.void), work)
+      })
+      const kick = () => {
+        if (wake === undefined || paused || tasks.length === 0) return
+        const resume = wake
+        wake = undefined
+        resume(Effect.void)
+      }
+      const schedule = (task: Task) => {
+        tasks.push(task)
+        kick()
+      }
+      yield* Effect.forever(work).pipe(Effect.forkScoped)
+
       // Reading drives the upgrade: start it first, or writes would wait for an open socket forever.
-      const reader = yield* socket.runRaw((data) => Queue.offer(inbound, data)).pipe(
-        Effect.catchAll(() => Effect.void),
-        Effect.ensuring(Deferred.succeed(ended, undefined)),
-        Effect.forkScoped
-      )
-      yield* inOrder(inbound, onFrame)
-      // Subscribe before reading the inbox so nothing appended in between is missed.
-      const live = yield* hub.subscribe(tenant, peerId)
+      yield* socket
+        .runRaw((data) => schedule(data), {
+          onOpen: Effect.sync(() => {
+            const found = rawSocketOf(request)
+            raw = found?.ws
+            stream = found?.stream
+            Deferred.unsafeDone(opened, Effect.void)
+          })
+        })
+        .pipe(
+          Effect.catchAll(() => Effect.void),
+          Effect.ensuring(
+            Effect.sync(() => {
+              closing = true
+              Deferred.unsafeDone(opened, Effect.void)
+              Deferred.unsafeDone(ended, Effect.void)
+            })
+          ),
+          Effect.forkScoped
+        )
+      // Nothing is written before the socket is open, so every frame takes the same path, in order.
+      yield* Deferred.await(opened)
+      if (closing) return
+
+      // ---- outbound: live items go straight to the socket at publish time ----
+      let last = 0
+      let replaying = true
+      const held: Array<ChannelHub.ChannelItem> = []
+      const deliver = (item: ChannelHub.ChannelItem) => {
+        if (item.type === "event") {
+          out(encodeServer(item))
+          // This peer was unregistered (not merely gone offline): tell the client not to reconnect.
+          if (item.event.type === "peer_left" && item.event.peer.id === peerId) {
+            schedule(
+              bus.peers.get(tenant, peerId).pipe(
+                Effect.asVoid,
+                Effect.catchTag("PeerNotFound", () => Effect.sync(() => close(ChannelFrame.CloseCode.unregistered, "peer unregistered")))
+              )
+            )
+          }
+          return
+        }
+        if (item.message.seq <= last) return
+        last = item.message.seq
+        metrics.messagesOut(1)
+        metrics.observeDelivery(Date.now() - Date.parse(item.message.sentAt))
+        out(messageFrame(item.message))
+      }
+      // Attach before reading the inbox so nothing appended in between is missed: live items
+      // are held until the replay is out, then written after it (skipping what it covered).
+      yield* hub.attach(tenant, peerId, (item) => {
+        if (!replaying) return deliver(item)
+        if (held.length >= REPLAY_BUFFER) return close(ChannelFrame.CloseCode.slowConsumer, "slow consumer: reconnect to replay")
+        held.push(item)
+      })
+      yield* connections.add({ tenant, peer: peerId, tokenId, close })
       const peer = yield* bus.heartbeat(principal, peerId)
       const cursor = yield* inbox.cursor(tenant, peerId)
       yield* send({ type: "hello", peer, cursor })
 
-      let last = Math.max(after ?? cursor, 0)
-      while (true) {
+      last = Math.max(after ?? cursor, 0)
+      while (!closing) {
         const page = yield* inbox.read(tenant, peerId, { after: last, limit: REPLAY_PAGE })
         for (const message of page.messages) {
-          yield* write(JSON.stringify({ type: "message", message }))
+          out(messageFrame(message))
           last = message.seq
         }
         metrics.messagesOut(page.messages.length)
         if (page.messages.length < REPLAY_PAGE) break
       }
+      yield* Effect.sync(() => {
+        replaying = false
+        for (const item of held.splice(0)) deliver(item)
+        paused = false
+        kick()
+      })
 
-      const closed = yield* Deferred.make<void>()
-      const forward = yield* live.pipe(
-        Stream.runForEach((item) => {
-          if (item.type === "event") {
-            // This peer was unregistered (not merely gone offline): tell the client not to reconnect.
-            if (item.event.type === "peer_left" && item.event.peer.id === peerId) {
-              return send(item).pipe(
-                Effect.zipRight(bus.peers.get(tenant, peerId)),
-                Effect.catchTag("PeerNotFound", () =>
-                  write(new Socket.CloseEvent(ChannelFrame.CloseCode.unregistered, "peer unregistered")).pipe(Effect.zipRight(Deferred.succeed(closed, undefined)))
-                ),
-                Effect.asVoid
-              )
-            }
-            return send(item)
-          }
-          if (item.message.seq <= last) return Effect.void
-          last = item.message.seq
-          metrics.messagesOut(1)
-          metrics.observeDelivery(Date.now() - Date.parse(item.message.sentAt))
-          return write(JSON.stringify(item))
-        }),
-        Effect.catchTag("SlowConsumer", () => write(new Socket.CloseEvent(ChannelFrame.CloseCode.slowConsumer, "slow consumer: reconnect to replay"))),
-        Effect.ensuring(Deferred.succeed(closed, undefined)),
-        Effect.forkScoped
-      )
-      // Keep the peer online while the socket is open, without the client having to heartbeat
-      // (a third of the timeout, whatever the timeout: a floor above it would let GC expire open sockets).
-      yield* bus.peers.touch(tenant, peerId).pipe(
-        Effect.ignore,
-        Effect.repeat({ schedule: Schedule.spaced(Math.max(10, Math.floor(config.peerTimeout / 3))) }),
-        Effect.forkScoped
-      )
-
-      function onFrame(data: string | Uint8Array) {
+      function onFrame(data: string | Uint8Array): Effect.Effect<void> {
         const text = textOf(data)
         if (text.length > config.maxBodyBytes) {
           return send({ type: "error", error: new Errors.PayloadTooLarge({ message: `frame larger than ${config.maxBodyBytes} bytes`, limit: config.maxBodyBytes }) })
         }
         if (nestsDeeperThan(text)) return send({ type: "error", error: tooDeep() })
-        return decodeClient(text).pipe(
-          Effect.flatMap((frame): Effect.Effect<void, Errors.WireError | Socket.SocketError> => {
+        return decodeClientFrame(text).pipe(
+          Effect.flatMap((frame): Effect.Effect<void, Errors.WireError> => {
             switch (frame.type) {
               case "ack":
-                return bus.ack(principal, peerId, frame.upTo).pipe(Effect.flatMap(({ cursor }) => send({ type: "acked", cursor })))
+                return Effect.map(inbox.ack(tenant, peerId, frame.upTo), ({ cursor }) => out(`{"type":"acked","cursor":${cursor}}`))
               case "heartbeat":
-                return bus.peers.touch(tenant, peerId)
+                return Effect.asVoid(bus.peers.touch(tenant, peerId))
               case "send": {
                 const { type: _type, ref, ...fields } = frame
-                return bus.send(principal, peerId, fields).pipe(
-                  Effect.flatMap((result) => send({ type: "sent", ref, ...result })),
-                  Effect.catchAll((error) => (error._tag === "SocketError" ? Effect.fail(error) : send({ type: "error", ref, error })))
+                return bus.sendAs(tenant, me, fields, (result) => out(sentFrame(ref, result))).pipe(
+                  Effect.asVoid,
+                  Effect.catchAll((error) => send({ type: "error", ref, error }))
                 )
               }
             }
           }),
-          Effect.catchAll((error) => (error._tag === "SocketError" ? Effect.fail(error) : send({ type: "error", error })))
+          Effect.catchAll((error) => send({ type: "error", error }))
         )
       }
+
       yield* Deferred.await(ended).pipe(
-        Effect.raceFirst(Deferred.await(closed)),
         Effect.onInterrupt(() =>
-          write(new Socket.CloseEvent(ChannelFrame.CloseCode.goingAway, "broker shutting down")).pipe(Effect.timeout("1 second"), Effect.ignore)
+          raw !== undefined
+            ? Effect.sync(() => close(ChannelFrame.CloseCode.goingAway, "broker shutting down"))
+            : write(new Socket.CloseEvent(ChannelFrame.CloseCode.goingAway, "broker shutting down")).pipe(Effect.timeout("1 second"), Effect.ignore)
         )
       )
-      yield* Fiber.interrupt(forward)
-      yield* Fiber.interrupt(reader)
     })
-  ).pipe(Effect.catchTag("SocketError", () => Effect.void))
+  )
   return HttpServerResponse.empty()
 })
 
@@ -273,7 +439,9 @@ const refuse = <R>(handler: Effect.Effect<HttpServerResponse.HttpServerResponse,
 /** Mount both WebSocket routes on the API's router. */
 export const layer = HttpApiBuilder.Router.use((router) =>
   Effect.gen(function* () {
-    const services = yield* Effect.context<Bus | BrokerConfig | Metrics | ChannelHub.ChannelHub | Inbox.Inbox | Authenticator.Authenticator>()
+    const services = yield* Effect.context<
+      Bus | BrokerConfig | Metrics | ChannelHub.ChannelHub | Inbox.Inbox | Authenticator.Authenticator | Connections | TokenStore
+    >()
     yield* router.get("/ws/broker/peer/:id", refuse(peerChannel).pipe(Effect.provide(services)))
     yield* router.get("/ws/runner/:id", refuse(runnerLink).pipe(Effect.provide(services)))
   })

@@ -10,7 +10,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Errors, Ids, Inbox, Message, Peer, PeerRegistry, TeamDirectory, Team } from "@mks/a2a"
-import { Clock, Deferred, Effect, Layer, Option } from "effect"
+import { Cause, Clock, Deferred, Effect, Layer, Option, Runtime } from "effect"
 
 const MIGRATIONS: ReadonlyArray<ReadonlyArray<string>> = [
   [
@@ -33,7 +33,9 @@ const MIGRATIONS: ReadonlyArray<ReadonlyArray<string>> = [
       tenant TEXT NOT NULL, peer_id TEXT NOT NULL, seq BIGINT NOT NULL, message_id TEXT NOT NULL,
       appended_at BIGINT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (tenant, peer_id, seq))`,
     `CREATE INDEX IF NOT EXISTS a2a_inbox_message ON a2a_inbox (tenant, peer_id, message_id)`
-  ]
+  ],
+  // GC prunes acked messages by age: without this index every run scanned the whole inbox table.
+  [`CREATE INDEX IF NOT EXISTS a2a_inbox_appended ON a2a_inbox (appended_at)`]
 ]
 
 /** Apply the migrations not yet recorded in `a2a_migrations`, each in a transaction. */
@@ -70,8 +72,9 @@ interface TeamRow {
 
 /**
  * With `cache`, reads that every send makes (peer rows, a peer's teams) are served from memory
- * and every write of this process refreshes or drops the cached entry. Only valid while this
- * process is the only writer (SQLite); instances sharing a database run without it.
+ * and every write of this process refreshes or drops the cached entry, and inbox writes are
+ * group-committed from an in-memory mirror of the inbox counters (see `makeInbox`). Only valid
+ * while this process is the only writer (SQLite); instances sharing a database run without it.
  */
 export interface StoreOptions {
   readonly capacity: number
@@ -233,8 +236,16 @@ export const makePeerRegistry = (cache: boolean) => Effect.gen(function* () {
       true
     )
   }
+  // With the cache, the record built from a cached row is kept with it (until the row or its teams change).
+  const built = new WeakMap<PeerRow, { readonly teams: ReadonlyArray<Ids.TeamName>; readonly record: Peer.PeerRecord }>()
   const toRecord = (row: PeerRow) =>
-    Effect.map(teams.teamsOf(row.tenant, row.id as Ids.PeerId), (names): Peer.PeerRecord => ({ tenant: row.tenant, owner: row.owner, peer: toPeer(row, names) }))
+    Effect.map(teams.teamsOf(row.tenant, row.id as Ids.PeerId), (names): Peer.PeerRecord => {
+      const hit = cache ? built.get(row) : undefined
+      if (hit !== undefined && hit.teams === names) return hit.record
+      const record = { tenant: row.tenant, owner: row.owner, peer: toPeer(row, names) }
+      if (cache) built.set(row, { teams: names, record })
+      return record
+    })
 
   const byId = (tenant: string, id: string) =>
     Effect.suspend(() => {
@@ -379,14 +390,59 @@ const makeWaiters = () => {
       Effect.suspend(() => {
         const set = waiting.get(key)
         return set === undefined ? Effect.void : Effect.forEach(set, (d) => Deferred.succeed(d, undefined), { discard: true })
-      })
+      }),
+    /** Wake the waiters of many keys at once, synchronously (after a group commit). */
+    unsafeWakeAll: (keys: Iterable<string>) => {
+      if (waiting.size === 0) return
+      for (const key of keys) {
+        const set = waiting.get(key)
+        if (set !== undefined) for (const d of set) Deferred.unsafeDone(d, Effect.void)
+      }
+    }
   }
 }
 
 
-export const makeInbox = (capacity: number) =>
+/** Rows per multi-row INSERT: few distinct statements to prepare, far below any bind-parameter limit. */
+const ROWS_PER_STATEMENT = 50
+
+/** One inbox's counters, mirrored in memory by the group-commit writer (single-writer stores only). */
+interface InboxState {
+  lastSeq: number
+  cursor: number
+}
+
+/** A write waiting for the next group commit; settled only after its transaction committed. */
+type PendingWrite =
+  | {
+      readonly kind: "append"
+      readonly tenant: string
+      readonly recipients: ReadonlyArray<Ids.PeerId>
+      readonly draft: Message.MessageDraft
+      readonly data: string
+      readonly now: number
+      readonly done: Answer<ReadonlyArray<Message.Delivery>, Errors.InboxFull>
+    }
+  | { readonly kind: "ack"; readonly tenant: string; readonly peer: Ids.PeerId; readonly upTo: number; readonly done: Answer<Message.InboxCursor> }
+  | { readonly kind: "drop"; readonly tenant: string; readonly peer: Ids.PeerId; readonly done: Answer<void> }
+
+/** Resumes the fiber waiting for a queued write. */
+type Answer<A, E = never> = (outcome: Effect.Effect<A, E>) => void
+
+/**
+ * The inbox over SQL. With `groupCommit` (only valid while this process is the only writer,
+ * like the peer cache) appends, acks and drops are queued and written by one writer: every
+ * write that arrives while the event loop is busy goes into the same transaction (a few
+ * multi-row statements for the whole batch), and each caller is answered only once that
+ * transaction has committed. Seqs and cursors are assigned from an in-memory mirror of
+ * `a2a_inbox_state`, in queue order, so a batch keeps the order of its writes. Without it,
+ * each write is its own transaction and the seq is taken with a conditional `UPDATE … RETURNING`
+ * (safe for several writers on one database).
+ */
+export const makeInbox = (capacity: number, groupCommit = false) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
+    const runtime = yield* Effect.runtime<never>()
     const waiters = makeWaiters()
     const known = new Set<string>()
 
@@ -406,36 +462,200 @@ export const makeInbox = (capacity: number) =>
         return { messages: rows.map(toMessage), cursor }
       })
 
-    const service: Inbox.InboxService = {
-      append: (tenant, recipients, draft) =>
-        orDie(
-          Effect.gen(function* () {
-            const now = yield* Clock.currentTimeMillis
-            const { id, ...rest } = draft
-            const data = JSON.stringify({ id, ...rest })
-            const deliveries = yield* sql.withTransaction(
-              Effect.forEach(recipients, (recipient) =>
-                Effect.gen(function* () {
-                  // The state row exists once created; drop() forgets it again.
-                  if (!known.has(keyOf(tenant, recipient))) {
-                    yield* sql`INSERT INTO a2a_inbox_state (tenant, peer_id, last_seq, cursor) VALUES (${tenant}, ${recipient}, 0, 0) ON CONFLICT DO NOTHING`
-                  }
-                  const taken = yield* sql<{ last_seq: number | string }>`UPDATE a2a_inbox_state SET last_seq = last_seq + 1
-                    WHERE tenant = ${tenant} AND peer_id = ${recipient} AND last_seq - cursor < ${capacity} RETURNING last_seq`
-                  if (taken.length === 0) {
-                    return yield* Effect.fail(new Errors.InboxFull({ message: `the inbox of ${recipient} holds ${capacity} unacked messages`, peer: recipient, capacity }))
-                  }
-                  const seq = Number(taken[0]!.last_seq)
-                  yield* sql`INSERT INTO a2a_inbox (tenant, peer_id, seq, message_id, appended_at, data) VALUES (${tenant}, ${recipient}, ${seq}, ${id}, ${now}, ${data})`
-                  return { recipient, message: new Message.Message({ ...draft, seq }, true) }
-                })
-              )
-            )
-            for (const r of recipients) known.add(keyOf(tenant, r))
-            yield* Effect.forEach(recipients, (r) => waiters.wake(keyOf(tenant, r)), { discard: true })
-            return deliveries
+    const wakeAll = (tenant: string, recipients: ReadonlyArray<string>) => Effect.forEach(recipients, (r) => waiters.wake(keyOf(tenant, r)), { discard: true })
+
+    // ---- one transaction per write (several writers on one database) ----
+
+    const appendNow = (tenant: string, recipients: ReadonlyArray<Ids.PeerId>, draft: Message.MessageDraft, data: string, now: number) =>
+      Effect.gen(function* () {
+        const deliveries = yield* sql.withTransaction(
+          Effect.forEach(recipients, (recipient) =>
+            Effect.gen(function* () {
+              // The state row exists once created; drop() forgets it again.
+              if (!known.has(keyOf(tenant, recipient))) {
+                yield* sql`INSERT INTO a2a_inbox_state (tenant, peer_id, last_seq, cursor) VALUES (${tenant}, ${recipient}, 0, 0) ON CONFLICT DO NOTHING`
+              }
+              const taken = yield* sql<{ last_seq: number | string }>`UPDATE a2a_inbox_state SET last_seq = last_seq + 1
+                WHERE tenant = ${tenant} AND peer_id = ${recipient} AND last_seq - cursor < ${capacity} RETURNING last_seq`
+              if (taken.length === 0) {
+                return yield* Effect.fail(new Errors.InboxFull({ message: `the inbox of ${recipient} holds ${capacity} unacked messages`, peer: recipient, capacity }))
+              }
+              const seq = Number(taken[0]!.last_seq)
+              yield* sql`INSERT INTO a2a_inbox (tenant, peer_id, seq, message_id, appended_at, data) VALUES (${tenant}, ${recipient}, ${seq}, ${draft.id}, ${now}, ${data})`
+              return { recipient, message: new Message.Message({ ...draft, seq }, true) }
+            })
+          )
+        )
+        for (const r of recipients) known.add(keyOf(tenant, r))
+        yield* wakeAll(tenant, recipients)
+        return deliveries
+      })
+
+    const ackNow = (tenant: string, peer: string, upTo: number) =>
+      Effect.gen(function* () {
+        const rows = yield* sql<{ cursor: number | string }>`UPDATE a2a_inbox_state
+          SET cursor = CASE WHEN ${upTo} > last_seq THEN last_seq ELSE ${upTo} END
+          WHERE tenant = ${tenant} AND peer_id = ${peer} AND cursor < ${upTo} AND cursor < last_seq RETURNING cursor`
+        return { cursor: rows[0] === undefined ? yield* cursorOf(tenant, peer) : Number(rows[0].cursor) }
+      })
+
+    const deleteInbox = (tenant: string, peer: string) =>
+      Effect.zipRight(
+        sql`DELETE FROM a2a_inbox WHERE tenant = ${tenant} AND peer_id = ${peer}`,
+        sql`DELETE FROM a2a_inbox_state WHERE tenant = ${tenant} AND peer_id = ${peer}`
+      )
+
+    const dropNow = (tenant: string, peer: string) =>
+      Effect.sync(() => known.delete(keyOf(tenant, peer))).pipe(Effect.zipRight(sql.withTransaction(deleteInbox(tenant, peer))), Effect.asVoid)
+
+    // ---- group commit (this process is the only writer) ----
+
+    const mirror = new Map<string, InboxState & { readonly tenant: string; readonly peer: string }>()
+    let queue: Array<PendingWrite> = []
+    let scheduled = false
+
+    const stateOf = (tenant: string, peer: string) =>
+      Effect.suspend(() => {
+        const key = keyOf(tenant, peer)
+        const hit = mirror.get(key)
+        if (hit !== undefined) return Effect.succeed(hit)
+        return sql<{ last_seq: number | string; cursor: number | string }>`SELECT last_seq, cursor FROM a2a_inbox_state WHERE tenant = ${tenant} AND peer_id = ${peer}`.pipe(
+          Effect.map((rows) => {
+            const state = { tenant, peer, lastSeq: Number(rows[0]?.last_seq ?? 0), cursor: Number(rows[0]?.cursor ?? 0) }
+            mirror.set(key, state)
+            return state
+          })
+        )
+      })
+
+    /** Write one batch in one transaction; answer every write once it committed. */
+    const commit = (batch: ReadonlyArray<PendingWrite>) => {
+      const settle: Array<() => void> = []
+      const woken = new Set<string>()
+      const everTouched = new Set<string>()
+      let rows: Array<Record<string, unknown>> = []
+      let dirty = new Map<string, InboxState & { readonly tenant: string; readonly peer: string }>()
+      const touch = (key: string, state: InboxState & { readonly tenant: string; readonly peer: string }) => {
+        dirty.set(key, state)
+        everTouched.add(key)
+      }
+      const writeOut = Effect.suspend(() => {
+        const inserts = rows
+        const states = Array.from(dirty.values(), (s) => ({ tenant: s.tenant, peer_id: s.peer, last_seq: s.lastSeq, cursor: s.cursor }))
+        rows = []
+        dirty = new Map()
+        const statements: Array<Effect.Effect<unknown, SqlError>> = []
+        for (let i = 0; i < inserts.length; i += ROWS_PER_STATEMENT) {
+          statements.push(sql`INSERT INTO a2a_inbox ${sql.insert(inserts.slice(i, i + ROWS_PER_STATEMENT))}`)
+        }
+        for (let i = 0; i < states.length; i += ROWS_PER_STATEMENT) {
+          statements.push(
+            sql`INSERT INTO a2a_inbox_state ${sql.insert(states.slice(i, i + ROWS_PER_STATEMENT))}
+              ON CONFLICT (tenant, peer_id) DO UPDATE SET last_seq = excluded.last_seq, cursor = excluded.cursor`
+          )
+        }
+        return Effect.forEach(statements, (s) => s, { discard: true })
+      })
+      const work = Effect.gen(function* () {
+        for (const op of batch) {
+          switch (op.kind) {
+            case "append": {
+              const states: Array<InboxState & { readonly tenant: string; readonly peer: string }> = []
+              for (const recipient of op.recipients) states.push(yield* stateOf(op.tenant, recipient))
+              const full = states.find((s) => s.lastSeq - s.cursor >= capacity)
+              if (full !== undefined) {
+                const error = new Errors.InboxFull({ message: `the inbox of ${full.peer} holds ${capacity} unacked messages`, peer: full.peer as Ids.PeerId, capacity })
+                settle.push(() => op.done(Effect.fail(error)))
+                break
+              }
+              const deliveries = states.map((state, i): Message.Delivery => {
+                const seq = ++state.lastSeq
+                touch(keyOf(op.tenant, state.peer), state)
+                rows.push({ tenant: op.tenant, peer_id: state.peer, seq, message_id: op.draft.id, appended_at: op.now, data: op.data })
+                woken.add(keyOf(op.tenant, state.peer))
+                return { recipient: op.recipients[i]!, message: new Message.Message({ ...op.draft, seq }, true) }
+              })
+              settle.push(() => op.done(Effect.succeed(deliveries)))
+              break
+            }
+            case "ack": {
+              const state = yield* stateOf(op.tenant, op.peer)
+              if (op.upTo > state.cursor && state.cursor < state.lastSeq) {
+                state.cursor = Math.min(op.upTo, state.lastSeq)
+                touch(keyOf(op.tenant, op.peer), state)
+              }
+              const cursor = { cursor: state.cursor }
+              settle.push(() => op.done(Effect.succeed(cursor)))
+              break
+            }
+            case "drop": {
+              // Earlier writes of this batch first, so the delete sees (and removes) them.
+              yield* writeOut
+              yield* deleteInbox(op.tenant, op.peer)
+              const key = keyOf(op.tenant, op.peer)
+              mirror.set(key, { tenant: op.tenant, peer: op.peer, lastSeq: 0, cursor: 0 })
+              everTouched.add(key)
+              settle.push(() => op.done(Effect.void))
+              break
+            }
+          }
+        }
+        yield* writeOut
+      })
+      return sql.withTransaction(work).pipe(
+        Effect.zipRight(
+          Effect.sync(() => {
+            for (const answer of settle) answer()
+            waiters.unsafeWakeAll(woken)
           })
         ),
+        Effect.catchAllCause((cause) =>
+          Effect.suspend(() => {
+            // Nothing of the batch is durable: forget what the mirror assumed, and fail every write.
+            for (const key of everTouched) mirror.delete(key)
+            const failure = Cause.squash(cause)
+            const error = (failure as { _tag?: string })._tag === "SqlError" ? unavailable(failure as SqlError) : failure
+            for (const op of batch) op.done(Effect.die(error))
+            return Effect.void
+          })
+        )
+      )
+    }
+
+    const drain: Effect.Effect<void> = Effect.suspend(() => {
+      const batch = queue
+      queue = []
+      return commit(batch).pipe(
+        Effect.ensuring(
+          Effect.sync(() => {
+            if (queue.length > 0) setImmediate(startDrain)
+            else scheduled = false
+          })
+        )
+      )
+    })
+    const startDrain = () => {
+      Runtime.runFork(runtime)(drain)
+    }
+
+    /** Queue a write for the next group commit (after the current I/O phase) and await its outcome. */
+    const enqueue = <A, E>(write: (done: Answer<A, E>) => PendingWrite): Effect.Effect<A, E> =>
+      Effect.async<A, E>((resume) => {
+        queue.push(write(resume))
+        if (!scheduled) {
+          scheduled = true
+          setImmediate(startDrain)
+        }
+      })
+
+    const service: Inbox.InboxService = {
+      append: (tenant, recipients, draft) =>
+        Effect.gen(function* () {
+          const now = yield* Clock.currentTimeMillis
+          const data = JSON.stringify(draft)
+          if (!groupCommit) return yield* orDie(appendNow(tenant, recipients, draft, data, now))
+          return yield* enqueue<ReadonlyArray<Message.Delivery>, Errors.InboxFull>((done) => ({ kind: "append", tenant, recipients, draft, data, now, done }))
+        }),
       read: (tenant, peer, options) => orDie(read(tenant, peer, options)),
       wait: (tenant, peer, options) =>
         orDie(
@@ -451,14 +671,9 @@ export const makeInbox = (capacity: number) =>
           )
         ),
       ack: (tenant, peer, upTo) =>
-        orDie(
-          Effect.gen(function* () {
-            const rows = yield* sql<{ cursor: number | string }>`UPDATE a2a_inbox_state
-              SET cursor = CASE WHEN ${upTo} > last_seq THEN last_seq ELSE ${upTo} END
-              WHERE tenant = ${tenant} AND peer_id = ${peer} AND cursor < ${upTo} AND cursor < last_seq RETURNING cursor`
-            return { cursor: rows[0] === undefined ? yield* cursorOf(tenant, peer) : Number(rows[0].cursor) }
-          })
-        ),
+        groupCommit
+          ? enqueue<Message.InboxCursor, never>((done) => ({ kind: "ack", tenant, peer, upTo, done }))
+          : orDie(ackNow(tenant, peer, upTo)),
       cursor: (tenant, peer) => orDie(cursorOf(tenant, peer)),
       depth: (tenant, peer) =>
         orDie(
@@ -473,16 +688,7 @@ export const makeInbox = (capacity: number) =>
           )
         ),
       drop: (tenant, peer) =>
-        orDie(
-          Effect.sync(() => known.delete(keyOf(tenant, peer))),
-        ).pipe(Effect.zipRight(orDie(
-          sql.withTransaction(
-            Effect.zipRight(
-              sql`DELETE FROM a2a_inbox WHERE tenant = ${tenant} AND peer_id = ${peer}`,
-              sql`DELETE FROM a2a_inbox_state WHERE tenant = ${tenant} AND peer_id = ${peer}`
-            )
-          ).pipe(Effect.asVoid)
-        ))),
+        groupCommit ? enqueue<void, never>((done) => ({ kind: "drop", tenant, peer, done })) : orDie(dropNow(tenant, peer)),
       prune: (cutoff) =>
         orDie(
           sql<{ seq: number }>`DELETE FROM a2a_inbox WHERE appended_at < ${cutoff} AND seq <= (
@@ -514,7 +720,7 @@ export const layer = (options: StoreOptions) =>
     Layer.provideMerge(
       Layer.mergeAll(
         Layer.effect(PeerRegistry.PeerRegistry, makePeerRegistry(options.cache)),
-        Layer.effect(Inbox.Inbox, makeInbox(options.capacity))
+        Layer.effect(Inbox.Inbox, makeInbox(options.capacity, options.cache))
       ).pipe(Layer.provideMerge(Layer.effect(TeamDirectory.TeamDirectory, makeTeamDirectory(options.cache))))
     )
   )

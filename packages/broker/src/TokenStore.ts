@@ -33,6 +33,10 @@ export interface TokenStoreService extends Authenticator.AuthenticatorService {
   /** A peer token good only for registering (and then acting as) the peer of one spawn. */
   readonly issueSpawnToken: (tenant: string, spawnId: Ids.SpawnId) => Effect.Effect<string>
   readonly revokeSpawnToken: (spawnId: Ids.SpawnId) => Effect.Effect<void>
+  /** The id of the static token `token` is (not a spawn token), if it is one in force. */
+  readonly idOf: (token: string) => Effect.Effect<string | undefined>
+  /** The ids of the static tokens in force, after reloading the file if it changed (a revoke by the CLI). */
+  readonly activeIds: Effect.Effect<ReadonlySet<string>>
 }
 
 export class TokenStore extends Context.Tag("@mks/a2a-broker/TokenStore")<TokenStore, TokenStoreService>() {}
@@ -102,6 +106,9 @@ export const make = (path: string) =>
       )
     })
     const spawnTokens = yield* Ref.make(new Map<string, TokenRecord>())
+    // The id set of the last records seen by activeIds (rebuilt only when the records change).
+    let idsFor: ReadonlyArray<TokenRecord> | undefined
+    let ids: ReadonlySet<string> = new Set()
     const lock = yield* Effect.makeSemaphore(1)
 
     const persist = (next: ReadonlyArray<TokenRecord>) =>
@@ -153,7 +160,24 @@ export const make = (path: string) =>
           return token
         }),
       revokeSpawnToken: (spawnId) =>
-        Ref.update(spawnTokens, (m) => new Map([...m].filter(([, r]) => r.spawnId !== spawnId)))
+        Ref.update(spawnTokens, (m) => new Map([...m].filter(([, r]) => r.spawnId !== spawnId))),
+      idOf: (token) =>
+        Effect.gen(function* () {
+          if (!token.startsWith(TOKEN_PREFIX)) return undefined
+          const hash = VirtualKey.hashSecret(token)
+          yield* fresh
+          return (yield* Ref.get(records)).find((r) => VirtualKey.digestsEqual(r.hash, hash))?.id
+        }),
+      activeIds: fresh.pipe(
+        Effect.zipRight(Ref.get(records)),
+        Effect.map((all) => {
+          if (all !== idsFor) {
+            idsFor = all
+            ids = new Set(all.map((r) => r.id))
+          }
+          return ids
+        })
+      )
     }
     return service
   })

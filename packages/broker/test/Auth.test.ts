@@ -202,7 +202,7 @@ describe("static tokens and tenancy", () => {
     expect(text).not.toMatch(/a2a_[A-Za-z0-9]/)
   })
 
-  it("token create (CLI, same home) prints the token alone and it works on the running broker; list --json shows no secret; revoke is 401 at once", async () => {
+  it("token create (CLI, same home) prints the token alone and it works on the running broker; list --json shows no secret; revoke is 401 at once and closes its open sockets with 4003", async () => {
     const created = await runCli(["token", "create", "--home", broker.home, "--tenant", "x", "--role", "peer", "--name", "ci"])
     expect(created.code, created.stderr).toBe(0)
     expect(created.stdout).toMatch(/^a2a_[A-Za-z0-9]+\n$/)
@@ -212,6 +212,11 @@ describe("static tokens and tenancy", () => {
     const peer = await register(broker, token, { name: "from-cli" })
     const socket = await FrameSocket.open(wsUrl(broker, `/ws/broker/peer/${peer.id}`), { authorization: `Bearer ${token}` })
     await socket.next((f) => f.type === "hello")
+    // The same peer through ?token=, and another principal's socket that must survive the revoke.
+    const second = await FrameSocket.open(wsUrl(broker, `/ws/broker/peer/${peer.id}?token=${token}`))
+    await second.next((f) => f.type === "hello")
+    const bystander = await FrameSocket.open(wsUrl(broker, `/ws/broker/peer/${xPeer.id}`), { authorization: `Bearer ${x}` })
+    await bystander.next((f) => f.type === "hello")
 
     const [listed, text] = await Promise.all([runCli(["token", "list", "--json", "--home", broker.home]), runCli(["token", "list", "--home", broker.home])])
     expect(listed.code, listed.stderr).toBe(0)
@@ -240,9 +245,15 @@ describe("static tokens and tenancy", () => {
     // Immediately: the very next request with it is refused, HTTP and WebSocket alike.
     expectError(await http(broker, token, "GET", "/api/peers"), 401, "Unauthorized")
     expect((await wsRefusal(wsUrl(broker, `/ws/broker/peer/${peer.id}?token=${token}`))).status).toBe(401)
-    // Other tokens are unaffected.
+    // Sockets already open with it are closed by the broker (the file is re-read within a second).
+    expect(await socket.closed).toEqual({ code: 4003, reason: "credentials revoked" })
+    expect((await second.closed).code).toBe(4003)
+    // Other tokens are unaffected, their sockets too: the bystander still gets answers.
     expect((await http(broker, x, "GET", "/api/peers")).status).toBe(200)
-    await socket.close()
+    expect(bystander.ws.readyState).toBe(bystander.ws.OPEN)
+    bystander.send({ type: "ack", upTo: 0 })
+    expect(await bystander.next((f) => f.type === "acked")).toEqual({ type: "acked", cursor: 0 })
+    await bystander.close()
 
     // Revoking an unknown id fails clearly.
     expect(unknown.code).toBe(2)

@@ -159,4 +159,37 @@ describe("messaging through a real broker", () => {
     expect(await closed).toBe(4001)
     await api.close()
   })
+  it("cuts off a client that stops reading with 4008 once 16 MiB are left unread; other sockets keep going and the inbox keeps everything", async () => {
+    const { default: WebSocket } = await import("ws")
+    const api = client(broker, broker.adminToken)
+    const a = (await api.peers.register({ name: "slow-a" })).peer
+    const slow = (await api.peers.register({ name: "slow-b" })).peer
+    const ws = new WebSocket(`${broker.url.replace("http", "ws")}/ws/broker/peer/${slow.id}`, { headers: { authorization: `Bearer ${broker.adminToken}` } })
+    const socket = () => (ws as unknown as { _socket: { pause: () => void; resume: () => void } })._socket
+    const closed = new Promise<number>((resolve) => ws.on("close", (code) => resolve(code)))
+    let received = 0
+    ws.on("message", () => received++)
+    await new Promise<void>((resolve) => ws.once("message", () => resolve()))
+    // Stop reading: what the broker writes from now on piles up in the kernel, then in its send buffer.
+    socket().pause()
+    const watcher = (await api.peers.register({ name: "slow-watcher" })).peer
+    const chW = api.connect(watcher.id, { autoAck: true })
+    const atW = record(chW)
+    await opened(chW)
+
+    // 30 MB: more than the 16 MiB limit plus what the kernel's socket buffers hold.
+    const SENDS = 120
+    const body = "x".repeat(250_000)
+    for (let i = 0; i < SENDS; i += 10) await Promise.all(Array.from({ length: 10 }, () => api.messages.send({ from: a.id, to: slow.id, body })))
+    // Reading again drains the backlog, then the close frame arrives: the rest was never written.
+    socket().resume()
+    expect(await closed).toBe(4008)
+    expect(received - 1).toBeGreaterThan(0)
+    expect(received - 1).toBeLessThan(SENDS)
+    // Nothing was lost: the inbox holds every message, and another peer's channel still works.
+    expect((await api.inbox.read(slow.id, { after: SENDS - 1 })).messages.map((m) => m.seq)).toEqual([SENDS])
+    const probe = await api.messages.send({ from: a.id, to: watcher.id, body: "still here" })
+    await atW.message((m) => m.id === probe.message.id)
+    await api.close()
+  }, 60_000)
 })

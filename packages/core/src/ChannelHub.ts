@@ -15,11 +15,23 @@ export type ChannelItem =
   | { readonly type: "message"; readonly message: Message }
   | { readonly type: "event"; readonly event: PeerEvent }
 
+/**
+ * A synchronous receiver of channel items, called inside `publish`/`publishEvent` (so it sees
+ * items in publish order, with no queue or fiber of its own). It must not block or throw; a
+ * sink that cannot keep up handles that itself (the broker closes the socket with 4008).
+ */
+export type ChannelSink = (item: ChannelItem) => void
+
 export class SlowConsumer extends Data.TaggedError("SlowConsumer")<{ readonly peer: PeerId; readonly buffered: number }> {}
 
 export interface ChannelHubService {
   /** Subscribe for the lifetime of the scope; several subscriptions per peer are allowed. */
   readonly subscribe: (tenant: string, peer: PeerId) => Effect.Effect<Stream.Stream<ChannelItem, SlowConsumer>, never, Scope.Scope>
+  /**
+   * Like `subscribe`, but items are handed to `sink` synchronously at publish time instead of
+   * being buffered for a Stream: for a consumer that writes straight to a socket.
+   */
+  readonly attach: (tenant: string, peer: PeerId, sink: ChannelSink) => Effect.Effect<void, never, Scope.Scope>
   /** Push each delivery to its recipient's live subscriptions (no-op for peers not connected). */
   readonly publish: (tenant: string, deliveries: ReadonlyArray<Delivery>) => Effect.Effect<void>
   /** Push an event to the given peers, or to every subscribed peer of the tenant. */

@@ -172,4 +172,33 @@ describe("ChannelHub.layerMemory", () => {
         expect(yield* hub.connections).toBe(0)
       })
     ))
+  it.effect("attach: a sink gets its peer's items synchronously, in publish order, next to stream subscribers, until its scope closes", () =>
+    run((hub) =>
+      Effect.gen(function*() {
+        const got: Array<string> = []
+        const scope = yield* Scope.make()
+        yield* Scope.extend(hub.attach("acme", alice, (item) => got.push(describeItem(item))), scope)
+        const stream = yield* Scope.extend(hub.subscribe("acme", alice), scope)
+        // another tenant's alice and a sink that throws must not disturb anyone
+        yield* Scope.extend(hub.attach("globex", alice, (item) => got.push(`globex ${describeItem(item)}`)), scope)
+        yield* Scope.extend(hub.attach("acme", bob, () => {
+          throw new Error("broken sink")
+        }), scope)
+        expect(yield* hub.connections).toBe(4)
+        expect(yield* hub.isConnected("acme", alice)).toBe(true)
+
+        yield* hub.publish("acme", [delivery(alice, "1", 1), delivery(bob, "b", 1), delivery(alice, "2", 2)])
+        // no fiber in between: the sink already has them when publish returns
+        expect(got).toEqual(["message:1", "message:2"])
+        yield* hub.publishEvent("acme", teamEvent("web"))
+        yield* hub.publish("acme", [delivery(alice, "3", 3)])
+        expect(got).toEqual(["message:1", "message:2", "event:team_changed", "message:3"])
+        expect((yield* take(stream, 4)).map(describeItem)).toEqual(got)
+
+        yield* Scope.close(scope, Exit.void)
+        expect(yield* hub.connections).toBe(0)
+        yield* hub.publish("acme", [delivery(alice, "gone", 4)])
+        expect(got).toHaveLength(4)
+      })
+    ))
 })

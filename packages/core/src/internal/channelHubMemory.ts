@@ -1,100 +1,116 @@
-import { Deferred, Effect, HashMap, Option, Queue, Ref, Stream } from "effect"
-import type { ChannelHubService, ChannelItem } from "../ChannelHub.js"
+import { Deferred, Effect, Option, Queue, Stream } from "effect"
+import type { ChannelHubService, ChannelItem, ChannelSink } from "../ChannelHub.js"
 import { SlowConsumer } from "../ChannelHub.js"
 import type { PeerId } from "../Ids.js"
 
-interface Subscription {
-  readonly peer: PeerId
-  readonly queue: Queue.Queue<ChannelItem>
-  /** Failed with `SlowConsumer` when the buffer overflows; ends the stream at once. */
-  readonly cut: Deferred.Deferred<never, SlowConsumer>
-}
+/** A subscription: a bounded queue read as a Stream, or a sink called at publish time. */
+type Subscription =
+  | {
+    readonly kind: "queue"
+    readonly peer: PeerId
+    readonly queue: Queue.Queue<ChannelItem>
+    /** Failed with `SlowConsumer` when the buffer overflows; ends the stream at once. */
+    readonly cut: Deferred.Deferred<never, SlowConsumer>
+  }
+  | { readonly kind: "sink"; readonly peer: PeerId; readonly sink: ChannelSink }
 
-type Peers = HashMap.HashMap<PeerId, ReadonlyArray<Subscription>>
-/** tenant → peer → live subscriptions (by identity). */
-type State = HashMap.HashMap<string, Peers>
+/** tenant → peer → live subscriptions (by identity). Mutated only synchronously. */
+type State = Map<string, Map<PeerId, Array<Subscription>>>
 
-const peersOf = (state: State, tenant: string): Peers => Option.getOrElse(HashMap.get(state, tenant), () => HashMap.empty())
-
-const subscriptionsOf = (state: State, tenant: string, peer: PeerId): ReadonlyArray<Subscription> =>
-  Option.getOrElse(HashMap.get(peersOf(state, tenant), peer), () => [])
-
-const add = (tenant: string, sub: Subscription) => (state: State): State =>
-  HashMap.set(state, tenant, HashMap.set(peersOf(state, tenant), sub.peer, [...subscriptionsOf(state, tenant, sub.peer), sub]))
-
-const remove = (tenant: string, sub: Subscription) => (state: State): State => {
-  const rest = subscriptionsOf(state, tenant, sub.peer).filter((s) => s !== sub)
-  const peers = rest.length === 0 ? HashMap.remove(peersOf(state, tenant), sub.peer) : HashMap.set(peersOf(state, tenant), sub.peer, rest)
-  return HashMap.isEmpty(peers) ? HashMap.remove(state, tenant) : HashMap.set(state, tenant, peers)
-}
-
-/** The in-memory `ChannelHub`: one bounded queue per subscription. */
+/**
+ * The in-memory `ChannelHub`. Publishing is synchronous (one `Effect.sync`): it can neither
+ * interleave with another publish nor be interrupted halfway, so every subscriber sees items in
+ * the same order. Queue subscriptions are offered to without waiting; sinks are called inline.
+ */
 export const make = (options: { readonly buffer: number }): Effect.Effect<ChannelHubService> =>
-  Effect.gen(function*() {
+  Effect.sync(() => {
     const { buffer } = options
-    const ref = yield* Ref.make<State>(HashMap.empty())
-    // Publishes run one at a time, so every subscriber sees items in the same order.
-    const publishing = yield* Effect.makeSemaphore(1)
+    const state: State = new Map()
 
-    /**
-     * Offer without waiting: a full buffer cuts that subscription off instead of blocking the
-     * publisher. Done synchronously so a subscription closing meanwhile cannot interrupt us.
-     */
-    const offer = (tenant: string, sub: Subscription, item: ChannelItem) =>
-      Effect.suspend(() =>
-        // unsafeSize is None once the scope closed the queue: nothing to cut then.
-        sub.queue.unsafeOffer(item) || Option.isNone(sub.queue.unsafeSize())
-          ? Effect.void
-          : Effect.zipRight(
-            Ref.update(ref, remove(tenant, sub)),
-            Deferred.fail(sub.cut, new SlowConsumer({ peer: sub.peer, buffered: buffer }))
-          )
+    const add = (tenant: string, sub: Subscription) => {
+      let peers = state.get(tenant)
+      if (peers === undefined) state.set(tenant, (peers = new Map()))
+      const subs = peers.get(sub.peer)
+      if (subs === undefined) peers.set(sub.peer, [sub])
+      else subs.push(sub)
+    }
+
+    const remove = (tenant: string, sub: Subscription) => {
+      const peers = state.get(tenant)
+      const subs = peers?.get(sub.peer)
+      if (peers === undefined || subs === undefined) return
+      const i = subs.indexOf(sub)
+      if (i >= 0) subs.splice(i, 1)
+      if (subs.length === 0) peers.delete(sub.peer)
+      if (peers.size === 0) state.delete(tenant)
+    }
+
+    /** Offer without waiting: a full buffer cuts that subscription off instead of blocking the publisher. */
+    const offer = (tenant: string, sub: Subscription, item: ChannelItem) => {
+      if (sub.kind === "sink") {
+        try {
+          sub.sink(item)
+        } catch {
+          // A sink must not throw; if one does, the publisher and the other subscribers go on.
+        }
+        return
+      }
+      // unsafeSize is None once the scope closed the queue: nothing to cut then.
+      if (sub.queue.unsafeOffer(item) || Option.isNone(sub.queue.unsafeSize())) return
+      remove(tenant, sub)
+      Deferred.unsafeDone(sub.cut, Effect.fail(new SlowConsumer({ peer: sub.peer, buffered: buffer })))
+    }
+
+    const live = (tenant: string, sub: Subscription) =>
+      Effect.acquireRelease(
+        Effect.sync(() => add(tenant, sub)),
+        () => Effect.sync(() => remove(tenant, sub))
       )
 
     const subscribe: ChannelHubService["subscribe"] = (tenant, peer) =>
       Effect.gen(function*() {
-        const sub: Subscription = {
-          peer,
-          queue: yield* Queue.dropping<ChannelItem>(buffer),
-          cut: yield* Deferred.make<never, SlowConsumer>()
-        }
-        yield* Effect.acquireRelease(
-          Ref.update(ref, add(tenant, sub)),
-          () => Effect.zipRight(Ref.update(ref, remove(tenant, sub)), Queue.shutdown(sub.queue))
-        )
-        return Stream.fromQueue(sub.queue).pipe(Stream.interruptWhenDeferred(sub.cut))
+        const queue = yield* Queue.dropping<ChannelItem>(buffer)
+        const sub: Subscription = { kind: "queue", peer, queue, cut: yield* Deferred.make<never, SlowConsumer>() }
+        yield* live(tenant, sub)
+        yield* Effect.addFinalizer(() => Queue.shutdown(queue))
+        return Stream.fromQueue(queue).pipe(Stream.interruptWhenDeferred(sub.cut))
       })
 
+    const attach: ChannelHubService["attach"] = (tenant, peer, sink) => live(tenant, { kind: "sink", peer, sink })
+
     const publish: ChannelHubService["publish"] = (tenant, deliveries) =>
-      Effect.flatMap(Ref.get(ref), (state) =>
-        Effect.forEach(deliveries, (delivery) =>
-          Effect.forEach(
-            subscriptionsOf(state, tenant, delivery.recipient),
-            (sub) => offer(tenant, sub, { type: "message", message: delivery.message }),
-            { discard: true }
-          ), { discard: true })).pipe(publishing.withPermits(1))
+      Effect.sync(() => {
+        const peers = state.get(tenant)
+        if (peers === undefined) return
+        for (const delivery of deliveries) {
+          const subs = peers.get(delivery.recipient)
+          if (subs === undefined) continue
+          const item: ChannelItem = { type: "message", message: delivery.message }
+          // A copy: a cut subscription removes itself from the array while we go through it.
+          for (const sub of subs.length === 1 ? [subs[0]!] : subs.slice()) offer(tenant, sub, item)
+        }
+      })
 
     const publishEvent: ChannelHubService["publishEvent"] = (tenant, event, to) =>
-      Effect.flatMap(Ref.get(ref), (state) => {
-        const peers = to === undefined ? Array.from(HashMap.keys(peersOf(state, tenant))) : Array.from(new Set(to))
+      Effect.sync(() => {
+        const peers = state.get(tenant)
+        if (peers === undefined) return
         const item: ChannelItem = { type: "event", event }
-        return Effect.forEach(
-          peers.flatMap((peer) => subscriptionsOf(state, tenant, peer)),
-          (sub) => offer(tenant, sub, item),
-          { discard: true }
-        )
-      }).pipe(publishing.withPermits(1))
+        const targets = to === undefined ? Array.from(peers.keys()) : Array.from(new Set(to))
+        const subs = targets.flatMap((peer) => peers.get(peer) ?? [])
+        for (const sub of subs) offer(tenant, sub, item)
+      })
 
     const isConnected: ChannelHubService["isConnected"] = (tenant, peer) =>
-      Effect.map(Ref.get(ref), (state) => subscriptionsOf(state, tenant, peer).length > 0)
+      Effect.sync(() => (state.get(tenant)?.get(peer)?.length ?? 0) > 0)
 
-    const connections: ChannelHubService["connections"] = Effect.map(Ref.get(ref), (state) => {
+    const connections: ChannelHubService["connections"] = Effect.sync(() => {
       let count = 0
-      for (const peers of HashMap.values(state)) {
-        for (const subs of HashMap.values(peers)) count += subs.length
+      for (const peers of state.values()) {
+        for (const subs of peers.values()) count += subs.length
       }
       return count
     })
 
-    return { subscribe, publish, publishEvent, isConnected, connections } satisfies ChannelHubService
+    return { subscribe, attach, publish, publishEvent, isConnected, connections } satisfies ChannelHubService
   })
