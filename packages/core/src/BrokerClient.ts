@@ -67,7 +67,8 @@ export interface Channel {
   /**
    * Messages in seq order, each once per channel even across reconnects and replays. Meant
    * for one consumer; buffered until taken. Ends when the scope closes, fails with
-   * `ChannelClosed` when the broker refuses the peer for good (close code 4001).
+   * `ChannelClosed` when the broker refuses the peer for good (close code 4001 unregistered, 4003
+   * credentials revoked, or an upgrade refused with 401/403/404).
    */
   readonly messages: Stream.Stream<Message, ChannelClosed>
   /** Live events of the tenant (not replayed; the latest 1024 are buffered for a slow reader). */

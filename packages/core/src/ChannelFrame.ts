@@ -77,6 +77,8 @@ export const CloseCode = {
   goingAway: 1001,
   /** The peer was unregistered; do not reconnect. */
   unregistered: 4001,
+  /** The credentials the socket was opened with were revoked; do not reconnect with them. */
+  revoked: 4003,
   /** The client could not keep up with live frames; reconnect and replay from the inbox. */
   slowConsumer: 4008
 } as const

@@ -373,6 +373,23 @@ describe("BrokerClient channel (WebSocket)", () => {
       expect(yield* Queue.size(stub.connections)).toBe(0)
     }))
 
+  it.scopedLive("stops for good on close code 4003 (credentials revoked)", () =>
+    Effect.gen(function*() {
+      const stub = yield* stubBroker()
+      const client = yield* clientFor(stub.url)
+      const channel = yield* client.channel(peerId)
+      const conn = yield* stub.nextConnection
+      yield* conn.send(hello(0))
+      yield* channel.hello
+      conn.socket.close(ChannelFrame.CloseCode.revoked, "credentials revoked")
+      const closed = yield* channel.closed
+      expect(closed.reason).toBe("revoked")
+      expect(closed.code).toBe(4003)
+      expect(yield* channel.state.get).toBe("closed")
+      const sendError = yield* Effect.flip(channel.send({ to: "bob", body: "late" }))
+      expect(sendError._tag).toBe("ChannelClosed")
+    }))
+
   it.scopedLive("delivers buffered messages before failing the stream on 4001", () =>
     Effect.gen(function*() {
       const stub = yield* stubBroker()

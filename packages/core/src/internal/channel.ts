@@ -29,12 +29,13 @@ import type { Peer } from "../Peer.js"
 /**
  * The channel cannot (or can no longer) do what was asked:
  * - `closed`: its scope was closed;
- * - `unregistered`: the broker closed it with 4001 (peer unregistered or token revoked);
+ * - `unregistered`: the broker closed it with 4001 (peer unregistered);
+ * - `revoked`: the broker closed it with 4003 (the token it was opened with was revoked);
  * - `rejected`: the broker refused the upgrade (`status` 401, 403 or 404);
  * - `disconnected`: the socket dropped while a `send` awaited its answer (outcome unknown).
  */
 export class ChannelClosed extends Data.TaggedError("ChannelClosed")<{
-  readonly reason: "closed" | "unregistered" | "rejected" | "disconnected"
+  readonly reason: "closed" | "unregistered" | "revoked" | "rejected" | "disconnected"
   readonly message: string
   /** WebSocket close code, when the socket closed. */
   readonly code?: number | undefined
@@ -150,7 +151,14 @@ const fatalError = (event: Extract<SocketEvent, { _tag: "Closed" }>): ChannelClo
     return new ChannelClosed({
       reason: "unregistered",
       code: event.code,
-      message: `the broker closed the channel: ${event.reason || "peer unregistered or token revoked"}`
+      message: `the broker closed the channel: ${event.reason || "peer unregistered"}`
+    })
+  }
+  if (event.code === ChannelFrame.CloseCode.revoked) {
+    return new ChannelClosed({
+      reason: "revoked",
+      code: event.code,
+      message: `the broker closed the channel: ${event.reason || "credentials revoked"}`
     })
   }
   if (event.status !== undefined && FATAL_STATUS.has(event.status)) {
