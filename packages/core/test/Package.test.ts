@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest"
 
 // These check the built packages as users install them; `npm test` builds first.
 const root = join(import.meta.dirname, "..", "..", "..")
-const packages = ["core", "broker", "proxy", "runner", "mcp"] as const
+const packages = ["core", "broker", "proxy", "runner", "mcp", "cli"] as const
 
 describe("built packages", () => {
   it("each package builds to dist/ with types and an exports map that lists types first", () => {
@@ -34,5 +34,20 @@ describe("built packages", () => {
         "SpawnPlane", "Team", "TeamDirectory", "Usage", "UsageMeter", "VirtualKey", "createBrokerClient"
       ])
     )
+  })
+
+  it("@mks/a2a/client is the Promise client as one file that imports no Effect package", () => {
+    const out = execFileSync(
+      process.execPath,
+      ["--input-type=module", "-e", "const m = await import('@mks/a2a/client'); console.log(JSON.stringify({ keys: Object.keys(m).sort(), url: import.meta.resolve('@mks/a2a/client') }))"],
+      { cwd: join(root, "packages", "broker"), encoding: "utf8" }
+    )
+    const { keys, url } = JSON.parse(out)
+    expect(url).toMatch(/packages\/core\/dist\/client\.js$/)
+    expect(keys).toEqual(["BrokerError", "createBrokerClient"])
+    const source = readFileSync(join(root, "packages", "core", "dist", "client.js"), "utf8")
+    const specifiers = [...source.matchAll(/(?:from|import)\s*\(?\s*["']([^"']+)["']/g)].map((m) => m[1])
+    expect(specifiers.filter((s) => /^(effect|@effect\/)/.test(s!))).toEqual([])
+    expect(specifiers.filter((s) => !s!.startsWith("node:"))).toEqual(expect.arrayContaining(["ws"]))
   })
 })
