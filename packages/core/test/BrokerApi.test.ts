@@ -27,9 +27,7 @@ const contract: ReadonlyArray<readonly [string, string]> = [
   ["post", "/api/peers/{id}/stop"],
   ["get", "/metrics"],
   ["get", "/ws/broker/peer/{id}"],
-  ["get", "/ws/runner/{id}"],
-  ["get", "/ws/broker/spawns/{id}/logs"],
-  ["get", "/ws/broker/spawns/{id}/terminal"]
+  ["get", "/ws/runner/{id}"]
 ]
 
 describe("BrokerApi OpenAPI document", () => {
