@@ -15,6 +15,8 @@ import * as Connections from "./Connections.js"
 import * as Http from "./Http.js"
 import * as Metrics from "./Metrics.js"
 import * as Oidc from "./Oidc.js"
+import * as Relay from "./Relay.js"
+import * as RelaySockets from "./RelaySockets.js"
 import * as Store from "./Store.js"
 import * as TokenStore from "./TokenStore.js"
 import * as Ui from "./Ui.js"
@@ -135,10 +137,11 @@ export const layer = (config: BrokerConfig.BrokerConfigShape, options: Options =
   const Infra = Layer.mergeAll(options.store ?? Store.layerFor(config.db), Metrics.layer, Tokens).pipe(Layer.provideMerge(ConfigLive))
   const WithAuth = (options.authenticator ?? authenticatorLayer).pipe(Layer.provideMerge(Infra))
   const WithBus = Bus.layer.pipe(Layer.provideMerge(WithAuth))
-  const WithConnections = Connections.layer.pipe(Layer.provideMerge(WithBus))
+  const WithConnections = Layer.mergeAll(Connections.layer, Relay.layer).pipe(Layer.provideMerge(WithBus))
   const ServerLive = NodeHttpServer.layer(createServer, { port: config.port, host: config.host })
   return HttpApiBuilder.serve(guard).pipe(
     Layer.provide(Channels.layer),
+    Layer.provide(RelaySockets.layer),
     Layer.provide(Ui.layer),
     Layer.provide(contractErrors),
     Layer.provide(Http.ApiLive),

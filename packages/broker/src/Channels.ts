@@ -12,6 +12,7 @@ import { BrokerConfig } from "./BrokerConfig.js"
 import { Bus, type SendResult } from "./Bus.js"
 import { Connections } from "./Connections.js"
 import { Metrics } from "./Metrics.js"
+import { FEATURE as RELAY_FEATURE, isRelayFrame, Relay } from "./Relay.js"
 import { TokenStore } from "./TokenStore.js"
 
 const decoder = new TextDecoder()
@@ -72,7 +73,7 @@ const inOrder = <E>(inbound: Queue.Queue<string | Uint8Array>, handle: (data: st
   )
 
 /** Authenticate and resolve the request before upgrading; `WireError`s become HTTP answers. */
-const preflight = Effect.gen(function* () {
+export const preflight = Effect.gen(function* () {
   const request = yield* HttpServerRequest.HttpServerRequest
   const auth = yield* Authenticator.Authenticator
   const url = new URL(request.url, "http://broker")
@@ -97,7 +98,7 @@ interface RawSocket {
  * publish time and a slow client is detected by its send buffer. `undefined` if not found (then
  * writes go through the platform's writer).
  */
-const rawSocketOf = (request: HttpServerRequest.HttpServerRequest): { readonly ws: RawSocket; readonly stream: Duplex } | undefined => {
+export const rawSocketOf = (request: HttpServerRequest.HttpServerRequest): { readonly ws: RawSocket; readonly stream: Duplex } | undefined => {
   try {
     const stream = NodeHttpServerRequest.toIncomingMessage(request).socket
     const marked = stream as unknown as Record<symbol, unknown>
@@ -364,6 +365,7 @@ const peerChannel = Effect.gen(function* () {
 const runnerLink = Effect.gen(function* () {
   const bus = yield* Bus
   const config = yield* BrokerConfig
+  const relay = yield* Relay
   const { request, principal, id } = yield* preflight
   const runnerId = yield* decodeRunnerId(id)
   if (!principal.hasRole("runner")) return yield* Effect.fail(new Errors.Forbidden({ message: "the runner link needs the runner role" }))
@@ -395,6 +397,7 @@ const runnerLink = Effect.gen(function* () {
                 return Effect.gen(function* () {
                   const link = yield* bus.spawns.attach(tenant, frame.runner, frame.agents).pipe(Scope.extend(scope))
                   yield* link.orders.pipe(Stream.runForEach(send), Effect.ignore, Effect.forkIn(scope))
+                  yield* relay.attach(tenant, runnerId, frame.features?.includes(RELAY_FEATURE) ?? false, send).pipe(Scope.extend(scope))
                   yield* Effect.logInfo(`runner ${runnerId} attached (tenant ${tenant}), reconciled ${link.reconciled.length} spawn(s)`)
                 })
               }
@@ -408,6 +411,8 @@ const runnerLink = Effect.gen(function* () {
                     Effect.catchTag("IllegalTransition", (e) => Effect.logDebug(`ignored stale report: ${e.message}`)),
                     Effect.asVoid
                   )
+              default:
+                return isRelayFrame(frame) ? relay.fromRunner(tenant, runnerId, frame) : Effect.void
             }
           }),
           Effect.catchAll((error) => (error._tag === "SocketError" ? Effect.fail(error) : send({ type: "error", error })))
@@ -440,7 +445,7 @@ const refuse = <R>(handler: Effect.Effect<HttpServerResponse.HttpServerResponse,
 export const layer = HttpApiBuilder.Router.use((router) =>
   Effect.gen(function* () {
     const services = yield* Effect.context<
-      Bus | BrokerConfig | Metrics | ChannelHub.ChannelHub | Inbox.Inbox | Authenticator.Authenticator | Connections | TokenStore
+      Bus | BrokerConfig | Metrics | ChannelHub.ChannelHub | Inbox.Inbox | Authenticator.Authenticator | Connections | TokenStore | Relay
     >()
     yield* router.get("/ws/broker/peer/:id", refuse(peerChannel).pipe(Effect.provide(services)))
     yield* router.get("/ws/runner/:id", refuse(runnerLink).pipe(Effect.provide(services)))

@@ -7,6 +7,7 @@ import { BrokerClient } from "@mks/a2a"
 import { Cause, Effect, Exit, Layer, Logger, LogLevel, Redacted } from "effect"
 import { parseArgs } from "node:util"
 import * as Broker from "./Broker.js"
+import * as Relay from "./Relay.js"
 import { CliError, make as makeOutput, type Output } from "./Output.js"
 import { VERSION } from "./version.js"
 
@@ -24,10 +25,14 @@ Broker (--broker URL or A2A_BROKER_URL, default ${BrokerClient.DEFAULT_URL};
   send --team <team> <text|->                message a team
        [--thread ID] [--reply-to ID]
   tail [--quiet] [--no-ack] [--count N]      follow messages to you (and events) live
+  tail --logs <agent> [--n N]                follow an agent's log (last N lines first, default 200)
+  attach <agent>                             attach this terminal to an agent's (Ctrl-] detaches)
   spawn [--runner R] [--label k=v]... [--preset claude|command] [--name N] [--team T]...
         [--prompt P] [--provider P] [--model M] [--cwd D] [--env K=V]...
         [--wait running|registered|none] [--timeout S] [-- command args...]
   stop <peer|spawn-id>                       stop a spawned agent
+
+  <agent> is a spawn id (s_...) or the name or id of a peer started by a spawn order.
 
 Common: --as NAME (this CLI's peer name, default cli-<user>), --json, --no-color, --help, --version
 `
@@ -52,6 +57,8 @@ const OPTIONS = {
   quiet: { type: "boolean", default: false },
   "no-ack": { type: "boolean", default: false },
   count: { type: "string" },
+  logs: { type: "string" },
+  n: { type: "string" },
   runner: { type: "string" },
   label: { type: "string", multiple: true },
   preset: { type: "string" },
@@ -122,6 +129,12 @@ const command = (o: Output, name: string, rest: ReadonlyArray<string>, values: V
         return yield* Broker.send(o, { as: values.as, to, team, text: body, thread: values.thread, replyTo: values["reply-to"] })
       }
       case "tail":
+        if (values.logs !== undefined) {
+          if (rest.length > 0) return yield* usage("tail --logs takes one agent")
+          const n = values.n === undefined ? 200 : Number(values.n)
+          if (!Number.isInteger(n) || n < 0 || n > 10_000) return yield* usage(`--n must be a whole number from 0 to 10000, got "${values.n}"`)
+          return yield* Relay.logs(o, values.logs, n)
+        }
         return yield* Broker.tail(o, { as: values.as, noAck: values["no-ack"], quiet: values.quiet, count: yield* positiveInt("count", values.count) })
       case "spawn": {
         const wait = values.wait ?? "running"
@@ -148,6 +161,12 @@ const command = (o: Output, name: string, rest: ReadonlyArray<string>, values: V
           waitFor: wait === "none" ? undefined : (wait as "running" | "registered"),
           timeoutSeconds: (yield* positiveInt("timeout", values.timeout)) ?? 60
         })
+      }
+      case "attach": {
+        if (rest.length !== 1) return yield* usage("attach needs one agent: a spawn id, or a spawned peer's name or id")
+        const code = yield* Relay.attach(o, rest[0]!)
+        process.exitCode = code
+        return
       }
       case "stop": {
         if (rest.length !== 1) return yield* usage("stop needs one peer name, peer id or spawn id")

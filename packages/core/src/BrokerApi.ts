@@ -209,8 +209,10 @@ const webSocketUpgrade = (summary: string, description: string, query: ReadonlyA
     ],
     responses: {
       "101": { description: "Switching Protocols: JSON text frames follow, see docs/protocol.md" },
+      "400": { description: "A bad id or query parameter" },
       "401": { description: "Unauthorized" },
-      "404": { description: "Unknown peer or runner in the caller's tenant" }
+      "403": { description: "The token lacks the role (or ownership) this socket needs" },
+      "404": { description: "Unknown peer, runner or spawn in the caller's tenant" }
     }
   }
 })
@@ -224,8 +226,21 @@ const webSocketPaths = {
   ),
   "/ws/runner/{id}": webSocketUpgrade(
     "A runner's control link (role runner)",
-    "Runner frames: hello, spawn_status, heartbeat. Broker frames: spawn, stop, error.",
+    "Runner frames: hello, spawn_status, heartbeat, and for the relay log, term_output, stream_end, stream_error. Broker frames: spawn, stop, error, and for the relay logs_open, term_open, term_input, term_resize, stream_close.",
     []
+  ),
+  "/ws/broker/spawns/{id}/logs": webSocketUpgrade(
+    "Follow a spawned agent's log, relayed from its runner (role peer)",
+    "Server frames: log {lines, at} (the last n lines first, then each new line), end {reason, status?, exitCode?}, error {error}. Close codes: 1000 ended, 4008 slow reader, 4404 the runner does not know the spawn, 4503 the runner is not linked.",
+    [{ name: "n", in: "query", required: false, description: "Lines of history first (default 200, at most 10000)", schema: { type: "integer", minimum: 0, maximum: 10_000 } }]
+  ),
+  "/ws/broker/spawns/{id}/terminal": webSocketUpgrade(
+    "Attach to a spawned agent's terminal, relayed from its runner (role peer)",
+    "Client frames: input {data}, resize {cols, rows}. Server frames: output {data} (recent backlog first), exit {status, exitCode?}, end {reason}, error {error}. Close codes as for the log.",
+    [
+      { name: "cols", in: "query", required: false, description: "Terminal width (default 120)", schema: { type: "integer", minimum: 1, maximum: 1_000 } },
+      { name: "rows", in: "query", required: false, description: "Terminal height (default 40)", schema: { type: "integer", minimum: 1, maximum: 1_000 } }
+    ]
   )
 }
 
@@ -245,7 +260,7 @@ export class BrokerApi extends HttpApi.make("broker")
   .addError(ServiceUnavailable)
   .annotate(OpenApi.Title, "@mks/a2a broker")
   .annotate(OpenApi.Transform, (spec) => ({ ...spec, paths: { ...spec.paths, ...webSocketPaths } }))
-  .annotate(OpenApi.Description, "Peers, messages, inboxes, teams, runners and spawn orders of the a2a agent bus. Live channels are WebSockets: GET /ws/broker/peer/{id}?after=<seq> and GET /ws/runner/{id}; see docs/protocol.md.") {}
+  .annotate(OpenApi.Description, "Peers, messages, inboxes, teams, runners and spawn orders of the a2a agent bus. Live channels are WebSockets: GET /ws/broker/peer/{id}?after=<seq>, GET /ws/runner/{id}, and the relay of agent logs and terminals GET /ws/broker/spawns/{id}/logs and /terminal; see docs/protocol.md.") {}
 
 /** The OpenAPI 3 document served at `/openapi.json`. */
 export const openApi = () => OpenApi.fromApi(BrokerApi)

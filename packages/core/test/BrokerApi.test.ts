@@ -27,7 +27,9 @@ const contract: ReadonlyArray<readonly [string, string]> = [
   ["post", "/api/peers/{id}/stop"],
   ["get", "/metrics"],
   ["get", "/ws/broker/peer/{id}"],
-  ["get", "/ws/runner/{id}"]
+  ["get", "/ws/runner/{id}"],
+  ["get", "/ws/broker/spawns/{id}/logs"],
+  ["get", "/ws/broker/spawns/{id}/terminal"]
 ]
 
 describe("BrokerApi OpenAPI document", () => {

@@ -130,12 +130,22 @@ describe("runner frames (runner link)", () => {
     { type: "hello", runner: F.runnerInfo, agents: [{ spawnId: F.spawnId, pid: 999, status: "running" }] },
     { type: "spawn_status", spawnId: F.spawnId, status: "exited", exitCode: 0 },
     { type: "spawn_status", spawnId: F.spawnId, status: "failed", error: "ENOENT" },
-    { type: "heartbeat" }
+    { type: "heartbeat" },
+    { type: "hello", runner: F.runnerInfo, agents: [], features: ["relay"] },
+    { type: "log", stream: 1, lines: ["hello", ""] },
+    { type: "term_output", stream: 2, data: "\u001b[1mhi\r\n" },
+    { type: "stream_end", stream: 2, reason: "the agent exited", status: "exited", exitCode: 0 },
+    { type: "stream_error", stream: 3, error: new Errors.SpawnNotFound({ message: "no such spawn", spawn: F.spawnId }) }
   ]
   const down: ReadonlyArray<RunnerFrame.RunnerDownFrame> = [
     { type: "spawn", spawn: { id: F.spawnId, spec: F.spawnSpec, brokerUrl: "http://127.0.0.1:4200", token: "tok" } },
     { type: "stop", spawnId: F.spawnId, graceMs: 5000 },
-    { type: "error", error: new Errors.InvalidRequest({ message: "bad frame", field: "type" }) }
+    { type: "error", error: new Errors.InvalidRequest({ message: "bad frame", field: "type" }) },
+    { type: "logs_open", stream: 1, spawnId: F.spawnId, n: 200 },
+    { type: "term_open", stream: 2, spawnId: F.spawnId, cols: 80, rows: 24 },
+    { type: "term_input", stream: 2, data: "echo hi\r" },
+    { type: "term_resize", stream: 2, cols: 100, rows: 30 },
+    { type: "stream_close", stream: 2 }
   ]
 
   it("both directions decode what they encode", () => {
@@ -162,6 +172,23 @@ describe("runner frames (runner link)", () => {
     expect(failureField(RunnerFrame.RunnerDownFrame, { type: "spawn", spawn: { id: F.spawnId, spec: { env: { A: 1 } }, brokerUrl: "x", token: "t" } }).field).toBe(
       "spawn.spec.env.A"
     )
+  })
+
+  it("bounds the relay frames: stream ids, sizes, data length", () => {
+    expect(failureField(RunnerFrame.RunnerDownFrame, { type: "term_open", stream: 0, spawnId: F.spawnId, cols: 80, rows: 24 }).field).toBe("stream")
+    expect(failureField(RunnerFrame.RunnerDownFrame, { type: "term_resize", stream: 1, cols: 0, rows: 24 }).field).toBe("cols")
+    expect(failureField(RunnerFrame.RunnerDownFrame, { type: "logs_open", stream: 1, spawnId: F.spawnId, n: 10_001 }).field).toBe("n")
+    expect(failureField(RunnerFrame.RunnerDownFrame, { type: "term_input", stream: 1, data: "x".repeat(RunnerFrame.MAX_TERMINAL_DATA + 1) }).field).toBe("data")
+    expect(failureField(RunnerFrame.RelayClientFrame, { type: "input", data: "x".repeat(RunnerFrame.MAX_TERMINAL_DATA + 1) }).field).toBe("data")
+    expect(failureField(RunnerFrame.RelayClientFrame, { type: "resize", cols: 80, rows: 1_001 }).field).toBe("rows")
+    roundTrip(RunnerFrame.RelayLogsFrame, { type: "log", lines: ["a"], at: "2026-11-22T10:00:00.000Z" })
+    roundTrip(RunnerFrame.RelayTerminalFrame, { type: "exit", status: "exited", exitCode: 3 })
+  })
+
+  it("an old broker's decoder ignores a new runner's hello features (excess fields are dropped)", () => {
+    // The hello of the previous version, decoded with the codec every broker uses.
+    const old = Schema.Struct({ type: Schema.Literal("hello"), runner: Schema.Unknown, agents: Schema.Array(Schema.Unknown) })
+    expect(Effect.runSync(Codec.decodeUnknown(old)({ type: "hello", runner: F.runnerInfo, agents: [], features: ["relay"] }))).toEqual({ type: "hello", runner: F.runnerInfo, agents: [] })
   })
 })
 

@@ -43,10 +43,10 @@ export function AgentTerminal({ relay, spawnId, label }: TerminalProps) {
         onExit: (reason) => {
           setStatus(reason)
           term.write(`\r\n\x1b[2m[${reason}]\x1b[0m\r\n`)
-        }
+        },
+        onOpen: () => setStatus("attached")
       }
     )
-    if (relay.unavailable === undefined) setStatus("attached")
     const input = term.onData((data) => session.write(data))
     const resized = term.onResize(({ cols, rows }) => session.resize(cols, rows))
     const observer = new ResizeObserver(() => {

@@ -125,6 +125,11 @@ export class Session {
     return this.api
   }
 
+  /** The token in use while logged in (for the relay sockets, which need it as `?token=`). */
+  get currentToken(): string | undefined {
+    return this.token
+  }
+
   /** The token kept for this tab, if any (never put in the page URL). */
   storedLogin(): { token: string; name: string | undefined } | undefined {
     const token = this.storage.getItem(TOKEN_KEY)

@@ -1,12 +1,15 @@
 /**
  * The dashboard in a real browser (Debian chromium via playwright-core) against a real broker
- * in this process: login, live presence, conversations, spawns with a fake runner, tenancy.
+ * in this process: login, live presence, conversations, spawns with a fake runner, the agent
+ * view's live log and terminal relayed from a real `a2a-runner` process, tenancy.
  * Screenshots of every view go to packages/dashboard/test-results/.
  */
 import { createBrokerClient } from "@mks/a2a"
+import { join } from "node:path"
 import type { Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { startBroker, type TestBroker } from "../../broker/test/harness.js"
+import { eventually, FIXTURES, isAlive, startRunner } from "../../runner/test/helpers.js"
 import { fakeRunner, launch, login, requireBuilt, screenshot, type Browser } from "./browser.js"
 
 /** The page's live channel heartbeats this often here, so the short test peer timeout keeps it online. */
@@ -216,14 +219,16 @@ describe("dashboard in chromium", () => {
     expect(await page.textContent(row)).toContain("pid 4242")
     await screenshot(page, "spawns")
 
-    // The agent detail view: peer facts, spawn, and the relay notice (no broker relay yet).
+    // The agent detail view: peer facts, spawn, and — this fake runner does not announce the
+    // relay — the broker's clear refusal in the log and terminal panels.
     await page.click(`${row} a:has-text("helper-ui")`)
     await page.waitForSelector('h2:has-text("helper-ui")')
-    await page.waitForSelector('[data-testid="relay-unavailable"]')
+    await page.waitForSelector('[data-testid="log-status"]:has-text("does not relay logs and terminals")')
+    await page.waitForSelector('[data-testid="terminal-status"]:has-text("does not relay logs and terminals")')
     expect(page.url()).toContain(`/ui/agents/${peer.id}`)
     await screenshot(page, "agent")
 
-    // The log and terminal components, fed by a relay defined in the page (the broker has none yet).
+    // An embedder's relay (window.a2aRelay) replaces the broker's: the components use it.
     const relayed = await browser.page({ init: `${FAST_HEARTBEAT}; ${FAKE_RELAY}` })
     await login(relayed, broker.url, broker.adminToken)
     await relayed.goto(`${broker.url}/ui/agents/${peer.id}`)
@@ -249,6 +254,55 @@ describe("dashboard in chromium", () => {
     runner.ws.close()
     await agent.close()
   })
+
+  it("with a real runner: the live log shows what the agent prints, the terminal runs `echo hi`, stop ends the agent", async () => {
+    const runner = await startRunner(["--broker", broker.url, "--token", await broker.token("default", "runner"), "--id", "rt-real", "--capacity", "2"])
+    try {
+      await page.click('[data-nav="runners"]')
+      await page.waitForSelector('li[data-runner="rt-real"][data-status="online"]')
+      await page.click('[data-nav="spawns"]')
+      await page.waitForSelector('select[name="runner"] option[value="rt-real"]', { state: "attached" })
+      await page.selectOption('select[name="runner"]', "rt-real")
+      await page.check('input[name="preset"][value="command"]')
+      await page.fill('input[name="name"]', "shell-ui")
+      for (const field of ['input[name="labels"]', 'input[name="team"]', 'input[name="provider"]', 'input[name="model"]', 'textarea[name="prompt"]']) await page.fill(field, "")
+      await page.fill('input[name="command"]', process.execPath)
+      await page.fill('input[name="args"]', join(FIXTURES, "shell-agent.mjs"))
+      await page.click('form.spawn-form button[type="submit"]')
+      const row = 'tr[data-spawn]:has-text("shell-ui")'
+      await page.waitForSelector(`${row}[data-status="registered"]`, { timeout: 15_000 })
+      const spawnId = (await page.getAttribute(row, "data-spawn"))!
+      await page.click(`${row} a:has-text("shell-ui")`)
+      await page.waitForSelector('h2:has-text("shell-ui")')
+
+      // The line the agent printed at start, relayed from the runner's log.
+      await page.waitForSelector('[data-testid="log"]:has-text("agent shell-ui says hello")')
+      await page.waitForSelector('[data-testid="terminal-status"]:has-text("attached")')
+      await page.click('[data-testid="terminal"]')
+      await page.keyboard.type("echo hi")
+      await page.keyboard.press("Enter")
+      // (The shell's prompt may land before the output: the shell and the pty's echo race.)
+      await page.waitForFunction(() =>
+        Array.from(document.querySelectorAll('[data-testid="terminal"] .xterm-rows > div')).some((r) => /^(\$ )?hi$/.test(r.textContent?.trim() ?? ""))
+      )
+      // What the terminal ran is in the live log too.
+      await page.waitForFunction(() => (document.querySelector('[data-testid="log"]')?.textContent ?? "").split("\n").some((l) => /^(\$ )?hi$/.test(l.trim())))
+      await screenshot(page, "agent-live")
+
+      const api = createBrokerClient({ url: broker.url, token: broker.adminToken })
+      const pid = (await api.spawn.get(spawnId)).spawn.pid!
+      expect(isAlive(pid)).toBe(true)
+      await page.click('button:has-text("Stop agent")')
+      await page.waitForSelector('[data-testid="terminal-status"]:has-text("the agent stopped")')
+      await page.waitForSelector('[data-testid="log-status"]:has-text("log ended: the agent stopped")')
+      await screenshot(page, "agent-stopped")
+      await eventually(async () => ((await api.spawn.get(spawnId)).spawn.status === "exited" ? true : undefined), "the spawn exited")
+      expect(isAlive(pid)).toBe(false)
+      await api.close()
+    } finally {
+      await runner.stop()
+    }
+  }, 60_000)
 
   it("a tenant sees only its own fleet", async () => {
     const acmeToken = await broker.token("acme", "peer")

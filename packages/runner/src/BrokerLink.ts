@@ -3,14 +3,17 @@
  * agents it runs (the broker reconciles), spawn and stop orders in, `spawn_status` reports and
  * heartbeats out, reconnects with backoff. Agents keep running while the broker is away;
  * reports made meanwhile are sent after the next `hello`.
+ *
+ * It also answers the broker's relay streams (`features: ["relay"]` in `hello`): the log tail
+ * and live lines of a spawn's agent, and its pseudo-terminal, multiplexed by stream id.
  */
-import { Codec, RunnerFrame } from "@mks/a2a"
-import { Context, Effect, Layer, Runtime } from "effect"
+import { Codec, Errors, RunnerFrame } from "@mks/a2a"
+import { Context, Effect, Layer, Runtime, Schema } from "effect"
 import { hostname } from "node:os"
 import WebSocket from "ws"
 import type { Agent, AgentStatus } from "./Agent.js"
 import { RunnerConfig } from "./RunnerConfig.js"
-import { specOfOrder, Supervisor } from "./Supervisor.js"
+import { specOfOrder, Supervisor, type SupervisorService } from "./Supervisor.js"
 
 export type LinkState = "disabled" | "connecting" | "open" | "closed"
 
@@ -96,8 +99,11 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
       agents: sup.spawnAgents().flatMap((agent) => {
         const status = spawnStatusOf(agent, sup.restartPending(agent.id))
         return status === undefined ? [] : [{ spawnId: agent.spawnId!, status, ...(agent.pid !== undefined ? { pid: agent.pid } : {}) }]
-      })
+      }),
+      features: ["relay"]
     })
+
+    const relay = makeRelay(sup, runtime, (frame) => void sendNow(frame))
 
     const onOrder = (frame: RunnerFrame.RunnerDownFrame) => {
       switch (frame.type) {
@@ -130,6 +136,8 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
         case "error":
           log(`broker refused a frame: ${frame.error._tag}: ${frame.error.message}`, "warn")
           return
+        default:
+          return relay.onFrame(frame)
       }
     }
 
@@ -170,6 +178,8 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
       })
       socket.on("error", () => undefined)
       socket.on("close", () => {
+        // The broker forgets the streams of a link that closed.
+        relay.closeAll()
         if (heartbeat !== undefined) clearInterval(heartbeat)
         heartbeat = undefined
         if (ws === socket) {
@@ -186,6 +196,7 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
         closing = true
         state = "closed"
         offStatus()
+        relay.closeAll()
         if (reconnectTimer !== undefined) clearTimeout(reconnectTimer)
         if (heartbeat !== undefined) clearInterval(heartbeat)
         ws?.close(1001, "runner shutting down")
@@ -197,3 +208,150 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
     }
   })
 )
+
+// ---- relay: logs and terminals of spawn agents, for the broker ---------------------------------
+
+type RelayDown = Extract<RunnerFrame.RunnerDownFrame, { readonly type: "logs_open" | "term_open" | "term_input" | "term_resize" | "stream_close" }>
+
+/** Most characters of log lines in one `log` frame (the broker's frame limit is about 1 MiB). */
+const LOG_FRAME_CHARS = 256 * 1024
+/** Most characters of history a `logs_open` sends (its last lines that fit), whatever its `n`. */
+export const LOG_TAIL_CHARS = 1024 * 1024
+const ENDED: ReadonlyArray<AgentStatus> = ["stopped", "exited", "crashed"]
+
+/** `text` in pieces of at most `size` characters, never splitting a surrogate pair. */
+const chunks = (text: string, size: number): Array<string> => {
+  const out: Array<string> = []
+  for (let at = 0; at < text.length; ) {
+    let end = Math.min(text.length, at + size)
+    if (end < text.length && /[\uD800-\uDBFF]/.test(text[end - 1]!)) end--
+    out.push(text.slice(at, end))
+    at = end
+  }
+  return out
+}
+
+interface OpenStream {
+  readonly close: () => void
+  readonly input?: (data: string) => void
+  readonly resize?: (cols: number, rows: number) => void
+}
+
+/**
+ * The runner's side of the relay: `logs_open` follows a spawn agent's log (the last `n` lines,
+ * then each new line, batched per turn of the event loop, until the agent ends for good),
+ * `term_open` attaches to its pseudo-terminal (backlog, then live output, until it exits).
+ */
+const makeRelay = (sup: SupervisorService, runtime: Runtime.Runtime<never>, send: (frame: UpFrame) => void) => {
+  const streams = new Map<number, OpenStream>()
+  const runSync = Runtime.runSync(runtime)
+
+  const ended = (id: string) => {
+    const agent = runSync(Effect.option(sup.get(id)))
+    return agent._tag === "Some" && ENDED.includes(agent.value.status) && !sup.restartPending(id) ? agent.value : undefined
+  }
+  const end = (stream: number, reason: string, status?: AgentStatus, exitCode?: number) => {
+    streams.get(stream)?.close()
+    streams.delete(stream)
+    send({ type: "stream_end", stream, reason, ...(status !== undefined ? { status } : {}), ...(exitCode !== undefined ? { exitCode } : {}) })
+  }
+  const notFound = (stream: number, spawnId: string) =>
+    send({ type: "stream_error", stream, error: Schema.encodeSync(Errors.WireError)(new Errors.SpawnNotFound({ message: `spawn ${spawnId} does not run on this runner`, spawn: spawnId })) })
+
+  const openLogs = (stream: number, spawnId: string, n: number) => {
+    const agent = sup.bySpawn(spawnId)
+    if (agent === undefined) return notFound(stream, spawnId)
+    const id = agent.id
+    let batch: Array<string> = []
+    let chars = 0
+    let scheduled = false
+    const flush = () => {
+      scheduled = false
+      if (batch.length === 0) return
+      send({ type: "log", stream, lines: batch })
+      batch = []
+      chars = 0
+    }
+    const push = (line: string) => {
+      if (batch.length >= RunnerFrame.MAX_LOG_LINES || chars + line.length > LOG_FRAME_CHARS) flush()
+      batch.push(line.length > LOG_FRAME_CHARS ? line.slice(0, LOG_FRAME_CHARS) : line)
+      chars += line.length
+      if (!scheduled) {
+        scheduled = true
+        setImmediate(() => streams.has(stream) && flush())
+      }
+    }
+    // Read the tail and subscribe in one synchronous step: no line falls in between.
+    const tail = runSync(Effect.orElseSucceed(sup.logs(id, n), () => [] as ReadonlyArray<string>))
+    let first = tail.length
+    for (let size = 0; first > 0 && size + tail[first - 1]!.length <= LOG_TAIL_CHARS; first--) size += tail[first - 1]!.length
+    for (const line of tail.slice(first)) push(line)
+    const offLine = runSync(Effect.orElseSucceed(sup.onLine(id, push), () => () => {}))
+    const offStatus = sup.onStatus((change, view) => {
+      if (change.agent_id !== id || !ENDED.includes(change.new_status) || sup.restartPending(id)) return
+      flush()
+      end(stream, `the agent ${change.new_status}`, change.new_status, view.exitCode)
+    })
+    streams.set(stream, {
+      close: () => {
+        offLine()
+        offStatus()
+      }
+    })
+    const over = ended(id)
+    if (over !== undefined) {
+      flush()
+      end(stream, `the agent ${over.status}`, over.status, over.exitCode)
+    }
+  }
+
+  const openTerminal = (stream: number, spawnId: string, cols: number, rows: number) => {
+    const agent = sup.bySpawn(spawnId)
+    if (agent === undefined) return notFound(stream, spawnId)
+    const id = agent.id
+    const found = runSync(Effect.option(sup.terminal(id)))
+    if (found._tag === "None") return notFound(stream, spawnId)
+    const terminal = found.value
+    const output = (data: string) => {
+      for (const piece of chunks(data, RunnerFrame.MAX_TERMINAL_DATA)) send({ type: "term_output", stream, data: piece })
+    }
+    if (terminal.backlog.length > 0) output(terminal.backlog)
+    const offData = terminal.onData(output)
+    const offExit = terminal.onExit((status) => end(stream, `the agent ${status}`, status, runSync(Effect.option(sup.get(id))).pipe((a) => (a._tag === "Some" ? a.value.exitCode : undefined))))
+    streams.set(stream, {
+      close: () => {
+        offData()
+        offExit()
+      },
+      input: (data) => terminal.write(data),
+      resize: (c, r) => terminal.resize(c, r)
+    })
+    const over = ended(id)
+    if (over !== undefined) return end(stream, `the agent ${over.status}`, over.status, over.exitCode)
+    terminal.resize(cols, rows)
+  }
+
+  return {
+    onFrame: (frame: RelayDown) => {
+      switch (frame.type) {
+        case "logs_open":
+          return openLogs(frame.stream, frame.spawnId, frame.n)
+        case "term_open":
+          return openTerminal(frame.stream, frame.spawnId, frame.cols, frame.rows)
+        case "term_input":
+          return streams.get(frame.stream)?.input?.(frame.data)
+        case "term_resize":
+          return streams.get(frame.stream)?.resize?.(frame.cols, frame.rows)
+        case "stream_close": {
+          streams.get(frame.stream)?.close()
+          streams.delete(frame.stream)
+          return
+        }
+      }
+    },
+    closeAll: () => {
+      for (const stream of streams.values()) stream.close()
+      streams.clear()
+    }
+  }
+}

@@ -49,7 +49,7 @@ export function AgentView({ peerId }: { peerId: string }) {
   useTick(5_000)
   const peer = state.peers.get(peerId)
   const spawn = peer?.spawnId !== undefined ? state.spawns.get(peer.spawnId) : [...state.spawns.values()].find((s) => s.peerId === peerId)
-  const relay = currentRelay()
+  const relay = currentRelay(session.currentToken)
   if (peer === undefined) {
     return (
       <section aria-labelledby="agent-title">
@@ -113,7 +113,7 @@ export function AgentView({ peerId }: { peerId: string }) {
         <p class="muted">This peer was not spawned through the broker: its log and terminal are on its own machine.</p>
       ) : relay.unavailable !== undefined ? (
         <p class="notice info" data-testid="relay-unavailable">
-          {relay.unavailable} Logs and the terminal will appear here once the broker relays them from runners.
+          {relay.unavailable}
         </p>
       ) : (
         <div class="agent-panels">

@@ -1,0 +1,181 @@
+/**
+ * The relay's client sockets: `GET /ws/broker/spawns/:id/logs?n=` and
+ * `GET /ws/broker/spawns/:id/terminal?cols=&rows=`, for browsers (`?token=`) and the CLI
+ * (Bearer header). Everything is checked before the upgrade, so a refusal is an HTTP status
+ * with the contract's JSON error: the token (401), the peer role (403), the spawn in the
+ * token's tenant (404, also for other tenants' spawns), the query (400). After the upgrade a
+ * runner that is not linked, or does not know the spawn, is an `error` frame and a close code
+ * (`RunnerFrame.RelayCloseCode`); a client that does not read is cut off (4008) and the
+ * runner told to stop the stream, so it never backs up the runner's link.
+ */
+import { HttpApiBuilder, HttpServerResponse, Socket } from "@effect/platform"
+import { Authenticator, Codec, Errors, Ids, RunnerFrame } from "@mks/a2a"
+import { Deferred, Effect, Runtime, Schedule, Schema } from "effect"
+import { BrokerConfig } from "./BrokerConfig.js"
+import { Bus } from "./Bus.js"
+import * as Channels from "./Channels.js"
+import { TOKEN_POLL_MS } from "./Connections.js"
+import { Relay, type RelayStream, type StreamSink } from "./Relay.js"
+import { TokenStore } from "./TokenStore.js"
+
+/**
+ * Bytes a relay client may leave unread before it is cut off (4008). A log's history is at most
+ * 1 MiB of text and a terminal's backlog 64 KiB, so only a client that stopped reading gets here.
+ */
+export const RELAY_SLOW_BYTES = 4 * 1024 * 1024
+
+const decoder = new TextDecoder()
+const textOf = (data: string | Uint8Array) => (typeof data === "string" ? data : decoder.decode(data))
+
+const decodeSpawnId = Codec.decodeUnknown(Ids.SpawnId)
+const queryInt = (name: string, min: number, max: number, fallback: number) => (value: string | null) =>
+  value === null
+    ? Effect.succeed(fallback)
+    : Codec.decodeUnknown(Schema.NumberFromString.pipe(Schema.int(), Schema.between(min, max)))(value).pipe(
+        Effect.mapError((e) => new Errors.InvalidRequest({ message: `${name}: ${e.message}`, field: name }))
+      )
+const decodeN = queryInt("n", 0, RunnerFrame.MAX_LOG_TAIL, 200)
+const decodeCols = queryInt("cols", 1, 1_000, 120)
+const decodeRows = queryInt("rows", 1, 1_000, 40)
+const decodeClientFrame = Codec.decodeJson(RunnerFrame.RelayClientFrame)
+const encodeLogs = Codec.encodeJson(RunnerFrame.RelayLogsFrame)
+const encodeTerminal = Codec.encodeJson(RunnerFrame.RelayTerminalFrame)
+
+type Kind = "logs" | "terminal"
+
+const relaySocket = (kind: Kind) =>
+  Effect.gen(function* () {
+    const bus = yield* Bus
+    const relay = yield* Relay
+    const config = yield* BrokerConfig
+    const tokens = yield* TokenStore
+    const { request, url, principal, id, token } = yield* Channels.preflight
+    const spawnId = yield* decodeSpawnId(id)
+    if (!principal.hasRole("peer")) return yield* Effect.fail(new Errors.Forbidden({ message: `an agent's ${kind === "logs" ? "log" : "terminal"} needs the peer role` }))
+    // Other tenants' spawns are 404 (existence does not leak).
+    const spawn = yield* bus.spawns.get(principal.tenant, spawnId)
+    // A spawned agent's own token reaches its own agent only, not its neighbours' terminals.
+    if (principal.spawnId !== undefined && principal.spawnId !== spawnId) {
+      return yield* Effect.fail(new Errors.Forbidden({ message: "a spawn's token reaches only its own agent" }))
+    }
+    const open =
+      kind === "logs"
+        ? { kind, spawnId, n: yield* decodeN(url.searchParams.get("n")) }
+        : { kind, spawnId, cols: yield* decodeCols(url.searchParams.get("cols")), rows: yield* decodeRows(url.searchParams.get("rows")) }
+    const tokenId = yield* tokens.idOf(token)
+    const socket = yield* request.upgrade.pipe(Effect.mapError(() => new Errors.InvalidRequest({ message: "expected a WebSocket upgrade" })))
+
+    yield* Effect.scoped(
+      Effect.gen(function* () {
+        const write = yield* socket.writer
+        const runtime = yield* Effect.runtime<never>()
+        const opened = yield* Deferred.make<void>()
+        const ended = yield* Deferred.make<void>()
+        let raw: ReturnType<typeof Channels.rawSocketOf>
+        let closing = false
+        let stream: RelayStream | undefined
+
+        const close = (code: number, reason: string) => {
+          if (closing) return
+          closing = true
+          stream?.close()
+          if (raw !== undefined) raw.ws.close(code, reason)
+          else Runtime.runFork(runtime)(Effect.ignore(write(new Socket.CloseEvent(code, reason))))
+        }
+        const out = (text: string) => {
+          if (closing) return
+          if (raw === undefined) return void Runtime.runFork(runtime)(Effect.ignore(write(text)))
+          if (raw.ws.bufferedAmount > RELAY_SLOW_BYTES) return close(RunnerFrame.RelayCloseCode.slowConsumer, "slow consumer: open the stream again")
+          raw.ws.send(text)
+        }
+        const encode = (frame: RunnerFrame.RelayTerminalFrame) => (kind === "logs" ? encodeLogs(frame as RunnerFrame.RelayLogsFrame) : encodeTerminal(frame))
+        const fail = (error: Errors.WireError) => {
+          out(encode({ type: "error", error }))
+          close(error._tag === "SpawnNotFound" ? RunnerFrame.RelayCloseCode.notFound : RunnerFrame.RelayCloseCode.runnerUnavailable, error.message.slice(0, 120))
+        }
+        const sink: StreamSink = {
+          lines: (lines) => out(encodeLogs({ type: "log", lines, at: new Date().toISOString() })),
+          output: (data) => out(encodeTerminal({ type: "output", data })),
+          end: (reason, status, exitCode) => {
+            stream = undefined // ended by the runner: nothing to close there
+            out(encode(kind === "terminal" && status !== undefined ? { type: "exit", status, exitCode } : { type: "end", reason, status, exitCode }))
+            close(1000, reason.slice(0, 120))
+          },
+          error: (error) => {
+            stream = undefined
+            fail(error)
+          }
+        }
+
+        const onFrame = (data: string | Uint8Array): Effect.Effect<void> => {
+          const text = textOf(data)
+          const refuse = (error: Errors.WireError) => Effect.sync(() => out(encode({ type: "error", error })))
+          if (kind === "logs") return refuse(new Errors.InvalidRequest({ message: "the log socket takes no frames", field: "type" }))
+          // An input frame is its data plus a few bytes of JSON: anything longer is refused whole.
+          if (text.length > RunnerFrame.MAX_TERMINAL_DATA + 64 || text.length > config.maxBodyBytes) {
+            return refuse(new Errors.PayloadTooLarge({ message: `terminal frames carry at most ${RunnerFrame.MAX_TERMINAL_DATA} characters`, limit: RunnerFrame.MAX_TERMINAL_DATA }))
+          }
+          if (Channels.nestsDeeperThan(text)) return refuse(Channels.tooDeep())
+          return decodeClientFrame(text).pipe(
+            Effect.map((frame) => (frame.type === "input" ? stream?.input(frame.data) : stream?.resize(frame.cols, frame.rows))),
+            Effect.catchAll(refuse)
+          )
+        }
+
+        yield* socket
+          .runRaw(onFrame, {
+            onOpen: Effect.sync(() => {
+              raw = Channels.rawSocketOf(request)
+              Deferred.unsafeDone(opened, Effect.void)
+            })
+          })
+          .pipe(
+            Effect.catchAll(() => Effect.void),
+            Effect.ensuring(
+              Effect.sync(() => {
+                // The client went away: the runner stops sending.
+                stream?.close()
+                stream = undefined
+                closing = true
+                Deferred.unsafeDone(opened, Effect.void)
+                Deferred.unsafeDone(ended, Effect.void)
+              })
+            ),
+            Effect.forkScoped
+          )
+        yield* Deferred.await(opened)
+        if (closing) return
+
+        const opening = yield* Effect.either(relay.open(principal.tenant, spawn.runnerId, open, sink))
+        if (opening._tag === "Left") fail(opening.left)
+        else if (closing) opening.right.close()
+        else stream = opening.right
+
+        // A revoked static token closes the socket (as the peer channel's 4003).
+        if (tokenId !== undefined) {
+          yield* tokens.activeIds.pipe(
+            Effect.map((active) => {
+              if (!active.has(tokenId)) close(RunnerFrame.RelayCloseCode.revoked, "credentials revoked")
+            }),
+            Effect.repeat(Schedule.spaced(TOKEN_POLL_MS)),
+            Effect.forkScoped
+          )
+        }
+
+        yield* Deferred.await(ended).pipe(Effect.onInterrupt(() => Effect.sync(() => close(1001, "broker shutting down"))))
+      })
+    )
+    return HttpServerResponse.empty()
+  })
+
+const refuse = <R>(handler: Effect.Effect<HttpServerResponse.HttpServerResponse, Errors.WireError, R>) =>
+  handler.pipe(Effect.catchAll((error) => Effect.succeed(Channels.errorResponse(error))))
+
+/** Mount the two relay routes on the API's router. */
+export const layer = HttpApiBuilder.Router.use((router) =>
+  Effect.gen(function* () {
+    const services = yield* Effect.context<Bus | BrokerConfig | Relay | TokenStore | Authenticator.Authenticator>()
+    yield* router.get("/ws/broker/spawns/:id/logs", refuse(relaySocket("logs")).pipe(Effect.provide(services)))
+    yield* router.get("/ws/broker/spawns/:id/terminal", refuse(relaySocket("terminal")).pipe(Effect.provide(services)))
+  })
+)
