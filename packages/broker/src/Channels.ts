@@ -6,7 +6,7 @@
 import { HttpApiBuilder, HttpRouter, HttpServerRequest, HttpServerResponse, Socket } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
 import type { Duplex } from "node:stream"
-import { Authenticator, ChannelFrame, ChannelHub, Codec, Errors, Ids, Inbox, Message, RunnerFrame } from "@mks/a2a"
+import { Authenticator, ChannelFrame, ChannelHub, Codec, Errors, Ids, Inbox, Message, Principal, RunnerFrame } from "@mks/a2a"
 import { Deferred, Effect, Queue, Runtime, Schema, Scope, Stream } from "effect"
 import { BrokerConfig } from "./BrokerConfig.js"
 import { Bus, type SendResult } from "./Bus.js"
@@ -72,8 +72,21 @@ const inOrder = <E>(inbound: Queue.Queue<string | Uint8Array>, handle: (data: st
     Effect.forkScoped
   )
 
+/** What {@link preflight} resolves: the request, its URL, who sent it, the token and the `:id` path parameter. */
+export interface Preflight {
+  readonly request: HttpServerRequest.HttpServerRequest
+  readonly url: URL
+  readonly principal: Principal.Principal
+  readonly token: string
+  readonly id: string
+}
+
 /** Authenticate and resolve the request before upgrading; `WireError`s become HTTP answers. */
-export const preflight = Effect.gen(function* () {
+export const preflight: Effect.Effect<
+  Preflight,
+  Errors.Unauthorized | Errors.Forbidden | Errors.ServiceUnavailable,
+  HttpServerRequest.HttpServerRequest | Authenticator.Authenticator | HttpRouter.RouteContext
+> = Effect.gen(function* () {
   const request = yield* HttpServerRequest.HttpServerRequest
   const auth = yield* Authenticator.Authenticator
   const url = new URL(request.url, "http://broker")
