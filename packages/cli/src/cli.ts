@@ -7,6 +7,7 @@ import { BrokerClient } from "@mks/a2a"
 import { Cause, Effect, Exit, Layer, Logger, LogLevel, Redacted } from "effect"
 import { parseArgs } from "node:util"
 import * as Broker from "./Broker.js"
+import * as Up from "./Up.js"
 import * as Relay from "./Relay.js"
 import { CliError, make as makeOutput, type Output } from "./Output.js"
 import { VERSION } from "./version.js"
@@ -33,6 +34,10 @@ Broker (--broker URL or A2A_BROKER_URL, default ${BrokerClient.DEFAULT_URL};
   stop <peer|spawn-id>                       stop a spawned agent
 
   <agent> is a spawn id (s_...) or the name or id of a peer started by a spawn order.
+
+Local stack (what npm start runs):
+  up [--home DIR] [--port N] [--runner-port N] [--proxy-port N] [--proxy-config FILE] [--no-runner]
+                                             broker, runner and proxy in one process; Ctrl-C stops all
 
 Common: --as NAME (this CLI's peer name, default cli-<user>), --json, --no-color, --help, --version
 `
@@ -193,9 +198,11 @@ const main = Effect.gen(function*() {
   return yield* command(o, name, rest, parsed.values, afterDash)
 })
 
-const exit = await Effect.runPromiseExit(
-  main.pipe(Effect.provide(Logger.minimumLogLevel(LogLevel.None)))
-)
+// `up` runs the local stack until SIGINT/SIGTERM (its own flags and logging, no broker client).
+const exit =
+  process.argv[2] === "up"
+    ? await Up.run(process.argv.slice(3))
+    : await Effect.runPromiseExit(main.pipe(Effect.provide(Logger.minimumLogLevel(LogLevel.None))))
 if (Exit.isFailure(exit)) {
   const failure = Cause.failureOption(exit.cause)
   if (failure._tag === "Some") {

@@ -4,4 +4,5 @@
  */
 export * as Broker from "./Broker.js"
 export * as Output from "./Output.js"
+export * as Up from "./Up.js"
 export { VERSION } from "./version.js"
