@@ -7,6 +7,7 @@ import { BrokerClient } from "@mks/a2a"
 import { Cause, Effect, Exit, Layer, Logger, LogLevel, Redacted } from "effect"
 import { parseArgs } from "node:util"
 import * as Broker from "./Broker.js"
+import * as Proxy from "./Proxy.js"
 import * as Up from "./Up.js"
 import * as Relay from "./Relay.js"
 import { CliError, make as makeOutput, type Output } from "./Output.js"
@@ -34,6 +35,15 @@ Broker (--broker URL or A2A_BROKER_URL, default ${BrokerClient.DEFAULT_URL};
   stop <peer|spawn-id>                       stop a spawned agent
 
   <agent> is a spawn id (s_...) or the name or id of a peer started by a spawn order.
+
+Proxy (--proxy URL or A2A_PROXY_URL, default http://127.0.0.1:3200; --admin-token T or
+       A2A_PROXY_ADMIN_TOKEN, default ~/.a2a/proxy.token; an OIDC admin JWT works too):
+  keys create --name N [--tenant T] [--tier tier1|tier2] [--models 'glob,glob'] [--rpm N]
+              [--requests-per-5h N] [--tokens-per-5h N] [--expires ISO-8601]
+                                             a virtual key (printed once)
+  keys list                                  keys, masked, with limits and state
+  keys revoke <key-id>                       revoke a key at once
+  usage [--key K]                            usage in the current 5-hour window, per key
 
 Local stack (what npm start runs):
   up [--home DIR] [--port N] [--runner-port N] [--proxy-port N] [--proxy-config FILE] [--no-runner]
@@ -74,7 +84,17 @@ const OPTIONS = {
   cwd: { type: "string" },
   env: { type: "string", multiple: true },
   wait: { type: "string" },
-  timeout: { type: "string" }
+  timeout: { type: "string" },
+  proxy: { type: "string" },
+  "admin-token": { type: "string" },
+  tenant: { type: "string" },
+  tier: { type: "string" },
+  models: { type: "string" },
+  rpm: { type: "string" },
+  "requests-per-5h": { type: "string" },
+  "tokens-per-5h": { type: "string" },
+  expires: { type: "string" },
+  key: { type: "string" }
 } as const
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>["values"]
@@ -182,6 +202,40 @@ const command = (o: Output, name: string, rest: ReadonlyArray<string>, values: V
     }
   }).pipe(Effect.provide(brokerLayer(values)))
 
+/** `keys` and `usage` talk to the proxy's control plane; they need no broker. */
+const proxyCommand = (o: Output, name: string, rest: ReadonlyArray<string>, values: Values) =>
+  Effect.gen(function*() {
+    const options = { url: values.proxy, adminToken: values["admin-token"] }
+    if (name === "usage") {
+      if (rest.length > 0) return yield* usage(`usage takes no arguments (use --key K), got "${rest[0]}"`)
+      return yield* Proxy.usage(o, options, values.key)
+    }
+    const [sub, ...args] = rest
+    switch (sub) {
+      case "create": {
+        if (values.name === undefined) return yield* usage("keys create needs --name")
+        if (values.tier !== undefined && values.tier !== "tier1" && values.tier !== "tier2") return yield* usage(`--tier takes tier1 or tier2, not "${values.tier}"`)
+        return yield* Proxy.keysCreate(o, options, {
+          name: values.name,
+          tenant: values.tenant,
+          tier: values.tier,
+          models: values.models?.split(",").map((m) => m.trim()).filter((m) => m.length > 0),
+          rpm: yield* positiveInt("rpm", values.rpm),
+          requestsPer5h: yield* positiveInt("requests-per-5h", values["requests-per-5h"]),
+          tokensPer5h: yield* positiveInt("tokens-per-5h", values["tokens-per-5h"]),
+          expiresAt: values.expires
+        })
+      }
+      case "list":
+        return yield* Proxy.keysList(o, options)
+      case "revoke":
+        if (args.length !== 1) return yield* usage("keys revoke needs one key id (see a2a keys list)")
+        return yield* Proxy.keysRevoke(o, options, args[0]!)
+      default:
+        return yield* usage(`keys takes create, list or revoke${sub === undefined ? "" : `, not "${sub}"`}`)
+    }
+  })
+
 const main = Effect.gen(function*() {
   const argv = process.argv.slice(2)
   const dash = argv.indexOf("--")
@@ -195,6 +249,7 @@ const main = Effect.gen(function*() {
   const [name, ...rest] = parsed.positionals
   if (parsed.values.version) return o.out(VERSION)
   if (parsed.values.help || name === undefined || name === "help") return o.out(HELP)
+  if (name === "keys" || name === "usage") return yield* proxyCommand(o, name, rest, parsed.values)
   return yield* command(o, name, rest, parsed.values, afterDash)
 })
 
