@@ -25,7 +25,7 @@ export interface BrokerConfigShape {
   readonly port: number
   /** Data directory (`A2A_HOME`, default `~/.a2a`): tokens file, admin token, SQLite database. */
   readonly home: string
-  /** SQLite file path, `:memory:`, or (later) a `postgres://` URL. */
+  /** SQLite file path, `:memory:`, `memory`, or a `postgres://` URL (instances sharing one database act as one broker). */
   readonly db: string
   /** URL spawned agents use to reach this broker; defaults to `http://<host>:<port>`. */
   readonly publicUrl?: string | undefined

@@ -133,8 +133,10 @@ const announce = Layer.effect(
 /** The broker: HTTP API, WebSockets, background GC, on `config.host:config.port`. */
 export const layer = (config: BrokerConfig.BrokerConfigShape, options: Options = {}) => {
   const ConfigLive = Layer.succeed(BrokerConfig.BrokerConfig, config)
-  const Tokens = TokenStore.layer(join(config.home, "tokens.json"))
-  const Infra = Layer.mergeAll(options.store ?? Store.layerFor(config.db), Metrics.layer, Tokens).pipe(Layer.provideMerge(ConfigLive))
+  const StoreLive = options.store ?? Store.layerFor(config.db)
+  // The token store sees the store's services: a shared store keeps spawn tokens for every instance.
+  const Tokens = TokenStore.layer(join(config.home, "tokens.json")).pipe(Layer.provide(StoreLive))
+  const Infra = Layer.mergeAll(StoreLive, Metrics.layer, Tokens).pipe(Layer.provideMerge(ConfigLive))
   const WithAuth = (options.authenticator ?? authenticatorLayer).pipe(Layer.provideMerge(Infra))
   const WithBus = Bus.layer.pipe(Layer.provideMerge(WithAuth))
   const WithConnections = Layer.mergeAll(Connections.layer, Relay.layer).pipe(Layer.provideMerge(WithBus))

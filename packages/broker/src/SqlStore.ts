@@ -79,7 +79,19 @@ interface TeamRow {
 export interface StoreOptions {
   readonly capacity: number
   readonly cache: boolean
+  /**
+   * Runs inside the transaction of every (non-group-committed) append, after its rows are
+   * written: PostgreSQL's `pg_notify` there is delivered exactly when the rows commit.
+   */
+  readonly onAppend?: AppendHook | undefined
 }
+
+/** Called in an append's transaction with the seq each recipient got. */
+export type AppendHook = (tenant: string, appended: ReadonlyArray<{ readonly peer: string; readonly seq: number }>) => Effect.Effect<void, SqlError>
+
+/** A message row of `a2a_inbox` as a Message. */
+export const messageOfRow = (row: { data: string; seq: number | string }) =>
+  new Message.Message({ ...(JSON.parse(row.data) as object), seq: Number(row.seq) } as Message.Message, true)
 
 export const makeTeamDirectory = (cache: boolean) => Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
@@ -439,14 +451,14 @@ type Answer<A, E = never> = (outcome: Effect.Effect<A, E>) => void
  * each write is its own transaction and the seq is taken with a conditional `UPDATE … RETURNING`
  * (safe for several writers on one database).
  */
-export const makeInbox = (capacity: number, groupCommit = false) =>
+export const makeInbox = (capacity: number, groupCommit = false, onAppend?: AppendHook) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const runtime = yield* Effect.runtime<never>()
     const waiters = makeWaiters()
     const known = new Set<string>()
 
-    const toMessage = (row: { data: string; seq: number | string }) => new Message.Message({ ...(JSON.parse(row.data) as object), seq: Number(row.seq) } as Message.Message, true)
+    const toMessage = messageOfRow
 
     const cursorOf = (tenant: string, peer: string) =>
       sql<{ cursor: number | string }>`SELECT cursor FROM a2a_inbox_state WHERE tenant = ${tenant} AND peer_id = ${peer}`.pipe(
@@ -469,7 +481,7 @@ export const makeInbox = (capacity: number, groupCommit = false) =>
     const appendNow = (tenant: string, recipients: ReadonlyArray<Ids.PeerId>, draft: Message.MessageDraft, data: string, now: number) =>
       Effect.gen(function* () {
         const deliveries = yield* sql.withTransaction(
-          Effect.forEach(recipients, (recipient) =>
+          Effect.tap(Effect.forEach(recipients, (recipient) =>
             Effect.gen(function* () {
               // The state row exists once created; drop() forgets it again.
               if (!known.has(keyOf(tenant, recipient))) {
@@ -484,7 +496,7 @@ export const makeInbox = (capacity: number, groupCommit = false) =>
               yield* sql`INSERT INTO a2a_inbox (tenant, peer_id, seq, message_id, appended_at, data) VALUES (${tenant}, ${recipient}, ${seq}, ${draft.id}, ${now}, ${data})`
               return { recipient, message: new Message.Message({ ...draft, seq }, true) }
             })
-          )
+          ), (done) => (onAppend === undefined ? Effect.void : onAppend(tenant, done.map((d) => ({ peer: d.recipient, seq: d.message.seq })))))
         )
         for (const r of recipients) known.add(keyOf(tenant, r))
         yield* wakeAll(tenant, recipients)
@@ -720,7 +732,7 @@ export const layer = (options: StoreOptions) =>
     Layer.provideMerge(
       Layer.mergeAll(
         Layer.effect(PeerRegistry.PeerRegistry, makePeerRegistry(options.cache)),
-        Layer.effect(Inbox.Inbox, makeInbox(options.capacity, options.cache))
+        Layer.effect(Inbox.Inbox, makeInbox(options.capacity, options.cache, options.onAppend))
       ).pipe(Layer.provideMerge(Layer.effect(TeamDirectory.TeamDirectory, makeTeamDirectory(options.cache))))
     )
   )

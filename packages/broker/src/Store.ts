@@ -10,6 +10,7 @@ import { createRequire } from "node:module"
 import { dirname } from "node:path"
 import { Worker } from "node:worker_threads"
 import { BrokerConfig } from "./BrokerConfig.js"
+import * as PgStore from "./PgStore.js"
 import * as SqlStore from "./SqlStore.js"
 
 export type Stores =
@@ -148,6 +149,15 @@ export const layerSqlite = (file: string): Layer.Layer<Stores, Errors.ServiceUna
     })
   )
 
-/** The store for a `--db` value: `memory` for no persistence at all, else a SQLite file (or `:memory:`). */
+/**
+ * PostgreSQL at `url` (`postgres://…`): the store of several broker instances sharing one
+ * database (see `PgStore.ts` and docs/scaling.md).
+ */
+export const layerPostgres = (url: string): Layer.Layer<Stores, Errors.ServiceUnavailable, BrokerConfig> => PgStore.layer(url)
+
+/**
+ * The store for a `--db` value: `memory` for no persistence at all, a `postgres://` URL for a
+ * shared PostgreSQL database, else a SQLite file (or `:memory:`).
+ */
 export const layerFor = (db: string): Layer.Layer<Stores, Errors.ServiceUnavailable, BrokerConfig> =>
-  db === "memory" ? layerMemory : layerSqlite(db)
+  db === "memory" ? layerMemory : PgStore.isPostgresUrl(db) ? layerPostgres(db) : layerSqlite(db)

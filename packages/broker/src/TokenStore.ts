@@ -5,7 +5,7 @@
  * through its runner's next order).
  */
 import { Authenticator, Errors, Ids, Principal, VirtualKey } from "@mks/a2a"
-import { Context, Effect, Layer, Ref, Schema } from "effect"
+import { Context, Effect, Layer, Option, Ref, Schema } from "effect"
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeSync } from "node:fs"
 import { dirname, join } from "node:path"
 
@@ -40,6 +40,18 @@ export interface TokenStoreService extends Authenticator.AuthenticatorService {
 }
 
 export class TokenStore extends Context.Tag("@mks/a2a-broker/TokenStore")<TokenStore, TokenStoreService>() {}
+
+/**
+ * Where spawn tokens live when several brokers share a store (PostgreSQL): a token issued by
+ * one instance is accepted, and revoked, by all. Without it they are kept in this process.
+ */
+export interface SharedSpawnTokensService {
+  readonly put: (record: TokenRecord) => Effect.Effect<void>
+  readonly find: (hash: string) => Effect.Effect<TokenRecord | undefined>
+  readonly revoke: (spawnId: string) => Effect.Effect<void>
+}
+
+export class SharedSpawnTokens extends Context.Tag("@mks/a2a-broker/SharedSpawnTokens")<SharedSpawnTokens, SharedSpawnTokensService>() {}
 
 export const TOKEN_PREFIX = "a2a_"
 export const newSecret = (): string => TOKEN_PREFIX + Ids.randomToken(40)
@@ -106,6 +118,7 @@ export const make = (path: string) =>
       )
     })
     const spawnTokens = yield* Ref.make(new Map<string, TokenRecord>())
+    const shared = Option.getOrUndefined(yield* Effect.serviceOption(SharedSpawnTokens))
     // The id set of the last records seen by activeIds (rebuilt only when the records change).
     let idsFor: ReadonlyArray<TokenRecord> | undefined
     let ids: ReadonlySet<string> = new Set()
@@ -124,6 +137,14 @@ export const make = (path: string) =>
         Effect.gen(function* () {
           if (!token.startsWith(TOKEN_PREFIX)) return yield* Effect.fail(unauthorized)
           const hash = VirtualKey.hashSecret(token)
+          if (shared !== undefined) {
+            // Static tokens first (no round trip), then the cluster's spawn tokens.
+            yield* fresh
+            const found = (yield* Ref.get(records)).find((r) => VirtualKey.digestsEqual(r.hash, hash))
+            if (found !== undefined) return principalOf(found)
+            const spawn = yield* shared.find(hash)
+            return spawn !== undefined && VirtualKey.digestsEqual(spawn.hash, hash) ? principalOf(spawn) : yield* Effect.fail(unauthorized)
+          }
           const spawn = (yield* Ref.get(spawnTokens)).get(hash)
           if (spawn !== undefined && VirtualKey.digestsEqual(spawn.hash, hash)) return principalOf(spawn)
           yield* fresh
@@ -156,11 +177,14 @@ export const make = (path: string) =>
         Effect.gen(function* () {
           const token = newSecret()
           const record: TokenRecord = { id: `st_${spawnId}`, hash: VirtualKey.hashSecret(token), tenant, roles: ["peer"], createdAt: Ids.nowIso(), spawnId }
-          yield* Ref.update(spawnTokens, (m) => new Map(m).set(record.hash, record))
+          if (shared !== undefined) yield* shared.put(record)
+          else yield* Ref.update(spawnTokens, (m) => new Map(m).set(record.hash, record))
           return token
         }),
       revokeSpawnToken: (spawnId) =>
-        Ref.update(spawnTokens, (m) => new Map([...m].filter(([, r]) => r.spawnId !== spawnId))),
+        shared !== undefined
+          ? shared.revoke(spawnId)
+          : Ref.update(spawnTokens, (m) => new Map([...m].filter(([, r]) => r.spawnId !== spawnId))),
       idOf: (token) =>
         Effect.gen(function* () {
           if (!token.startsWith(TOKEN_PREFIX)) return undefined

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * a2a-broker [--port 4200] [--host 127.0.0.1] [--db FILE|:memory:|memory] [--home DIR] [--public-url URL]
+ * a2a-broker [--port 4200] [--host 127.0.0.1] [--db FILE|:memory:|memory|postgres://…] [--home DIR] [--public-url URL]
  * a2a-broker token create --tenant T --role R [--name N]   (prints the token alone on stdout)
  * a2a-broker token list [--json]
  * a2a-broker token revoke ID
@@ -14,7 +14,7 @@ import * as BrokerServer from "./BrokerServer.js"
 import * as TokenStore from "./TokenStore.js"
 import { VERSION } from "./version.js"
 
-const usage = `usage: a2a-broker [--port N] [--host H] [--db FILE|:memory:|memory] [--home DIR] [--public-url URL]
+const usage = `usage: a2a-broker [--port N] [--host H] [--db FILE|:memory:|memory|postgres://…] [--home DIR] [--public-url URL]
        a2a-broker token create --tenant T --role admin|peer|runner [--role …] [--name N]
        a2a-broker token list [--json]
        a2a-broker token revoke ID`

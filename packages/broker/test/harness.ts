@@ -11,6 +11,28 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { BrokerConfig, BrokerServer, TokenStore } from "../src/index.js"
+import { createDatabase, pgEnabled } from "../../../test-support/pg.js"
+
+/**
+ * The store in-process brokers use when a test does not name one: `sqlite` (`:memory:`, the
+ * default) or `postgres` (a fresh database per broker on the local server, dropped on close).
+ * The suites under `test/pg/` run the behavioural suites again with `postgres`.
+ */
+export const store = (): "sqlite" | "postgres" => (process.env.A2A_TEST_STORE === "postgres" ? "postgres" : "sqlite")
+
+/**
+ * Run a behavioural suite (imported by `load`) against PostgreSQL: sets the store for this
+ * test file, or, without a server, reports the suite as not run (a failure under `A2A_REQUIRE_PG=1`).
+ */
+export const onPostgres = async (suite: string, load: () => Promise<unknown>) => {
+  if (!(await pgEnabled(`${suite} on PostgreSQL`))) {
+    const { it } = await import("vitest")
+    it(`${suite} on PostgreSQL: not run, no server (see the NOT RUN line)`, () => {})
+    return
+  }
+  process.env.A2A_TEST_STORE = "postgres"
+  await load()
+}
 
 export const tempHome = () => mkdtempSync(join(tmpdir(), "a2a-broker-test-"))
 
@@ -28,7 +50,8 @@ export interface TestBroker {
 /** An in-process broker; `overrides` tune timeouts, the store (`db: "memory"` or a file) etc. */
 export const startBroker = async (overrides: Partial<BrokerConfig.BrokerConfigShape> = {}): Promise<TestBroker> => {
   const home = overrides.home ?? tempHome()
-  const config = BrokerConfig.make({ port: 0, db: ":memory:", ...overrides, home })
+  const database = overrides.db === undefined && store() === "postgres" ? await createDatabase("a2a_broker") : undefined
+  const config = BrokerConfig.make({ port: 0, db: database?.url ?? ":memory:", ...overrides, home })
   const runtime = ManagedRuntime.make(
     BrokerServer.layer(config).pipe(Layer.provide(Logger.minimumLogLevel(LogLevel.Warning)))
   )
@@ -43,6 +66,7 @@ export const startBroker = async (overrides: Partial<BrokerConfig.BrokerConfigSh
       runtime.runPromise(Effect.flatMap(TokenStore.TokenStore, (s) => s.create({ tenant, roles: roles.length > 0 ? roles : ["peer"] }))).then((r) => r.token),
     close: async () => {
       await runtime.dispose()
+      await database?.drop()
       if (overrides.home === undefined) rmSync(home, { recursive: true, force: true })
     }
   }

@@ -106,6 +106,8 @@ export const ProxyConfigInput = Schema.Struct({
   keyFile: Schema.optional(Schema.String),
   /** Usage file path, or `:memory:`. Default `$A2A_HOME/proxy-usage.json`. */
   usageFile: Schema.optional(Schema.String),
+  /** `postgres://…`: keys and usage in PostgreSQL, shared by several proxies (overrides keyFile and usageFile). */
+  store: Schema.optional(Schema.String),
   timeouts: Schema.optional(Timeouts),
   maxBodyBytes: Schema.optional(Schema.Int.pipe(Schema.positive())),
   /** What a client disconnect mid-response does upstream: `cancel` it, or `drain` it to count the final usage. */
@@ -147,6 +149,8 @@ export interface ProxyConfig {
   readonly keyFile: string | undefined
   /** `undefined`: usage in memory only. */
   readonly usageFile: string | undefined
+  /** A `postgres://` URL: keys and usage in that database (`A2A_PROXY_STORE`), instead of the files. */
+  readonly store?: string | undefined
   /** `undefined`: no admin token (then only OIDC admins, if any, may use the admin endpoints). */
   readonly adminToken: Redacted.Redacted<string> | undefined
   /** OIDC admin JWTs for the control plane; `undefined`: none accepted. */
@@ -300,6 +304,10 @@ export const make = (
     }
     const adminToken = options.adminToken ?? env.A2A_PROXY_ADMIN_TOKEN
     const oidc = yield* resolveOidc(config.oidc, env)
+    const store = env.A2A_PROXY_STORE !== undefined && env.A2A_PROXY_STORE !== "" ? env.A2A_PROXY_STORE : config.store
+    if (store !== undefined && !/^postgres(ql)?:\/\/./.test(store)) {
+      return yield* fail(`store must be a postgres:// URL (store or A2A_PROXY_STORE), got ${store.slice(0, 40)}`)
+    }
     return {
       host: config.host ?? "127.0.0.1",
       port: port ?? DEFAULT_PORT,
@@ -309,6 +317,7 @@ export const make = (
       default: fallback,
       keyFile: storePath(config.keyFile, path.join(home, "proxy-keys.json")),
       usageFile: storePath(config.usageFile, path.join(home, "proxy-usage.json")),
+      store,
       adminToken: adminToken === undefined || adminToken === "" ? undefined : Redacted.make(adminToken),
       oidc,
       maxBodyBytes: config.maxBodyBytes ?? MAX_BODY_BYTES,

@@ -17,6 +17,7 @@ import * as DataPlane from "./internal/dataPlane.js"
 import { Metrics } from "./internal/metrics.js"
 import * as Upstream from "./internal/upstream.js"
 import * as KeyFile from "./KeyFile.js"
+import * as PgStore from "./PgStore.js"
 import * as ModelRouter from "./ModelRouter.js"
 import type { ProxyConfig } from "./ProxyConfig.js"
 import * as UsageFile from "./UsageFile.js"
@@ -166,10 +167,11 @@ export const layerWith = (config: ProxyConfig, options: Options = {}): Layer.Lay
     })
   )
 
-/** The stores the config names: files (default) or memory (`:memory:`). */
+/** The stores the config names: PostgreSQL (`store`), files (default) or memory (`:memory:`). */
 export const layerStores = (
   config: ProxyConfig
 ): Layer.Layer<KeyStore.KeyStore | UsageMeter.UsageMeter | KeyFile.KeyFile | UsageFile.UsageFile, ProxyStartError> => {
+  if (config.store !== undefined) return PgStore.layer(config.store).pipe(Layer.mapError((e) => new ProxyStartError({ message: e.message })))
   const keys =
     config.keyFile === undefined
       ? Layer.merge(KeyStore.layerMemory, Layer.succeed(KeyFile.KeyFile, { problem: () => undefined, flush: Effect.void }))

@@ -5,6 +5,7 @@
 export * as AnthropicError from "./AnthropicError.js"
 export * as KeyFile from "./KeyFile.js"
 export * as ModelRouter from "./ModelRouter.js"
+export * as PgStore from "./PgStore.js"
 export * as ProxyConfig from "./ProxyConfig.js"
 export * as ProxyServer from "./ProxyServer.js"
 export * as UsageFile from "./UsageFile.js"
