@@ -122,28 +122,40 @@ describe("a2a tail --logs and a2a attach, relayed by the broker", () => {
         waiters.add(check)
         check()
       })
-    await until(/attached to shell-cli/)
-    // The agent's terminal took this window's size on attach.
-    term.write("stty size\r")
-    await until(/(^|\$ )27 91$/m)
-    // A resize of this window (SIGWINCH) reaches the agent's terminal.
-    term.resize(101, 33)
-    term.write("stty size\r")
-    await until(/(^|\$ )33 101$/m)
-    // Raw mode: Ctrl-C goes to the agent (the shell drops the line), it does not end `a2a`.
-    term.write("sleep 30\r")
-    await until(/\$ sleep 30$/m)
-    term.write("\u0003")
-    await until(/\^C/)
-    term.write("echo after-ctrl-c\r")
-    await until(/(^|\$ )after-ctrl-c$/m)
-    term.write("\u001d")
-    expect(await exited).toBe(0)
-    expect(screen).toMatch(/detached from shell-cli/)
+    try {
+      await until(/attached to shell-cli/)
+      // The agent's terminal took this window's size on attach.
+      term.write("stty size\r")
+      await until(/(^|\$ )27 91$/m)
+      // A resize of this window (SIGWINCH) reaches the agent's terminal.
+      term.resize(101, 33)
+      term.write("stty size\r")
+      await until(/(^|\$ )33 101$/m)
+      // Raw mode: Ctrl-C goes to the agent (the shell drops the line), it does not end `a2a`.
+      // The ^C must reach a running foreground job: `sleeping-now` is printed by the job itself
+      // (already in the foreground process group), which then becomes `sleep`.
+      term.write("sh -c 'echo sleeping-now; exec sleep 30'\r")
+      await until(/^sleeping-now$/m)
+      term.write("\u0003")
+      await until(/\^C/)
+      term.write("echo after-ctrl-c\r")
+      await until(/(^|\$ )after-ctrl-c$/m)
+      term.write("\u001d")
+      expect(await exited).toBe(0)
+      expect(screen).toMatch(/detached from shell-cli/)
+    } finally {
+      // a failed step must not leave this attach running into the next tests
+      try {
+        term.kill()
+      } catch {
+        // already gone
+      }
+    }
   })
 
   it("tail --logs by spawn id prints the last lines, then live ones; --json lines parse", async () => {
-    const tail = live(["tail", "--logs", spawnId, "--n", "20"])
+    // enough history to reach the agent's first line whatever the earlier tests printed
+    const tail = live(["tail", "--logs", spawnId, "--n", "1000"])
     await tail.until(/^agent shell-cli says hello$/m)
     // A line the agent prints now (typed in through attach, by peer id) shows up live.
     const session = live(["attach", peerId])
@@ -155,7 +167,7 @@ describe("a2a tail --logs and a2a attach, relayed by the broker", () => {
     tail.child.kill("SIGINT")
     await tail.exited
 
-    const json = live(["tail", "--logs", "shell-cli", "--n", "50", "--json"])
+    const json = live(["tail", "--logs", "shell-cli", "--n", "1000", "--json"])
     await json.until(/"line":"agent shell-cli says hello"/)
     const first = JSON.parse(json.stdout().split("\n")[0]!)
     expect(typeof first.line).toBe("string")
