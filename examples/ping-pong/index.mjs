@@ -14,7 +14,8 @@ const ping = (await broker.peers.register({ name: "ping", summary: "says ping" }
 const pong = (await broker.peers.register({ name: "pong", summary: "answers pong" })).peer
 
 const pongChannel = broker.connect(pong.id, { autoAck: true })
-pongChannel.on("message", (m) => pongChannel.send({ to: m.from, body: m.body.replace("ping", "pong"), replyTo: m.id, threadId: m.threadId }))
+const answers = [] // pong's sends in flight: closing the client before they are answered would fail them
+pongChannel.on("message", (m) => answers.push(pongChannel.send({ to: m.from, body: m.body.replace("ping", "pong"), replyTo: m.id, threadId: m.threadId })))
 
 const pingChannel = broker.connect(ping.id, { autoAck: true })
 for (let i = 1; i <= rounds; i++) {
@@ -25,4 +26,5 @@ for (let i = 1; i <= rounds; i++) {
     break
   }
 }
+await Promise.all(answers)
 await broker.close()
