@@ -217,7 +217,11 @@ export const layer = (options: UpOptions = {}): Layer.Layer<Stack, UpError> =>
           ).pipe(Layer.provide(RunnerServer.layer(config)))
         })
       )
-      return Runner.pipe(Layer.provide(Layer.merge(Broker, Proxy)))
+      return Runner.pipe(
+        Layer.provide(Layer.merge(Broker, Proxy)),
+        // the runner's own listen failure (a port taken after the check above) as one clear line
+        Layer.mapError((e): UpError => (e instanceof UpError ? e : new UpError({ message: `runner: ${e.message}` })))
+      )
     })
   )
 

@@ -4,7 +4,7 @@
  * Supervisor, local HTTP API (with SSE and the terminal WebSocket), and the broker link when
  * a broker is configured.
  */
-import { Context, Effect, Layer } from "effect"
+import { Context, Data, Effect, Layer } from "effect"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import * as BrokerLink from "./BrokerLink.js"
@@ -15,8 +15,11 @@ import * as Supervisor from "./Supervisor.js"
 /** The address the local API listens on, once started. */
 export class RunnerAddress extends Context.Tag("@mks/a2a-runner/RunnerAddress")<RunnerAddress, { readonly url: string; readonly port: number }>() {}
 
+/** The local API could not listen (port taken, address not available, no permission). */
+export class ListenError extends Data.TaggedError("ListenError")<{ readonly message: string; readonly code?: string | undefined }> {}
+
 /** The local HTTP API on `config.host:config.port`. */
-export const layerHttp: Layer.Layer<RunnerAddress, never, RunnerConfig | Supervisor.Supervisor> = Layer.scoped(
+export const layerHttp: Layer.Layer<RunnerAddress, ListenError, RunnerConfig | Supervisor.Supervisor> = Layer.scoped(
   RunnerAddress,
   Effect.gen(function* () {
     const config = yield* RunnerConfig
@@ -26,8 +29,14 @@ export const layerHttp: Layer.Layer<RunnerAddress, never, RunnerConfig | Supervi
     const server = createServer(api.onRequest)
     server.on("upgrade", api.onUpgrade)
     server.keepAliveTimeout = 5_000
-    const port = yield* Effect.async<number>((resume) => {
-      server.listen(config.port, config.host, () => resume(Effect.succeed((server.address() as AddressInfo).port)))
+    const port = yield* Effect.async<number, ListenError>((resume) => {
+      const onError = (error: NodeJS.ErrnoException) =>
+        resume(Effect.fail(new ListenError({ message: `cannot listen on ${config.host}:${config.port}: ${error.code ?? error.message}${error.code === "EADDRINUSE" ? " (the port is taken; choose another with --port)" : ""}`, code: error.code })))
+      server.once("error", onError)
+      server.listen(config.port, config.host, () => {
+        server.off("error", onError)
+        resume(Effect.succeed((server.address() as AddressInfo).port))
+      })
     })
     yield* Effect.addFinalizer(() =>
       Effect.async<void>((resume) => {

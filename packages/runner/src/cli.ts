@@ -186,5 +186,17 @@ if (positionals[0] === "launch") {
       })
     ).pipe(Layer.provide(RunnerServer.layer(config)))
   )
-  NodeRuntime.runMain(main.pipe(Effect.provide(logger), Logger.withMinimumLogLevel(LogLevel.Info)), { disablePrettyLogger: true })
+  NodeRuntime.runMain(
+    main.pipe(
+      Effect.catchTag("ListenError", (error) =>
+        Effect.sync(() => {
+          process.stderr.write(`a2a-runner: ${error.message}\n`)
+          process.exitCode = 1
+        })
+      ),
+      Effect.provide(logger),
+      Logger.withMinimumLogLevel(LogLevel.Info)
+    ),
+    { disablePrettyLogger: true }
+  )
 }

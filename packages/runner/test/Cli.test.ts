@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from "node:child_process"
 import { readFileSync, statSync } from "node:fs"
+import { createServer } from "node:net"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
 import { createInterface } from "node:readline"
@@ -34,6 +35,27 @@ describe("a2a-runner CLI", () => {
     expect(readFileSync(file, "utf8").trim()).toBe(key)
     expect((await fetch(`${runner.url}/agents`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(200)
     await runner.stop()
+  })
+
+  it("a taken port is one clear line on stderr and exit 1, not a crash", async () => {
+    const blocker = createServer()
+    const port = await new Promise<number>((resolve) => blocker.listen(0, "127.0.0.1", () => resolve((blocker.address() as { port: number }).port)))
+    try {
+      const dataDir = tempDir()
+      const child = spawn(process.execPath, [CLI, "--port", String(port), "--data-dir", dataDir], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, A2A_HOME: join(dataDir, "home") } })
+      let stdout = ""
+      let stderr = ""
+      child.stdout!.on("data", (d) => (stdout += d))
+      child.stderr!.on("data", (d) => (stderr += d))
+      const code = await new Promise<number | null>((resolve) => child.once("exit", resolve))
+      expect(code).toBe(1)
+      expect(stdout).toBe("")
+      const line = stderr.trim().split("\n").at(-1)!
+      expect(line).toBe(`a2a-runner: cannot listen on 127.0.0.1:${port}: EADDRINUSE (the port is taken; choose another with --port)`)
+      expect(stderr).not.toMatch(/at .*\.js:\d+/)
+    } finally {
+      blocker.close()
+    }
   })
 
   it("refuses bad flags with exit 2 and a clear message", () => {
