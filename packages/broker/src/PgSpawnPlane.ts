@@ -71,13 +71,6 @@ interface Entry {
   readonly graceMs: number | undefined
 }
 
-interface Fields {
-  readonly pid?: number | undefined
-  readonly exitCode?: number | undefined
-  readonly error?: string | null | undefined
-  readonly peerId?: Ids.PeerId | undefined
-}
-
 /** What a transaction does once it committed: frames onto local links, changes to subscribers. */
 interface Tx {
   readonly frames: Array<{ readonly link: Link; readonly frame: RunnerFrame.RunnerDownFrame }>
@@ -86,9 +79,6 @@ interface Tx {
 
 const opt = <K extends string, V>(key: K, value: V | undefined | null): { [P in K]?: V } =>
   (value === undefined || value === null ? {} : { [key]: value }) as { [P in K]?: V }
-
-const labelsMatch = (wanted: Spawn.SpawnSpec["labels"], have: Runner.RunnerInfo["labels"]): boolean =>
-  Object.entries(wanted ?? {}).every(([k, v]) => have[k] === v)
 
 const keyOf = (tenant: string, runner: string) => `${tenant}\u0000${runner}`
 
@@ -159,23 +149,10 @@ export const make = (deps: Deps) =>
       return link !== undefined && link.id === row.link ? link : undefined
     }
 
-    const move = (tx: Tx, tenant: string, entry: Entry, status: Spawn.SpawnStatus, fields: Fields, now: number) =>
+    const move = (tx: Tx, tenant: string, entry: Entry, status: Spawn.SpawnStatus, fields: Spawn.StatusFields, now: number) =>
       Effect.gen(function* () {
         const s = entry.spawn
-        const error = fields.error === null ? undefined : (fields.error ?? s.error)
-        const next = new Spawn.Spawn({
-          id: s.id,
-          spec: s.spec,
-          status,
-          runnerId: s.runnerId,
-          ...opt("peerId", fields.peerId ?? s.peerId),
-          ...opt("pid", fields.pid ?? s.pid),
-          ...opt("exitCode", fields.exitCode ?? s.exitCode),
-          ...opt("error", error),
-          ...opt("requestedBy", s.requestedBy),
-          createdAt: s.createdAt,
-          updatedAt: Ids.nowIso(now)
-        })
+        const next = Spawn.advance(s, status, fields, now)
         // A finished spawn's order (it carries the spawn token) is no longer kept.
         yield* Spawn.isFinal(status)
           ? sql`UPDATE a2a_spawns SET status = ${status}, data = ${JSON.stringify(encodeSpawn(next))}, order_data = NULL WHERE tenant = ${tenant} AND id = ${s.id}`
@@ -228,7 +205,7 @@ export const make = (deps: Deps) =>
         for (const row of rows) {
           if (row.status !== "online" || row.instance === null) continue
           const info = decodeInfo(JSON.parse(row.info))
-          if (!labelsMatch(spec.labels, info.labels) || !info.presets.includes(preset)) continue
+          if (!Spawn.labelsMatch(spec.labels, info.labels) || !info.presets.includes(preset)) continue
           const free = info.capacity - (yield* activeOn(tenant, row.id))
           if (free > 0) candidates.push({ id: info.id, free })
         }

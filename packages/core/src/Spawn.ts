@@ -14,7 +14,7 @@
  */
 import { Either, Schema } from "effect"
 import { IllegalTransition } from "./Errors.js"
-import { PeerId, PeerName, RunnerId, SpawnId, TeamName, Timestamp } from "./Ids.js"
+import { nowIso, PeerId, PeerName, RunnerId, SpawnId, TeamName, Timestamp } from "./Ids.js"
 
 export const SpawnStatus = Schema.Literal(
   "pending",
@@ -128,3 +128,37 @@ export const transition = (
           to
         })
       )
+
+/** Fields a status change writes over a spawn; `error: null` clears a previous error. */
+export interface StatusFields {
+  readonly pid?: number | undefined
+  readonly exitCode?: number | undefined
+  readonly error?: string | null | undefined
+  readonly peerId?: PeerId | undefined
+}
+
+const present = <K extends string, V>(key: K, value: V | undefined | null): { [P in K]?: V } =>
+  (value === undefined || value === null ? {} : { [key]: value }) as { [P in K]?: V }
+
+/**
+ * The spawn after a (legal, already checked) move to `status` at `now`: given fields replace
+ * the old ones, absent fields keep them. One rule for every spawn-plane store.
+ */
+export const advance = (s: Spawn, status: SpawnStatus, fields: StatusFields, now: number): Spawn =>
+  new Spawn({
+    id: s.id,
+    spec: s.spec,
+    status,
+    runnerId: s.runnerId,
+    ...present("peerId", fields.peerId ?? s.peerId),
+    ...present("pid", fields.pid ?? s.pid),
+    ...present("exitCode", fields.exitCode ?? s.exitCode),
+    ...present("error", fields.error === null ? undefined : (fields.error ?? s.error)),
+    ...present("requestedBy", s.requestedBy),
+    createdAt: s.createdAt,
+    updatedAt: nowIso(now)
+  })
+
+/** Whether a runner's labels carry every label the spec asks for. */
+export const labelsMatch = (wanted: SpawnSpec["labels"], have: Readonly<Record<string, string>>): boolean =>
+  Object.entries(wanted ?? {}).every(([k, v]) => have[k] === v)

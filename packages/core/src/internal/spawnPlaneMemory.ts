@@ -9,9 +9,9 @@ import type { RunnerId, SpawnId } from "../Ids.js"
 import { Runner } from "../Runner.js"
 import type { RunnerInfo, RunnerStatus } from "../Runner.js"
 import type { RunnerAgent, RunnerDownFrame, SpawnOrder } from "../RunnerFrame.js"
-import { canTransition, isActive, isFinal, presetOf, Spawn, transition as moveStatus } from "../Spawn.js"
-import type { SpawnSpec, SpawnStatus } from "../Spawn.js"
-import type { SpawnChange, SpawnPlaneOptions, SpawnPlaneService, StatusPatch } from "../SpawnPlane.js"
+import { advance, canTransition, isActive, isFinal, labelsMatch, presetOf, Spawn, transition as moveStatus } from "../Spawn.js"
+import type { SpawnSpec, SpawnStatus, StatusFields } from "../Spawn.js"
+import type { SpawnChange, SpawnPlaneOptions, SpawnPlaneService } from "../SpawnPlane.js"
 
 const DEFAULT_STALE_AFTER = 120_000
 const DEFAULT_PENDING_TIMEOUT = 60_000
@@ -44,19 +44,8 @@ interface TenantState {
   readonly spawns: Map<SpawnId, SpawnEntry>
 }
 
-/** Fields to write over a spawn; `error: null` clears a previous error. */
-interface Fields {
-  readonly pid?: number | undefined
-  readonly exitCode?: number | undefined
-  readonly error?: string | null | undefined
-  readonly peerId?: StatusPatch["peerId"]
-}
-
 const opt = <K extends string, V>(key: K, value: V | undefined | null): { [P in K]?: V } =>
   (value === undefined || value === null ? {} : { [key]: value }) as { [P in K]?: V }
-
-const labelsMatch = (wanted: SpawnSpec["labels"], have: RunnerInfo["labels"]): boolean =>
-  Object.entries(wanted ?? {}).every(([k, v]) => have[k] === v)
 
 export const make = (options?: SpawnPlaneOptions): Effect.Effect<SpawnPlaneService, never, Scope.Scope> =>
   Effect.gen(function* () {
@@ -99,22 +88,9 @@ export const make = (options?: SpawnPlaneOptions): Effect.Effect<SpawnPlaneServi
     }
 
     /** Write a status (already checked legal) and fields, and publish the change. */
-    const move = (tenant: string, entry: SpawnEntry, status: SpawnStatus, fields: Fields, now: number) => {
+    const move = (tenant: string, entry: SpawnEntry, status: SpawnStatus, fields: StatusFields, now: number) => {
       const s = entry.spawn
-      const error = fields.error === null ? undefined : (fields.error ?? s.error)
-      const next = new Spawn({
-        id: s.id,
-        spec: s.spec,
-        status,
-        runnerId: s.runnerId,
-        ...opt("peerId", fields.peerId ?? s.peerId),
-        ...opt("pid", fields.pid ?? s.pid),
-        ...opt("exitCode", fields.exitCode ?? s.exitCode),
-        ...opt("error", error),
-        ...opt("requestedBy", s.requestedBy),
-        createdAt: s.createdAt,
-        updatedAt: Ids.nowIso(now)
-      })
+      const next = advance(s, status, fields, now)
       entry.spawn = next
       return PubSub.publish(pubsub, { tenant, spawn: next, previous: s.status }).pipe(Effect.as(next))
     }
@@ -209,7 +185,7 @@ export const make = (options?: SpawnPlaneOptions): Effect.Effect<SpawnPlaneServi
                 ? "registered"
                 : agent.status
           if (target !== current && canTransition(current, target)) {
-            const fields: Fields = { pid: agent.pid, error: current === "lost" ? null : undefined }
+            const fields: StatusFields = { pid: agent.pid, error: current === "lost" ? null : undefined }
             changed.push(yield* move(tenant, entry, target, fields, now))
           }
           // A stop asked for while the runner was away (or lost with the old link) is sent again.
