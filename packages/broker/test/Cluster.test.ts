@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { createDatabase, pgEnabled, type TestDatabase } from "../../../test-support/pg.js"
 import { http, startBroker, startBrokerProcess, tempHome, type BrokerProcess, type TestBroker } from "./harness.js"
 import { FrameSocket, wsUrl } from "./probe.js"
-import { forward, type Forwarder } from "./tcpForward.js"
+import { forward, type Forwarder } from "../../../test-support/tcpForward.js"
 
 const enabled = await pgEnabled("broker cluster on PostgreSQL")
 

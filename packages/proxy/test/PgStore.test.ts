@@ -16,7 +16,7 @@ import { ensureBuilt, serve, type Running } from "./helpers/cli.js"
 import type { FakeUpstream, Recorded, Reply } from "./helpers/fakeUpstream.js"
 import { defaultScript, message, startFake, TEXT } from "./helpers/fakeUpstream.js"
 import { ADMIN, oneProvider, postMessages, startProxy, tempDir, type Harness } from "./helpers/proxy.js"
-import { forward, type Forwarder } from "./helpers/tcpForward.js"
+import { forward, type Forwarder } from "../../../test-support/tcpForward.js"
 
 const enabled = await pgEnabled("proxy PostgreSQL store")
 
