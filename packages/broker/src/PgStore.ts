@@ -32,7 +32,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { ChannelFrame, ChannelHub, Errors, Inbox, Message as MessageModule, PeerRegistry, SpawnPlane, TeamDirectory } from "@mks/a2a"
+import { ChannelFrame, ChannelHub, Errors, Inbox, Message as MessageModule, PeerRegistry, PostgresUrl, SpawnPlane, TeamDirectory } from "@mks/a2a"
 import type { Ids, Message } from "@mks/a2a"
 import { Context, Deferred, Effect, Layer, Option, Redacted, Runtime, Schema, Scope } from "effect"
 import pg from "pg"
@@ -194,9 +194,6 @@ export const listen = (
     }),
     (handle) => Effect.promise(() => handle.stop()).pipe(Effect.timeoutOption(1_000))
   ).pipe(Effect.map((handle) => handle.listener))
-
-/** Whether a `--db` value names a PostgreSQL database. */
-export const isPostgresUrl = (db: string) => /^postgres(ql)?:\/\//.test(db)
 
 /** Cluster-wide state of one instance, for tests and metrics. */
 export class PgCluster extends Context.Tag("@mks/a2a-broker/PgCluster")<PgCluster, { readonly instance: string; readonly listener: Listener }>() {}
@@ -529,37 +526,7 @@ const CONNECT_TIMEOUT = "2 seconds"
 export const layer = (url: string): Layer.Layer<Stores | PgCluster | SharedSpawnTokens, Errors.ServiceUnavailable, BrokerConfig> =>
   Layer.scopedContext(make(url)).pipe(
     Layer.provide(
-      PgClient.layer({ url: Redacted.make(withSessionDefaults(url)), connectTimeout: CONNECT_TIMEOUT, maxConnections: 10, idleTimeout: "30 seconds", applicationName: "a2a-broker" })
+      PgClient.layer({ url: Redacted.make(PostgresUrl.withSessionDefaults(url)), connectTimeout: CONNECT_TIMEOUT, maxConnections: 10, idleTimeout: "30 seconds", applicationName: "a2a-broker" })
     ),
-    Layer.mapError((e) => new Errors.ServiceUnavailable({ message: `cannot open database ${redactUrl(url)}: ${(e as { message?: string }).message ?? String(e)}` }))
+    Layer.mapError((e) => new Errors.ServiceUnavailable({ message: `cannot open database ${PostgresUrl.redact(url)}: ${(e as { message?: string }).message ?? String(e)}` }))
   )
-
-/** The URL without its password, for messages. */
-export const redactUrl = (url: string) => {
-  try {
-    const u = new URL(url)
-    if (u.password !== "") u.password = "***"
-    return u.toString()
-  } catch {
-    return "postgres://…"
-  }
-}
-
-/**
- * The URL with `synchronous_commit = off` for our sessions, unless it sets `options` itself.
- * A commit is then acknowledged before PostgreSQL's WAL reaches the disk: durable against a
- * crash of this process (the database has it), lost only if PostgreSQL or the OS crashes in
- * the next ~0.6 s — the same promise as the SQLite store's `synchronous = NORMAL` — and it
- * spares a disk flush (~4 ms here) per commit. Put `?options=-c%20synchronous_commit%3Don` in
- * the URL to wait for the flush.
- */
-export const withSessionDefaults = (url: string): string => {
-  try {
-    const u = new URL(url)
-    if (u.searchParams.has("options")) return url
-    u.searchParams.set("options", "-c synchronous_commit=off")
-    return u.toString()
-  } catch {
-    return url
-  }
-}

@@ -1,7 +1,7 @@
 /**
  * The broker's state: the core protocol services, from memory or from a SQL database.
  */
-import { ChannelHub, Errors, Inbox, PeerRegistry, SpawnPlane, TeamDirectory } from "@mks/a2a"
+import { ChannelHub, Errors, Inbox, PeerRegistry, PostgresUrl, SpawnPlane, TeamDirectory } from "@mks/a2a"
 import { Context, Effect, Layer } from "effect"
 import { SqlClient } from "@effect/sql"
 import { SqliteClient } from "@effect/sql-sqlite-node"
@@ -160,4 +160,4 @@ export const layerPostgres = (url: string): Layer.Layer<Stores, Errors.ServiceUn
  * shared PostgreSQL database, else a SQLite file (or `:memory:`).
  */
 export const layerFor = (db: string): Layer.Layer<Stores, Errors.ServiceUnavailable, BrokerConfig> =>
-  db === "memory" ? layerMemory : PgStore.isPostgresUrl(db) ? layerPostgres(db) : layerSqlite(db)
+  db === "memory" ? layerMemory : PostgresUrl.isPostgresUrl(db) ? layerPostgres(db) : layerSqlite(db)

@@ -4,7 +4,7 @@
  */
 import { Schema } from "effect"
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto"
-import { KeyId, Tenant, Timestamp } from "./Ids.js"
+import { KeyId, make, Tenant, Timestamp } from "./Ids.js"
 
 export const KEY_PREFIX = "sk-mks-"
 
@@ -116,3 +116,27 @@ export const globMatches = (pattern: string, model: string): boolean => {
 /** Whether a key may call `model` (no patterns: any model). */
 export const allowsModel = (key: Pick<VirtualKey, "models">, model: string): boolean =>
   key.models.length === 0 || key.models.some((p) => globMatches(p, model))
+
+/**
+ * A new key for `input` at `now`: the secret (shown once), its SHA-256 hash (all a store
+ * keeps) and the record. One rule for every key store.
+ */
+export const mint = (
+  input: CreateKey & { readonly tenant: string },
+  now: number
+): { readonly secret: string; readonly hash: string; readonly record: VirtualKey } => {
+  const secret = generateSecret()
+  const record = new VirtualKey({
+    id: make.key(),
+    name: input.name,
+    prefix: displayPrefix(secret),
+    tenant: input.tenant,
+    tier: input.tier ?? "tier1",
+    models: input.models ?? [],
+    limits: input.limits ?? {},
+    createdAt: new Date(now).toISOString(),
+    ...(input.expiresAt === undefined ? {} : { expiresAt: input.expiresAt }),
+    disabled: false
+  })
+  return { secret, hash: hashSecret(secret), record }
+}

@@ -209,20 +209,7 @@ export const make = (options: Options) =>
       create: (input) =>
         mutate((next) =>
           Effect.map(Clock.currentTimeMillis, (now) => {
-            const secret = VirtualKey.generateSecret()
-            const hash = VirtualKey.hashSecret(secret)
-            const record = new VirtualKey.VirtualKey({
-              id: Ids.make.key(),
-              name: input.name,
-              prefix: VirtualKey.displayPrefix(secret),
-              tenant: input.tenant,
-              tier: input.tier ?? "tier1",
-              models: input.models ?? [],
-              limits: input.limits ?? {},
-              createdAt: new Date(now).toISOString(),
-              ...(input.expiresAt === undefined ? {} : { expiresAt: input.expiresAt }),
-              disabled: false
-            })
+            const { secret, hash, record } = VirtualKey.mint(input, now)
             next.set(record.id, { record, hash })
             return { key: secret, record }
           })

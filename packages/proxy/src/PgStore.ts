@@ -21,7 +21,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Errors, Ids, KeyStore, Usage, UsageMeter, VirtualKey } from "@mks/a2a"
+import { Errors, Ids, KeyStore, PostgresUrl, Usage, UsageMeter, VirtualKey } from "@mks/a2a"
 import { Clock, Context, Effect, Layer, Redacted, Schedule, Schema } from "effect"
 import { randomBytes } from "node:crypto"
 import { KeyFile } from "./KeyFile.js"
@@ -130,20 +130,7 @@ export const make = Effect.gen(function* () {
         sqlFailure(
           Effect.gen(function* () {
             const now = yield* Clock.currentTimeMillis
-            const secret = VirtualKey.generateSecret()
-            const hash = VirtualKey.hashSecret(secret)
-            const record = new VirtualKey.VirtualKey({
-              id: Ids.make.key(),
-              name: input.name,
-              prefix: VirtualKey.displayPrefix(secret),
-              tenant: input.tenant,
-              tier: input.tier ?? "tier1",
-              models: input.models ?? [],
-              limits: input.limits ?? {},
-              createdAt: new Date(now).toISOString(),
-              ...(input.expiresAt === undefined ? {} : { expiresAt: input.expiresAt }),
-              disabled: false
-            })
+            const { secret, hash, record } = VirtualKey.mint(input, now)
             yield* sql`INSERT INTO a2a_proxy_keys (id, hash, tenant, record) VALUES (${record.id}, ${hash}, ${record.tenant}, ${JSON.stringify(encodeKey(record))})`
             return { key: secret, record }
           })
@@ -369,42 +356,9 @@ export const make = Effect.gen(function* () {
   )
 })
 
-/** Whether a store setting names a PostgreSQL database. */
-export const isPostgresUrl = (value: string) => /^postgres(ql)?:\/\//.test(value)
-
 /** Keys and usage in PostgreSQL at `url` (tables created on first start). */
 export const layer = (url: string): Layer.Layer<KeyStore.KeyStore | UsageMeter.UsageMeter | KeyFile | UsageFile, Errors.ServiceUnavailable> =>
   Layer.scopedContext(sqlFailure(make)).pipe(
-    Layer.provide(PgClient.layer({ url: Redacted.make(withSessionDefaults(url)), connectTimeout: "2 seconds", maxConnections: 20, idleTimeout: "30 seconds", applicationName: "a2a-proxy" })),
+    Layer.provide(PgClient.layer({ url: Redacted.make(PostgresUrl.withSessionDefaults(url)), connectTimeout: "2 seconds", maxConnections: 20, idleTimeout: "30 seconds", applicationName: "a2a-proxy" })),
     Layer.mapError((e) => new Errors.ServiceUnavailable({ message: `cannot open the proxy store: ${(e as { message?: string }).message ?? String(e)}` }))
   )
-
-/** The URL without its password, for logs. */
-export const redactUrl = (url: string) => {
-  try {
-    const u = new URL(url)
-    if (u.password !== "") u.password = "***"
-    return u.toString()
-  } catch {
-    return "postgres://…"
-  }
-}
-
-/**
- * The URL with `synchronous_commit = off` for our sessions, unless it sets `options` itself.
- * A commit is then acknowledged before PostgreSQL's WAL reaches the disk: durable against a
- * crash of this process (the database has it), lost only if PostgreSQL or the OS crashes in
- * the next ~0.6 s — the same promise as the SQLite store's `synchronous = NORMAL` — and it
- * spares a disk flush (~4 ms here) per commit. Put `?options=-c%20synchronous_commit%3Don` in
- * the URL to wait for the flush.
- */
-export const withSessionDefaults = (url: string): string => {
-  try {
-    const u = new URL(url)
-    if (u.searchParams.has("options")) return url
-    u.searchParams.set("options", "-c synchronous_commit=off")
-    return u.toString()
-  } catch {
-    return url
-  }
-}

@@ -8,13 +8,12 @@
 import { gcTuning } from "./internal/gcTuning.js"
 import { FetchHttpClient, HttpApiClient, HttpClient, HttpClientRequest } from "@effect/platform"
 import { NodeRuntime } from "@effect/platform-node"
-import { ProxyApi } from "@mks/a2a"
+import { PostgresUrl, ProxyApi } from "@mks/a2a"
 import type { Ids, Usage, VirtualKey } from "@mks/a2a"
 import { Data, Effect, Logger, Redacted } from "effect"
 import { parseArgs } from "node:util"
 import * as ProxyConfig from "./ProxyConfig.js"
 import * as ProxyServer from "./ProxyServer.js"
-import { redactUrl } from "./PgStore.js"
 
 class CliError extends Data.TaggedError("CliError")<{ readonly message: string }> {}
 
@@ -59,7 +58,7 @@ const serve = (args: ReadonlyArray<string>) =>
       const server = yield* ProxyServer.ProxyServer
       yield* stdout(`a2a-proxy listening on ${server.url}`)
       yield* stderr(
-        `a2a-proxy: providers ${config.providers.map((p) => `${p.name} (${p.baseUrl.origin})`).join(", ")}; ${config.store !== undefined ? `keys and usage in PostgreSQL ${redactUrl(config.store)}` : `keys ${config.keyFile ?? "in memory"}; usage ${config.usageFile ?? "in memory"}`}; gc ${gcTuning}`
+        `a2a-proxy: providers ${config.providers.map((p) => `${p.name} (${p.baseUrl.origin})`).join(", ")}; ${config.store !== undefined ? `keys and usage in PostgreSQL ${PostgresUrl.redact(config.store)}` : `keys ${config.keyFile ?? "in memory"}; usage ${config.usageFile ?? "in memory"}`}; gc ${gcTuning}`
       )
       return yield* Effect.never
     }).pipe(Effect.provide(ProxyServer.layer(config)))

@@ -7,7 +7,7 @@ import { KeyNotFound, Unauthorized } from "../Errors.js"
 import * as Ids from "../Ids.js"
 import type { KeyId } from "../Ids.js"
 import type { KeyStoreService } from "../KeyStore.js"
-import { applyUpdate, digestsEqual, displayPrefix, generateSecret, hashSecret, VirtualKey } from "../VirtualKey.js"
+import { applyUpdate, digestsEqual, hashSecret, mint, VirtualKey } from "../VirtualKey.js"
 
 interface Stored {
   record: VirtualKey
@@ -28,20 +28,7 @@ export const make: Effect.Effect<KeyStoreService> = Effect.sync(() => {
   const create: KeyStoreService["create"] = (input) =>
     Effect.gen(function* () {
       const now = yield* Clock.currentTimeMillis
-      const secret = generateSecret()
-      const hash = hashSecret(secret)
-      const record = new VirtualKey({
-        id: Ids.make.key(),
-        name: input.name,
-        prefix: displayPrefix(secret),
-        tenant: input.tenant,
-        tier: input.tier ?? "tier1",
-        models: input.models ?? [],
-        limits: input.limits ?? {},
-        createdAt: Ids.nowIso(now),
-        ...(input.expiresAt === undefined ? {} : { expiresAt: input.expiresAt }),
-        disabled: false
-      })
+      const { secret, hash, record } = mint(input, now)
       byId.set(record.id, { record, hash })
       byHash.set(hash, record.id)
       return { key: secret, record }
