@@ -80,21 +80,21 @@ export class IllegalTransition extends Schema.TaggedError<IllegalTransition>()(
 /** 413: the request body is larger than the server accepts. */
 export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()(
   "PayloadTooLarge",
-  { message: Schema.String, limit: Schema.Number },
+  { message: Schema.String, limit: Schema.NonNegativeInt },
   HttpApiSchema.annotations({ status: 413 })
 ) {}
 
 /** 429: the recipient's inbox holds its maximum of unacked messages; nothing was appended. */
 export class InboxFull extends Schema.TaggedError<InboxFull>()(
   "InboxFull",
-  { message: Schema.String, peer: Schema.String, capacity: Schema.Number },
+  { message: Schema.String, peer: Schema.String, capacity: Schema.NonNegativeInt },
   HttpApiSchema.annotations({ status: 429 })
 ) {}
 
 /** 429: a rate or quota limit; `retryAfter` in seconds. */
 export class RateLimited extends Schema.TaggedError<RateLimited>()(
   "RateLimited",
-  { message: Schema.String, retryAfter: Schema.Number, limit: Schema.optional(Schema.String) },
+  { message: Schema.String, retryAfter: Schema.NonNegative.pipe(Schema.finite()), limit: Schema.optional(Schema.String) },
   HttpApiSchema.annotations({ status: 429 })
 ) {}
 
