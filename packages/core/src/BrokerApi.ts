@@ -26,6 +26,9 @@ import {
   RunnerNotFound,
   ServiceUnavailable,
   SpawnNotFound,
+  SpawnRefused,
+  TaskConflict,
+  TaskNotFound,
   TeamExists,
   TeamNotFound,
   Unauthorized
@@ -36,6 +39,22 @@ import { Peer, PeerFilter, PeerList, PeerRegistration, PeerUpdate } from "./Peer
 import { CurrentPrincipal } from "./Principal.js"
 import { RunnerList } from "./Runner.js"
 import { SpawnList, SpawnResponse, SpawnSpec } from "./Spawn.js"
+import {
+  CancelTask,
+  ClaimNext,
+  ClaimNextResult,
+  ClaimTask,
+  CompleteTask,
+  CreateTask,
+  FailTask,
+  HeartbeatTask,
+  ReassignTask,
+  ReleaseTask,
+  TaskFilter,
+  TaskId,
+  TaskList,
+  TaskResponse
+} from "./Task.js"
 import { CreateTeam, JoinTeam, TeamList, TeamResponse } from "./Team.js"
 
 /** Bearer-token authentication; the broker provides the implementation. */
@@ -67,6 +86,7 @@ export class HealthGroup extends HttpApiGroup.make("health", { topLevel: true })
   .add(
     HttpApiEndpoint.get("metrics", "/metrics")
       .addSuccess(HttpApiSchema.Text({ contentType: "text/plain; version=0.0.4" }))
+      .addError(Forbidden)
       .middleware(Authentication)
   ) {}
 
@@ -174,6 +194,9 @@ export class SpawnGroup extends HttpApiGroup.make("spawn")
       .addError(RunnerNotFound)
       .addError(NoRunnerAvailable)
       .addError(Forbidden)
+      .addError(SpawnRefused)
+      .addError(TaskNotFound)
+      .addError(TaskConflict)
   )
   .add(HttpApiEndpoint.get("list", "/api/spawn").addSuccess(SpawnList))
   .add(HttpApiEndpoint.get("get", "/api/spawn/:id").setPath(SpawnPath).addSuccess(SpawnResponse).addError(SpawnNotFound))
@@ -194,6 +217,50 @@ export class SpawnGroup extends HttpApiGroup.make("spawn")
       .addError(IllegalTransition)
       .addError(Forbidden)
   )
+  .middleware(Authentication) {}
+
+const TaskPath = Schema.Struct({ id: TaskId })
+
+/** A change of a task by its holder or an operator: `POST /api/tasks/:id/<action>`. */
+const taskAction = <const Name extends string, P extends Schema.Schema.Any>(name: Name, payload: P) =>
+  HttpApiEndpoint.post(name, `/api/tasks/:id/${name}`)
+    .setPath(TaskPath)
+    .setPayload(payload)
+    .addSuccess(TaskResponse)
+    .addError(TaskNotFound)
+    .addError(TaskConflict)
+    .addError(PeerNotFound)
+    .addError(TeamNotFound)
+    .addError(Forbidden)
+
+/** The shared task board of teams (docs/tasks.md). */
+export class TasksGroup extends HttpApiGroup.make("tasks")
+  .add(
+    HttpApiEndpoint.post("create", "/api/tasks")
+      .setPayload(CreateTask)
+      .addSuccess(TaskResponse, { status: 201 })
+      .addError(TeamNotFound)
+      .addError(TaskNotFound)
+      .addError(PeerNotFound)
+      .addError(Forbidden)
+  )
+  .add(HttpApiEndpoint.get("list", "/api/tasks").setUrlParams(TaskFilter).addSuccess(TaskList))
+  .add(
+    HttpApiEndpoint.post("claimNext", "/api/tasks/claim")
+      .setPayload(ClaimNext)
+      .addSuccess(ClaimNextResult)
+      .addError(TeamNotFound)
+      .addError(PeerNotFound)
+      .addError(Forbidden)
+  )
+  .add(HttpApiEndpoint.get("get", "/api/tasks/:id").setPath(TaskPath).addSuccess(TaskResponse).addError(TaskNotFound))
+  .add(taskAction("claim", ClaimTask))
+  .add(taskAction("heartbeat", HeartbeatTask))
+  .add(taskAction("complete", CompleteTask))
+  .add(taskAction("fail", FailTask))
+  .add(taskAction("release", ReleaseTask))
+  .add(taskAction("cancel", CancelTask))
+  .add(taskAction("reassign", ReassignTask))
   .middleware(Authentication) {}
 
 const webSocketUpgrade = (summary: string, description: string, query: ReadonlyArray<Record<string, unknown>>) => ({
@@ -221,7 +288,7 @@ const webSocketUpgrade = (summary: string, description: string, query: ReadonlyA
 const webSocketPaths = {
   "/ws/broker/peer/{id}": webSocketUpgrade(
     "A peer's live channel",
-    "Server frames: hello, message, event, sent, acked, error. Client frames: ack, send, heartbeat.",
+    "Server frames: hello, message, event (peer, team, spawn and task events), sent, acked, error. Client frames: ack, send, heartbeat.",
     [{ name: "after", in: "query", required: false, description: "Replay unacked messages with seq > after", schema: { type: "integer", minimum: 0 } }]
   ),
   "/ws/runner/{id}": webSocketUpgrade(
@@ -253,6 +320,7 @@ export class BrokerApi extends HttpApi.make("broker")
   .add(TeamsGroup)
   .add(RunnersGroup)
   .add(SpawnGroup)
+  .add(TasksGroup)
   .addError(InvalidRequest)
   .addError(Unauthorized)
   .addError(PayloadTooLarge)
@@ -260,7 +328,7 @@ export class BrokerApi extends HttpApi.make("broker")
   .addError(ServiceUnavailable)
   .annotate(OpenApi.Title, "@mks/a2a broker")
   .annotate(OpenApi.Transform, (spec) => ({ ...spec, paths: { ...spec.paths, ...webSocketPaths } }))
-  .annotate(OpenApi.Description, "Peers, messages, inboxes, teams, runners and spawn orders of the a2a agent bus. Live channels are WebSockets: GET /ws/broker/peer/{id}?after=<seq>, GET /ws/runner/{id}, and the relay of agent logs and terminals GET /ws/broker/spawns/{id}/logs and /terminal; see docs/protocol.md.") {}
+  .annotate(OpenApi.Description, "Peers, messages, inboxes, teams, task boards, runners and spawn orders of the a2a agent bus. Live channels are WebSockets: GET /ws/broker/peer/{id}?after=<seq>, GET /ws/runner/{id}, and the relay of agent logs and terminals GET /ws/broker/spawns/{id}/logs and /terminal; see docs/protocol.md.") {}
 
 /** The OpenAPI 3 document served at `/openapi.json`. */
 export const openApi = () => OpenApi.fromApi(BrokerApi)

@@ -20,7 +20,7 @@
 import { FetchHttpClient, type HttpApi, type HttpApiClient, type HttpClient } from "@effect/platform"
 import { type ConfigError, Context, type Duration, Effect, Layer, type Redacted, type Scope, type Stream, type Subscribable } from "effect"
 import type { BrokerApi } from "./BrokerApi.js"
-import type { PeerEvent, Send } from "./ChannelFrame.js"
+import type { PeerEvent, PresenceMode, Send } from "./ChannelFrame.js"
 import type { WireError } from "./Errors.js"
 import type { PeerId } from "./Ids.js"
 import * as internal from "./internal/brokerClient.js"
@@ -59,6 +59,13 @@ export interface ChannelOptions {
   readonly autoAck?: boolean | undefined
   /** Interval of `heartbeat` frames while the socket is open (default 20 seconds). */
   readonly heartbeatInterval?: Duration.DurationInput | undefined
+  /**
+   * Presence events wanted on `events` (`?presence=` on the socket): `all` (the default) one
+   * `peer_joined`/`peer_left`/`peer_updated` per change, `batched` coalesced `peers_changed`
+   * events, `none` no presence events (team and spawn events still arrive). Peers that do not
+   * show presence should ask for `none`: a fleet reconnecting then costs the broker O(N) frames.
+   */
+  readonly presence?: PresenceMode | undefined
 }
 
 /** A peer's live channel; valid until its scope closes. */

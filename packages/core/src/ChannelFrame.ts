@@ -9,6 +9,7 @@ import { PeerId, Seq, TeamName, Timestamp } from "./Ids.js"
 import { exactlyOne, Message, SendFields } from "./Message.js"
 import { Peer } from "./Peer.js"
 import { Spawn } from "./Spawn.js"
+import { Task, TaskChange } from "./Task.js"
 
 // ---- events ---------------------------------------------------------------------------------
 
@@ -22,9 +23,37 @@ export const TeamChanged = typed("team_changed", {
   at: Timestamp
 })
 export const SpawnStatusChanged = typed("spawn_status", { spawn: Spawn, at: Timestamp })
+/**
+ * Presence changes of the tenant since the last such frame, coalesced (sent at most once per
+ * broker presence interval, 100 ms by default): each peer appears once, in the list of its
+ * latest change. Only sockets opened with `?presence=batched` get it, instead of one
+ * `peer_joined` / `peer_left` / `peer_updated` frame per change.
+ */
+export const PeersChanged = typed("peers_changed", {
+  joined: Schema.Array(Peer),
+  left: Schema.Array(Peer),
+  updated: Schema.Array(Peer),
+  at: Timestamp
+})
+
+/**
+ * A task of one of the peer's teams changed (docs/tasks.md): sent to every member of the task's
+ * team, so an idle agent wakes when work appears (`created`, `released`, `lease_expired`, a
+ * `failed` that went back to `open`) and a creator learns the outcome (`done`, `failed`).
+ * Clients that predate it skip the frame (`BrokerClient` skips frames it cannot decode).
+ */
+export const TaskEvent = typed("task", { change: TaskChange, task: Task, at: Timestamp })
+
+/**
+ * How a channel socket wants presence (`?presence=` on the channel URL): `all` (the default,
+ * for clients that predate it) one event per change, `batched` coalesced `peers_changed`
+ * events, `none` no presence events at all (team and spawn events still arrive).
+ */
+export const PresenceMode = Schema.Literal("all", "batched", "none")
+export type PresenceMode = typeof PresenceMode.Type
 
 /** Something that happened in the tenant, pushed to interested peers. */
-export const PeerEvent = Schema.Union(PeerJoined, PeerLeft, PeerUpdated, TeamChanged, SpawnStatusChanged).pipe(
+export const PeerEvent = Schema.Union(PeerJoined, PeerLeft, PeerUpdated, TeamChanged, SpawnStatusChanged, PeersChanged, TaskEvent).pipe(
   Schema.annotations({ identifier: "PeerEvent" })
 )
 export type PeerEvent = typeof PeerEvent.Type

@@ -4,7 +4,7 @@
  * off with `SlowConsumer` (the broker closes its socket with 4008; the client reconnects and
  * replays from its inbox), so one slow peer never grows memory without bound.
  */
-import { Context, Data, Effect, Layer, Scope, Stream } from "effect"
+import { Context, Effect, Layer, Scope, Stream } from "effect"
 import * as internal from "./internal/channelHubMemory.js"
 import type { PeerEvent } from "./ChannelFrame.js"
 import type { PeerId } from "./Ids.js"
@@ -22,7 +22,8 @@ export type ChannelItem =
  */
 export type ChannelSink = (item: ChannelItem) => void
 
-export class SlowConsumer extends Data.TaggedError("SlowConsumer")<{ readonly peer: PeerId; readonly buffered: number }> {}
+export { SlowConsumer } from "./internal/slowConsumer.js"
+import type { SlowConsumer } from "./internal/slowConsumer.js"
 
 export interface ChannelHubService {
   /** Subscribe for the lifetime of the scope; several subscriptions per peer are allowed. */

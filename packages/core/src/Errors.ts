@@ -26,6 +26,16 @@ export class Forbidden extends Schema.TaggedError<Forbidden>()(
   HttpApiSchema.annotations({ status: 403 })
 ) {}
 
+/**
+ * 403: a runner's policy refuses the spawn order (its owner decides what it runs): `reason` is
+ * the rule (`preset`, `command`, `cwd`, `env`, `concurrency`, `preflight`; see `RunnerPolicy.ts`).
+ */
+export class SpawnRefused extends Schema.TaggedError<SpawnRefused>()(
+  "SpawnRefused",
+  { message: Schema.String, runner: Schema.String, reason: Schema.String },
+  HttpApiSchema.annotations({ status: 403 })
+) {}
+
 /** 404: no such peer in the caller's tenant (also used across tenants, so existence does not leak). */
 export class PeerNotFound extends Schema.TaggedError<PeerNotFound>()(
   "PeerNotFound",
@@ -55,6 +65,25 @@ export class KeyNotFound extends Schema.TaggedError<KeyNotFound>()(
   "KeyNotFound",
   { message: Schema.String, key: Schema.String },
   HttpApiSchema.annotations({ status: 404 })
+) {}
+
+/** 404: no such task in the caller's tenant. */
+export class TaskNotFound extends Schema.TaggedError<TaskNotFound>()(
+  "TaskNotFound",
+  { message: Schema.String, task: Schema.String },
+  HttpApiSchema.annotations({ status: 404 })
+) {}
+
+/**
+ * 409: the task is not in a state that allows this, for this peer: `reason` is `state` (e.g.
+ * completing an open or done task), `holder` (another peer holds it), `lease` (the caller's
+ * lease lapsed: the task went back to the board) or `dependencies` (a task it depends on is
+ * not done). `state` is the task's state now.
+ */
+export class TaskConflict extends Schema.TaggedError<TaskConflict>()(
+  "TaskConflict",
+  { message: Schema.String, task: Schema.String, reason: Schema.Literal("state", "holder", "lease", "dependencies"), state: Schema.String },
+  HttpApiSchema.annotations({ status: 409 })
 ) {}
 
 /** 409: the name is registered by another principal of the tenant. */
@@ -112,24 +141,35 @@ export class ServiceUnavailable extends Schema.TaggedError<ServiceUnavailable>()
   HttpApiSchema.annotations({ status: 503 })
 ) {}
 
+/** 415: the request has a body that is not JSON (`content-type` other than `application/json` or `*+json`). */
+export class UnsupportedMediaType extends Schema.TaggedError<UnsupportedMediaType>()(
+  "UnsupportedMediaType",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 415 })
+) {}
+
 /** Every wire error, for decoding an arbitrary error body. */
 export const WireError = Schema.Union(
   InvalidRequest,
   Unauthorized,
   Forbidden,
+  SpawnRefused,
   PeerNotFound,
   TeamNotFound,
   RunnerNotFound,
   SpawnNotFound,
   KeyNotFound,
+  TaskNotFound,
   PeerNameTaken,
   TeamExists,
   IllegalTransition,
+  TaskConflict,
   PayloadTooLarge,
   InboxFull,
   RateLimited,
   NoRunnerAvailable,
-  ServiceUnavailable
+  ServiceUnavailable,
+  UnsupportedMediaType
 )
 export type WireError = typeof WireError.Type
 
@@ -141,19 +181,24 @@ export const statusOf = (error: WireError): number => {
     case "Unauthorized":
       return 401
     case "Forbidden":
+    case "SpawnRefused":
       return 403
     case "PeerNotFound":
     case "TeamNotFound":
     case "RunnerNotFound":
     case "SpawnNotFound":
     case "KeyNotFound":
+    case "TaskNotFound":
       return 404
     case "PeerNameTaken":
     case "TeamExists":
     case "IllegalTransition":
+    case "TaskConflict":
       return 409
     case "PayloadTooLarge":
       return 413
+    case "UnsupportedMediaType":
+      return 415
     case "InboxFull":
     case "RateLimited":
       return 429

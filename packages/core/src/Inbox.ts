@@ -5,7 +5,7 @@
  */
 import { Context, Duration, Effect, Layer, Option } from "effect"
 import * as internal from "./internal/inboxMemory.js"
-import { InboxFull } from "./Errors.js"
+import { InboxFull, ServiceUnavailable } from "./Errors.js"
 import type { MessageId, PeerId } from "./Ids.js"
 import type { Delivery, InboxCursor, InboxPage, Message, MessageDraft } from "./Message.js"
 
@@ -21,23 +21,23 @@ export interface InboxService {
    * Append one draft to every recipient's inbox, each with its next seq. All or nothing: if
    * any recipient's inbox is full, nothing is appended and the error names that recipient.
    */
-  readonly append: (tenant: string, recipients: ReadonlyArray<PeerId>, draft: MessageDraft) => Effect.Effect<ReadonlyArray<Delivery>, InboxFull>
+  readonly append: (tenant: string, recipients: ReadonlyArray<PeerId>, draft: MessageDraft) => Effect.Effect<ReadonlyArray<Delivery>, InboxFull | ServiceUnavailable>
   /** Unacked messages after the cursor, in seq order. */
-  readonly read: (tenant: string, peer: PeerId, options?: ReadOptions) => Effect.Effect<InboxPage>
+  readonly read: (tenant: string, peer: PeerId, options?: ReadOptions) => Effect.Effect<InboxPage, ServiceUnavailable>
   /** Like `read`, but when nothing is there waits up to `timeout` for an append (long-poll). */
-  readonly wait: (tenant: string, peer: PeerId, options: ReadOptions & { readonly timeout: Duration.DurationInput }) => Effect.Effect<InboxPage>
+  readonly wait: (tenant: string, peer: PeerId, options: ReadOptions & { readonly timeout: Duration.DurationInput }) => Effect.Effect<InboxPage, ServiceUnavailable>
   /** Ack everything up to `upTo` (clamped to the last seq); idempotent, never moves backwards. */
-  readonly ack: (tenant: string, peer: PeerId, upTo: number) => Effect.Effect<InboxCursor>
+  readonly ack: (tenant: string, peer: PeerId, upTo: number) => Effect.Effect<InboxCursor, ServiceUnavailable>
   /** The acked cursor (0 before any ack). */
-  readonly cursor: (tenant: string, peer: PeerId) => Effect.Effect<number>
+  readonly cursor: (tenant: string, peer: PeerId) => Effect.Effect<number, ServiceUnavailable>
   /** Number of unacked messages. */
-  readonly depth: (tenant: string, peer: PeerId) => Effect.Effect<number>
+  readonly depth: (tenant: string, peer: PeerId) => Effect.Effect<number, ServiceUnavailable>
   /** A message still held in the peer's inbox (acked but not yet pruned, or unacked). */
-  readonly find: (tenant: string, peer: PeerId, id: MessageId) => Effect.Effect<Option.Option<Message>>
+  readonly find: (tenant: string, peer: PeerId, id: MessageId) => Effect.Effect<Option.Option<Message>, ServiceUnavailable>
   /** Forget a peer's inbox entirely (on unregister). */
-  readonly drop: (tenant: string, peer: PeerId) => Effect.Effect<void>
+  readonly drop: (tenant: string, peer: PeerId) => Effect.Effect<void, ServiceUnavailable>
   /** Delete acked messages appended before `cutoff` (epoch millis); returns how many. */
-  readonly prune: (cutoff: number) => Effect.Effect<number>
+  readonly prune: (cutoff: number) => Effect.Effect<number, ServiceUnavailable>
 }
 
 export class Inbox extends Context.Tag("@mks/a2a/Inbox")<Inbox, InboxService>() {}

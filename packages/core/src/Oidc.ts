@@ -10,6 +10,7 @@ import { createRemoteJWKSet, jwtVerify, type JWTPayload } from "jose"
 import { Authenticator, type AuthenticatorService } from "./Authenticator.js"
 import { ServiceUnavailable, Unauthorized } from "./Errors.js"
 import { Tenant } from "./Ids.js"
+import { fromClaim } from "./Permission.js"
 import { Principal, type Role } from "./Principal.js"
 
 /** How to verify an issuer's tokens. Decoding fills the defaults (`tenant`, `default`, `roles`, no allowlist). */
@@ -26,7 +27,9 @@ export const OidcConfig = Schema.Struct({
   tenantClaim: Schema.optionalWith(Schema.String, { default: () => "tenant" }),
   defaultTenant: Schema.optionalWith(Schema.String, { default: () => "default" }),
   /** Claim holding the roles (an array, or a space-separated string); tokens with none get `["peer"]`. */
-  rolesClaim: Schema.optionalWith(Schema.String, { default: () => "roles" })
+  rolesClaim: Schema.optionalWith(Schema.String, { default: () => "roles" }),
+  /** Claim holding extra permissions (default `a2a_permissions`; `Permission.ts`: an array, or a space/comma-separated string); unknown names are ignored. */
+  permissionsClaim: Schema.optional(Schema.String)
 })
 export type OidcConfig = typeof OidcConfig.Type
 
@@ -38,6 +41,11 @@ const rolesOf = (claim: unknown): ReadonlyArray<Role> => {
   const raw = Array.isArray(claim) ? claim : typeof claim === "string" ? claim.split(/\s+/) : []
   const roles = raw.filter((r): r is Role => typeof r === "string" && ROLES.has(r as Role))
   return roles.length > 0 ? roles : ["peer"]
+}
+
+const scopesOf = (claim: unknown) => {
+  const scopes = fromClaim(claim)
+  return scopes.length > 0 ? { scopes } : {}
 }
 
 /** Whether a bearer token looks like a JWT (three base64url segments). */
@@ -90,7 +98,8 @@ export const make = (config: OidcConfig): Effect.Effect<AuthenticatorService> =>
             subject: payload.sub ?? clientId ?? "unknown",
             tenant,
             roles: rolesOf(payload[config.rolesClaim]),
-            clientId
+            clientId,
+            ...scopesOf(payload[config.permissionsClaim ?? "a2a_permissions"])
           })
         })
     }

@@ -5,7 +5,7 @@
  */
 import { Context, Effect, Layer } from "effect"
 import * as internal from "./internal/peerRegistryMemory.js"
-import { PeerNameTaken, PeerNotFound } from "./Errors.js"
+import { PeerNameTaken, PeerNotFound, ServiceUnavailable } from "./Errors.js"
 import type { PeerId, RunnerId } from "./Ids.js"
 import type { Peer, PeerFilter, PeerRecord, PeerRegistration, PeerStatus, PeerUpdate } from "./Peer.js"
 import type { TeamDirectory } from "./TeamDirectory.js"
@@ -27,23 +27,23 @@ export interface RegisterResult {
 
 export interface PeerRegistryService {
   /** Register (status `online`, `lastSeenAt` now) or resume by name. A peer without a name gets `peer-<id suffix>`. */
-  readonly register: (input: RegisterInput) => Effect.Effect<RegisterResult, PeerNameTaken>
-  readonly get: (tenant: string, id: PeerId) => Effect.Effect<PeerRecord, PeerNotFound>
+  readonly register: (input: RegisterInput) => Effect.Effect<RegisterResult, PeerNameTaken | ServiceUnavailable>
+  readonly get: (tenant: string, id: PeerId) => Effect.Effect<PeerRecord, PeerNotFound | ServiceUnavailable>
   /** Find by id first, then by name. */
-  readonly resolve: (tenant: string, idOrName: string) => Effect.Effect<PeerRecord, PeerNotFound>
+  readonly resolve: (tenant: string, idOrName: string) => Effect.Effect<PeerRecord, PeerNotFound | ServiceUnavailable>
   /** Peers of the tenant matching every given filter, oldest registration first. */
-  readonly list: (tenant: string, filter?: PeerFilter) => Effect.Effect<ReadonlyArray<Peer>>
-  readonly update: (tenant: string, id: PeerId, update: PeerUpdate) => Effect.Effect<Peer, PeerNotFound>
+  readonly list: (tenant: string, filter?: PeerFilter) => Effect.Effect<ReadonlyArray<Peer>, ServiceUnavailable>
+  readonly update: (tenant: string, id: PeerId, update: PeerUpdate) => Effect.Effect<Peer, PeerNotFound | ServiceUnavailable>
   /** Heartbeat: `lastSeenAt` = now and status `online`. */
-  readonly touch: (tenant: string, id: PeerId) => Effect.Effect<Peer, PeerNotFound>
-  readonly setStatus: (tenant: string, id: PeerId, status: PeerStatus) => Effect.Effect<Peer, PeerNotFound>
+  readonly touch: (tenant: string, id: PeerId) => Effect.Effect<Peer, PeerNotFound | ServiceUnavailable>
+  readonly setStatus: (tenant: string, id: PeerId, status: PeerStatus) => Effect.Effect<Peer, PeerNotFound | ServiceUnavailable>
   /** Remove the peer (and its team memberships); returns it as it was, status `offline`. */
-  readonly unregister: (tenant: string, id: PeerId) => Effect.Effect<Peer, PeerNotFound>
+  readonly unregister: (tenant: string, id: PeerId) => Effect.Effect<Peer, PeerNotFound | ServiceUnavailable>
   /**
    * GC: mark `offline` every online peer (any tenant) whose `lastSeenAt` is before `cutoff`
    * (epoch millis). Returns the records that changed. Connected peers are kept fresh by `touch`.
    */
-  readonly expire: (cutoff: number) => Effect.Effect<ReadonlyArray<PeerRecord>>
+  readonly expire: (cutoff: number) => Effect.Effect<ReadonlyArray<PeerRecord>, ServiceUnavailable>
 }
 
 export class PeerRegistry extends Context.Tag("@mks/a2a/PeerRegistry")<PeerRegistry, PeerRegistryService>() {}

@@ -3,6 +3,7 @@
  */
 import { Context, Schema } from "effect"
 import { SpawnId, Tenant } from "./Ids.js"
+import { Permission } from "./Permission.js"
 
 export const Role = Schema.Literal("admin", "peer", "runner")
 export type Role = typeof Role.Type
@@ -15,7 +16,9 @@ export class Principal extends Schema.Class<Principal>("Principal")({
   /** OAuth client id (`azp` / `client_id`) for OIDC tokens. */
   clientId: Schema.optional(Schema.String),
   /** Set on peer tokens minted for one spawn: the token may only register that spawn's peer. */
-  spawnId: Schema.optional(SpawnId)
+  spawnId: Schema.optional(SpawnId),
+  /** Permissions added to the roles' (see `Permission.ts`): a token's scopes, an OIDC claim, a spawn's grants. */
+  scopes: Schema.optional(Schema.Array(Permission))
 }) {
   hasRole(role: Role): boolean {
     return this.roles.includes(role) || this.roles.includes("admin")

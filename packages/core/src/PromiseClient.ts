@@ -38,6 +38,22 @@ import { InboxCursor, InboxPage, InboxQuery, Message, SendMessage, SendResult } 
 import { Peer, PeerFilter, PeerList, PeerRegistration, PeerResponse, PeerUpdate } from "./Peer.js"
 import { RunnerList } from "./Runner.js"
 import { SpawnList, SpawnResponse, SpawnSpec } from "./Spawn.js"
+import {
+  CancelTask,
+  ClaimNext,
+  ClaimNextResult,
+  ClaimTask,
+  CompleteTask,
+  CreateTask,
+  FailTask,
+  HeartbeatTask,
+  ReassignTask,
+  ReleaseTask,
+  TaskFilter,
+  TaskId,
+  TaskList,
+  TaskResponse
+} from "./Task.js"
 import { CreateTeam, TeamList, TeamResponse } from "./Team.js"
 
 type Json<S extends Schema.Schema.Any> = Schema.Schema.Encoded<S>
@@ -45,6 +61,7 @@ type Json<S extends Schema.Schema.Any> = Schema.Schema.Encoded<S>
 export type PeerJson = Json<typeof Peer>
 export type MessageJson = Json<typeof Message>
 export type PeerEventJson = Json<typeof ChannelFrame.PeerEvent>
+export type TaskJson = Json<typeof TaskResponse>["task"]
 export type SendResultJson = Json<typeof SendResult>
 /** Input of `channel.send`: `POST /api/messages` fields without `from`, plus an optional `ref`. */
 export type ChannelSendJson = Omit<Json<typeof ChannelFrame.Send>, "type">
@@ -104,6 +121,8 @@ export interface ConnectOptions {
   readonly autoAck?: boolean
   /** Heartbeat interval in milliseconds (default 20 000). */
   readonly heartbeatInterval?: number
+  /** Presence events wanted: `all` (default), `batched` (`peers_changed`) or `none` (see `ChannelOptions.presence`). */
+  readonly presence?: "all" | "batched" | "none"
 }
 
 export interface ChannelListeners {
@@ -133,6 +152,14 @@ export interface PromiseChannel extends AsyncIterable<MessageJson> {
 }
 
 type InboxQueryInput = typeof InboxQuery.Type
+/** Query of `tasks.list`: as `GET /api/tasks`, with `labels` as a list and `limit` a number. */
+export interface TaskFilterInput {
+  readonly team?: string
+  readonly state?: TaskJson["state"]
+  readonly assignee?: string
+  readonly labels?: ReadonlyArray<string>
+  readonly limit?: number
+}
 
 export interface PromiseBrokerClient {
   readonly url: URL
@@ -169,6 +196,21 @@ export interface PromiseBrokerClient {
     readonly get: (id: string) => Promise<Json<typeof SpawnResponse>>
     readonly stop: (id: string) => Promise<Json<typeof SpawnResponse>>
     readonly stopPeer: (peerId: string) => Promise<Json<typeof SpawnResponse>>
+  }
+  /** The team task board (docs/tasks.md). `peer` in the inputs is the peer the call acts as. */
+  readonly tasks: {
+    readonly create: (task: Json<typeof CreateTask>) => Promise<Json<typeof TaskResponse>>
+    readonly list: (filter?: TaskFilterInput) => Promise<Json<typeof TaskList>>
+    readonly get: (id: string) => Promise<Json<typeof TaskResponse>>
+    /** Claim the team's next claimable task; `{task: null}` when there is none. */
+    readonly claimNext: (input: Json<typeof ClaimNext>) => Promise<Json<typeof ClaimNextResult>>
+    readonly claim: (id: string, input: Json<typeof ClaimTask>) => Promise<Json<typeof TaskResponse>>
+    readonly heartbeat: (id: string, input: Json<typeof HeartbeatTask>) => Promise<Json<typeof TaskResponse>>
+    readonly complete: (id: string, input: Json<typeof CompleteTask>) => Promise<Json<typeof TaskResponse>>
+    readonly fail: (id: string, input: Json<typeof FailTask>) => Promise<Json<typeof TaskResponse>>
+    readonly release: (id: string, input: Json<typeof ReleaseTask>) => Promise<Json<typeof TaskResponse>>
+    readonly cancel: (id: string, input?: Json<typeof CancelTask>) => Promise<Json<typeof TaskResponse>>
+    readonly reassign: (id: string, input: Json<typeof ReassignTask>) => Promise<Json<typeof TaskResponse>>
   }
   /** Open a peer's live channel (connects in the background; see {@link PromiseChannel}). */
   readonly connect: (peerId: string, options?: ConnectOptions) => PromiseChannel
@@ -209,6 +251,17 @@ export const createBrokerClient = (options: ClientOptions): PromiseBrokerClient 
   const peerId = decodeUnknown(PeerId)
   const teamName = decodeUnknown(TeamName)
   const spawnId = decodeUnknown(SpawnId)
+  const taskId = decodeUnknown(TaskId)
+  /** `POST /api/tasks/:id/<action>` with a decoded body. */
+  const taskAction = <P, I>(
+    id: string,
+    payloadSchema: Schema.Schema<P, I>,
+    input: unknown,
+    f: (api: BrokerClient.Api, request: { path: { id: TaskId }; payload: P }) => Effect.Effect<typeof TaskResponse.Type, unknown>
+  ) =>
+    call(TaskResponse, (api) =>
+      Effect.all([taskId(id), decodeUnknown(payloadSchema)(input)]).pipe(Effect.flatMap(([id, payload]) => f(api, { path: { id }, payload })))
+    )
 
   return {
     url: new URL(options.url),
@@ -272,6 +325,25 @@ export const createBrokerClient = (options: ClientOptions): PromiseBrokerClient 
       stop: (id) => call(SpawnResponse, (api) => spawnId(id).pipe(Effect.flatMap((id) => api.spawn.stop({ path: { id } })))),
       stopPeer: (id) => call(SpawnResponse, (api) => peerId(id).pipe(Effect.flatMap((id) => api.spawn.stopPeer({ path: { id } }))))
     },
+    tasks: {
+      create: (task) => call(TaskResponse, (api) => decodeUnknown(CreateTask)(task).pipe(Effect.flatMap((payload) => api.tasks.create({ payload })))),
+      list: (filter = {}) =>
+        call(TaskList, (api) =>
+          decodeUnknown(TaskFilter)({
+            ...filter,
+            labels: filter.labels === undefined ? undefined : filter.labels.join(","),
+            limit: filter.limit === undefined ? undefined : String(filter.limit)
+          }).pipe(Effect.flatMap((urlParams) => api.tasks.list({ urlParams })))),
+      get: (id) => call(TaskResponse, (api) => taskId(id).pipe(Effect.flatMap((id) => api.tasks.get({ path: { id } })))),
+      claimNext: (input) => call(ClaimNextResult, (api) => decodeUnknown(ClaimNext)(input).pipe(Effect.flatMap((payload) => api.tasks.claimNext({ payload })))),
+      claim: (id, input) => taskAction(id, ClaimTask, input, (api, request) => api.tasks.claim(request)),
+      heartbeat: (id, input) => taskAction(id, HeartbeatTask, input, (api, request) => api.tasks.heartbeat(request)),
+      complete: (id, input) => taskAction(id, CompleteTask, input, (api, request) => api.tasks.complete(request)),
+      fail: (id, input) => taskAction(id, FailTask, input, (api, request) => api.tasks.fail(request)),
+      release: (id, input) => taskAction(id, ReleaseTask, input, (api, request) => api.tasks.release(request)),
+      cancel: (id, input = {}) => taskAction(id, CancelTask, input, (api, request) => api.tasks.cancel(request)),
+      reassign: (id, input) => taskAction(id, ReassignTask, input, (api, request) => api.tasks.reassign(request))
+    },
     connect: (id, connectOptions = {}) => {
       const channel = new ChannelHandle(runtime, id, connectOptions, () => channels.delete(channel))
       channels.add(channel)
@@ -334,7 +406,8 @@ class ChannelHandle implements PromiseChannel {
       const channel = yield* client.channel(id, {
         after: options.after,
         autoAck: options.autoAck,
-        heartbeatInterval: options.heartbeatInterval
+        heartbeatInterval: options.heartbeatInterval,
+        presence: options.presence
       })
       resolveChannel(channel)
       yield* channel.state.changes.pipe(

@@ -3,6 +3,7 @@
  */
 import { Schema } from "effect"
 import { RunnerId, Timestamp } from "./Ids.js"
+import { RunnerPolicy } from "./RunnerPolicy.js"
 import { Preset } from "./Spawn.js"
 
 /** What a runner says about itself in its `hello` frame. */
@@ -12,7 +13,9 @@ export const RunnerInfo = Schema.Struct({
   labels: Schema.Record({ key: Schema.String, value: Schema.String }),
   capacity: Schema.Int.pipe(Schema.nonNegative()),
   presets: Schema.Array(Preset),
-  version: Schema.String
+  version: Schema.String,
+  /** What its owner lets spawn orders run (additive: older runners send none). */
+  policy: Schema.optional(RunnerPolicy)
 })
 export type RunnerInfo = typeof RunnerInfo.Type
 
@@ -27,6 +30,8 @@ export class Runner extends Schema.Class<Runner>("Runner")({
   capacity: Schema.Int,
   presets: Schema.Array(Preset),
   version: Schema.String,
+  /** The runner's policy claim, as it announced it. */
+  policy: Schema.optional(RunnerPolicy),
   status: RunnerStatus,
   /** Spawns currently holding a slot on this runner. */
   active: Schema.Int,

@@ -146,6 +146,16 @@ export const RelayClientFrame = Schema.Union(RelayInput, RelayResize).pipe(Schem
 export type RelayClientFrame = typeof RelayClientFrame.Type
 
 /** Close codes of the relay sockets (besides 1000 normal, 1001 broker going away). */
+/** Close codes of the runner link (`GET /ws/runner/:id`) beyond the standard ones. */
+export const LinkCloseCode = {
+  /**
+   * Another connection linked with the same runner id in the tenant and took over: the older
+   * link is closed with this code and must not reconnect (two runners with one id would take
+   * turns evicting each other).
+   */
+  replaced: 4009
+} as const
+
 export const RelayCloseCode = {
   /** The agent's runner is not linked to this broker (offline, or too old to relay). */
   runnerUnavailable: 4503,

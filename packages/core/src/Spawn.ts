@@ -14,7 +14,9 @@
  */
 import { Either, Schema } from "effect"
 import { IllegalTransition } from "./Errors.js"
+import { Permission } from "./Permission.js"
 import { nowIso, PeerId, PeerName, RunnerId, SpawnId, TeamName, Timestamp } from "./Ids.js"
+import { TaskId } from "./Task.js"
 
 export const SpawnStatus = Schema.Literal(
   "pending",
@@ -53,7 +55,19 @@ export const SpawnSpec = Schema.Struct({
   prompt: Schema.optional(Schema.String.pipe(Schema.maxLength(262_144))),
   provider: Schema.optional(Schema.String),
   model: Schema.optional(Schema.String),
-  requestedBy: Schema.optional(PeerId)
+  requestedBy: Schema.optional(PeerId),
+  /** Permissions the spawn's own token gets (see `Permission.ts`); the creator must hold each. */
+  grants: Schema.optional(Schema.Array(Permission)),
+  /** A `claude` session relaunched after its runner restarted gets `prompt` again (default: only its first start does). */
+  resendPrompt: Schema.optional(Schema.Boolean),
+  /**
+   * A task of the caller's tenant the spawn is for (docs/tasks.md, "Spawning for a task"): it
+   * must be open; the spawn joins its team, the broker claims it for the spawn's peer when that
+   * peer registers, and fails it (the attempt counted) if the spawn ends still holding it.
+   */
+  task: Schema.optional(TaskId),
+  /** The subject of the principal that created the spawn: set by the broker (a client's value is replaced). */
+  owner: Schema.optional(Schema.String.pipe(Schema.maxLength(256)))
 }).pipe(
   Schema.filter((spec) =>
     spec.preset === "command" && spec.command === undefined

@@ -71,12 +71,16 @@ const TeamsLive = HttpApiBuilder.group(BrokerApi.BrokerApi, "teams", (h) =>
 const RunnersLive = HttpApiBuilder.group(BrokerApi.BrokerApi, "runners", (h) => h.handle("list", notHere))
 const SpawnLive = HttpApiBuilder.group(BrokerApi.BrokerApi, "spawn", (h) =>
   h.handle("create", notHere).handle("list", notHere).handle("get", notHere).handle("stop", notHere).handle("stopPeer", notHere))
+const TasksLive = HttpApiBuilder.group(BrokerApi.BrokerApi, "tasks", (h) =>
+  h.handle("create", notHere).handle("list", notHere).handle("claimNext", notHere).handle("get", notHere).handle("claim", notHere)
+    .handle("heartbeat", notHere).handle("complete", notHere).handle("fail", notHere).handle("release", notHere).handle("cancel", notHere)
+    .handle("reassign", notHere))
 
 /** The test broker on an ephemeral port of 127.0.0.1; `HttpServer` is kept in the output for its address. */
 const HttpBrokerLive = HttpApiBuilder.serve().pipe(
   Layer.provide(
     HttpApiBuilder.api(BrokerApi.BrokerApi).pipe(
-      Layer.provide([HealthLive, PeersLive, MessagesLive, InboxLive, TeamsLive, RunnersLive, SpawnLive]),
+      Layer.provide([HealthLive, PeersLive, MessagesLive, InboxLive, TeamsLive, RunnersLive, SpawnLive, TasksLive]),
       Layer.provide(AuthLive)
     )
   ),

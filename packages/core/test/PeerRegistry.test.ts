@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, TestClock } from "effect"
 import type { RunnerId, SpawnId, TeamName } from "../src/Ids.js"
-import type { PeerNotFound } from "../src/Errors.js"
+import type { PeerNotFound, ServiceUnavailable } from "../src/Errors.js"
 import { PeerRegistration } from "../src/Peer.js"
 import * as PeerRegistry from "../src/PeerRegistry.js"
 import * as TeamDirectory from "../src/TeamDirectory.js"
@@ -106,7 +106,7 @@ describe("PeerRegistry.layerMemory", () => {
       Effect.gen(function*() {
         const { record } = yield* registry.register({ tenant: "acme", owner: "alice", registration: reg({ name: "alice", teams: [team("web")] }) })
         const id = record.peer.id
-        const notFound: ReadonlyArray<Effect.Effect<unknown, PeerNotFound>> = [
+        const notFound: ReadonlyArray<Effect.Effect<unknown, PeerNotFound | ServiceUnavailable>> = [
           registry.get("globex", id),
           registry.resolve("globex", id),
           registry.resolve("globex", "alice"),

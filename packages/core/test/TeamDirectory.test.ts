@@ -36,7 +36,7 @@ describe("TeamDirectory.layerMemory", () => {
       Effect.gen(function*() {
         const created = yield* dir.create("acme", { name: team("ops"), description: "on call" })
         expect(created.members).toEqual([])
-        const error = yield* Effect.flip(dir.create("acme", { name: team("ops") }))
+        const error = yield* Effect.flip(dir.create("acme", { name: team("ops") }).pipe(Effect.catchTag("ServiceUnavailable", Effect.die)))
         expect(error._tag).toBe("TeamExists")
         expect(error.team).toBe("ops")
         yield* dir.join("acme", team("ops"), a)
@@ -57,7 +57,7 @@ describe("TeamDirectory.layerMemory", () => {
         expect((yield* dir.leave("acme", team("web"), a)).members).toEqual([b])
         expect((yield* dir.leave("acme", team("web"), a)).members).toEqual([b])
         expect((yield* dir.leave("acme", team("web"), c)).members).toEqual([b])
-        const missing = yield* Effect.flip(dir.leave("acme", team("nope"), a))
+        const missing = yield* Effect.flip(dir.leave("acme", team("nope"), a).pipe(Effect.catchTag("ServiceUnavailable", Effect.die)))
         expect(missing._tag).toBe("TeamNotFound")
         expect(missing.team).toBe("nope")
         expect((yield* Effect.flip(dir.members("acme", team("nope"))))._tag).toBe("TeamNotFound")

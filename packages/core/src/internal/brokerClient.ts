@@ -5,6 +5,7 @@ import { homedir } from "node:os"
 import { join } from "node:path"
 import { BrokerApi } from "../BrokerApi.js"
 import type { BrokerClientService, Options } from "../BrokerClient.js"
+import * as StackRecord from "../StackRecord.js"
 import * as Channel from "./channel.js"
 
 export const DEFAULT_URL = "http://127.0.0.1:4200"
@@ -44,7 +45,11 @@ const readTokenFile = (file: string): Effect.Effect<Option.Option<string>, Confi
   )
 
 export const readConfig: Effect.Effect<Options, ConfigError.ConfigError> = Effect.gen(function*() {
-  const url = yield* Config.string("A2A_BROKER_URL").pipe(Config.withDefault(DEFAULT_URL))
+  // No URL given: the local stack's (`a2a up` records it in `$A2A_HOME/stack.json`), else the default.
+  const url = Option.getOrElse(
+    (yield* Config.option(Config.string("A2A_BROKER_URL"))).pipe(Option.filter((u) => u !== "")),
+    () => StackRecord.readSync()?.broker ?? DEFAULT_URL
+  )
   const fromEnv = (yield* Config.option(Config.string("A2A_TOKEN"))).pipe(
     Option.map((token) => token.trim()),
     Option.filter((token) => token !== "")

@@ -101,11 +101,12 @@ export interface ChannelConfig {
 }
 
 /** `<base>/ws/broker/peer/:id?after=` with the ws scheme matching the base's http scheme. */
-export const channelUrl = (baseUrl: URL, peerId: string, after: number | undefined): URL => {
+export const channelUrl = (baseUrl: URL, peerId: string, after: number | undefined, presence?: ChannelFrame.PresenceMode): URL => {
   const base = baseUrl.href.endsWith("/") ? baseUrl : new URL(`${baseUrl.href}/`)
   const url = new URL(`ws/broker/peer/${encodeURIComponent(peerId)}`, base)
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:"
   if (after !== undefined) url.searchParams.set("after", String(after))
+  if (presence !== undefined && presence !== "all") url.searchParams.set("presence", presence)
   return url
 }
 
@@ -275,7 +276,7 @@ export const make = (config: ChannelConfig): Effect.Effect<Channel, never, Scope
       Effect.acquireRelease(
         Effect.gen(function*() {
           const after = [options.after, Option.getOrUndefined(yield* Ref.get(cursor))].filter((n) => n !== undefined)
-          const url = channelUrl(config.baseUrl, config.peerId, after.length === 0 ? undefined : Math.max(...after))
+          const url = channelUrl(config.baseUrl, config.peerId, after.length === 0 ? undefined : Math.max(...after), options.presence)
           const socket = new WebSocket(url, { headers: { authorization } })
           let status: number | undefined
           socket.on("message", (data, isBinary) => {
@@ -357,15 +358,32 @@ export const make = (config: ChannelConfig): Effect.Effect<Channel, never, Scope
       )
     )
 
+    /**
+     * Acks are cumulative, so the acks of one turn of the event loop leave as one frame carrying
+     * the highest seq (a reader acking every message sends one ack per burst, not per message).
+     * Plain mutable state: touched only synchronously.
+     */
+    let ackSocket: WebSocket | undefined
+    let ackUpTo = 0
+    const flushAcks = () => {
+      const socket = ackSocket
+      ackSocket = undefined
+      // Not sent now means sent after the next hello (the cursor is ahead of the broker's).
+      if (socket !== undefined && socket.readyState === WebSocket.OPEN) socket.send(`{"type":"ack","upTo":${ackUpTo}}`, () => {})
+    }
+
     const ack = (upTo: number): Effect.Effect<void, ChannelClosed | WireError> =>
       Effect.gen(function*() {
-        const text = yield* encodeFrame({ type: "ack", upTo })
+        yield* encodeFrame({ type: "ack", upTo })
         const current = yield* SubscriptionRef.get(link)
         if (current._tag === "Closed") return yield* current.error
         const previous = yield* advanceCursor(upTo)
         if (upTo <= previous || current._tag !== "Open") return
-        // Not sent now means sent after the next hello (the cursor is ahead of the broker's).
-        yield* transmit(current.socket, text).pipe(Effect.ignore)
+        if (upTo > ackUpTo) ackUpTo = upTo
+        if (ackSocket === current.socket) return
+        if (ackSocket !== undefined) flushAcks()
+        ackSocket = current.socket
+        setImmediate(flushAcks)
       })
 
     const send = (input: SendInput): Effect.Effect<SendResult, WireError | ChannelClosed> =>
@@ -417,6 +435,8 @@ export const make = (config: ChannelConfig): Effect.Effect<Channel, never, Scope
     )
     // Forked after the finalizer above, so scope close first stops the loop (closing the socket with 1000).
     yield* Effect.forkScoped(connectionLoop)
+    // Added last, so it runs first on scope close: an ack made just before is not lost with the socket.
+    yield* Effect.addFinalizer(() => Effect.sync(flushAcks))
 
     const channel: Channel = {
       peerId: config.peerId,

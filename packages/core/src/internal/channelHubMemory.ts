@@ -1,6 +1,6 @@
 import { Deferred, Effect, Option, Queue, Stream } from "effect"
 import type { ChannelHubService, ChannelItem, ChannelSink } from "../ChannelHub.js"
-import { SlowConsumer } from "../ChannelHub.js"
+import { SlowConsumer } from "./slowConsumer.js"
 import type { PeerId } from "../Ids.js"
 
 /** A subscription: a bounded queue read as a Stream, or a sink called at publish time. */

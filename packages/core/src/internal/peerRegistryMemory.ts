@@ -1,5 +1,5 @@
 import { Clock, Effect, Either, HashMap, Option, Ref } from "effect"
-import { PeerNameTaken, PeerNotFound } from "../Errors.js"
+import { PeerNameTaken, PeerNotFound, type ServiceUnavailable } from "../Errors.js"
 import type { PeerId, RunnerId, SpawnId } from "../Ids.js"
 import { make as makeId, nowIso } from "../Ids.js"
 import type { Meta } from "../Ids.js"
@@ -102,10 +102,10 @@ export const make: Effect.Effect<PeerRegistryService, never, TeamDirectory> = Ef
   // is never left in a team after it was removed.
   const lifecycle = yield* Effect.makeSemaphore(1)
 
-  const withTeams = (tenant: string, entry: Entry): Effect.Effect<Peer> =>
+  const withTeams = (tenant: string, entry: Entry): Effect.Effect<Peer, ServiceUnavailable> =>
     Effect.map(teams.teamsOf(tenant, entry.id), (names) => toPeer(entry, names))
 
-  const toRecord = (tenant: string, entry: Entry): Effect.Effect<PeerRecord> =>
+  const toRecord = (tenant: string, entry: Entry): Effect.Effect<PeerRecord, ServiceUnavailable> =>
     Effect.map(withTeams(tenant, entry), (peer) => ({ tenant, owner: entry.owner, peer }))
 
   const find = (tenant: string, id: PeerId): Effect.Effect<Entry, PeerNotFound> =>
@@ -128,7 +128,7 @@ export const make: Effect.Effect<PeerRegistryService, never, TeamDirectory> = Ef
         }))).pipe(
       Effect.flatMap(Option.match({
         onNone: () => Effect.fail(notFound(id)),
-        onSome: (entry) => withTeams(tenant, entry)
+        onSome: (entry): Effect.Effect<Peer, PeerNotFound | ServiceUnavailable> => withTeams(tenant, entry)
       }))
     )
 
@@ -177,7 +177,7 @@ export const make: Effect.Effect<PeerRegistryService, never, TeamDirectory> = Ef
         Option.orElse(() => Option.flatMap(HashMap.get(peers.byName, idOrName), (id) => HashMap.get(peers.byId, id))),
         Option.match({
           onNone: () => Effect.fail(notFound(idOrName)),
-          onSome: (entry) => toRecord(tenant, entry)
+          onSome: (entry): Effect.Effect<PeerRecord, PeerNotFound | ServiceUnavailable> => toRecord(tenant, entry)
         })
       )
     })

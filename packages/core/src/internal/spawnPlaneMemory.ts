@@ -55,6 +55,20 @@ export const make = (options?: SpawnPlaneOptions): Effect.Effect<SpawnPlaneServi
     const lock = yield* Effect.makeSemaphore(1)
     const locked = lock.withPermits(1)
     const pubsub = yield* Effect.acquireRelease(PubSub.unbounded<SpawnChange>(), PubSub.shutdown)
+    const journal = options?.journal
+
+    /** Write a spawn to the journal, if there is one (a final spawn's order, with its token, is not kept). */
+    const persist = (tenant: string, entry: SpawnEntry) =>
+      journal === undefined
+        ? Effect.void
+        : journal.saveSpawn({
+            tenant,
+            spawn: entry.spawn,
+            createdAt: entry.createdAt,
+            order: isFinal(entry.spawn.status) ? undefined : entry.order,
+            stopRequested: entry.stopRequested,
+            graceMs: entry.graceMs
+          })
 
     const tenantOf = (tenant: string): TenantState => {
       let state = tenants.get(tenant)
@@ -92,7 +106,7 @@ export const make = (options?: SpawnPlaneOptions): Effect.Effect<SpawnPlaneServi
       const s = entry.spawn
       const next = advance(s, status, fields, now)
       entry.spawn = next
-      return PubSub.publish(pubsub, { tenant, spawn: next, previous: s.status }).pipe(Effect.as(next))
+      return persist(tenant, entry).pipe(Effect.zipRight(PubSub.publish(pubsub, { tenant, spawn: next, previous: s.status })), Effect.as(next))
     }
 
     const stopFrame = (entry: SpawnEntry): RunnerDownFrame => ({
@@ -163,6 +177,12 @@ export const make = (options?: SpawnPlaneOptions): Effect.Effect<SpawnPlaneServi
       Effect.gen(function* () {
         const changed: Array<Spawn> = []
         const reported = new Map(agents.map((a) => [a.spawnId, a]))
+        // An agent of a spawn this plane does not know (it was lost with a restart, or never
+        // ordered here) is stopped, never adopted or relaunched.
+        for (const agent of agents) {
+          const unknown = state.spawns.get(agent.spawnId)?.spawn.runnerId !== runner
+          if (unknown && (isActive(agent.status) || agent.status === "lost")) yield* Queue.offer(link.queue, { type: "stop", spawnId: agent.spawnId })
+        }
         for (const entry of spawnsOn(state, runner)) {
           const current = entry.spawn.status
           const agent = reported.get(entry.spawn.id)
@@ -175,7 +195,20 @@ export const make = (options?: SpawnPlaneOptions): Effect.Effect<SpawnPlaneServi
             continue
           }
           if (isFinal(current)) {
-            if (isActive(agent.status)) yield* Queue.offer(link.queue, stopFrame(entry))
+            if (isActive(agent.status) || agent.status === "lost") yield* Queue.offer(link.queue, stopFrame(entry))
+            continue
+          }
+          // `lost` from the runner: it holds the order but its process is gone (the runner
+          // restarted). Still wanted: the order again (the runner relaunches it, without re-sending
+          // the prompt); a stop was asked: the stop.
+          if (agent.status === "lost") {
+            if (entry.stopRequested || entry.order === undefined || current === "pending") {
+              yield* Queue.offer(link.queue, stopFrame(entry))
+              if (current === "stopping" || current === "lost") changed.push(yield* move(tenant, entry, "exited", {}, now))
+            } else {
+              if (current !== "lost") changed.push(yield* move(tenant, entry, "lost", { error: "runner restarted: relaunching" }, now))
+              yield* Queue.offer(link.queue, { type: "spawn", spawn: entry.order })
+            }
             continue
           }
           const target: SpawnStatus =
@@ -219,6 +252,7 @@ export const make = (options?: SpawnPlaneOptions): Effect.Effect<SpawnPlaneServi
               // A runner that reconnects before its old socket closed supersedes the old link.
               if (previous?.link !== undefined) yield* Queue.shutdown(previous.link.queue)
               state.runners.set(info.id, { info, status: "online", connectedAt: now, lastSeenAt: now, link })
+              if (journal !== undefined) yield* journal.saveRunner({ tenant, info, lastSeenAt: now })
               const changed = yield* reconcile(tenant, state, info.id, link, agents, now)
               for (const entry of spawnsOn(state, info.id)) yield* deliver(tenant, entry, link, now)
               return changed
@@ -266,7 +300,9 @@ export const make = (options?: SpawnPlaneOptions): Effect.Effect<SpawnPlaneServi
               createdAt: Ids.nowIso(now),
               updatedAt: Ids.nowIso(now)
             })
-            state.spawns.set(id, { spawn, createdAt: now, order: undefined, stopRequested: false, graceMs: undefined })
+            const created: SpawnEntry = { spawn, createdAt: now, order: undefined, stopRequested: false, graceMs: undefined }
+            state.spawns.set(id, created)
+            yield* persist(tenant, created)
             yield* PubSub.publish(pubsub, { tenant, spawn, previous: undefined })
           })
         )
@@ -290,6 +326,7 @@ export const make = (options?: SpawnPlaneOptions): Effect.Effect<SpawnPlaneServi
                 const state = tenantOf(tenant)
                 const entry = state.spawns.get(id)!
                 entry.order = { id, spec, brokerUrl: issued.brokerUrl, token: issued.token }
+                yield* persist(tenant, entry)
                 const link = state.runners.get(entry.spawn.runnerId)?.link
                 if (link !== undefined) yield* deliver(tenant, entry, link, yield* Clock.currentTimeMillis)
                 return entry.spawn
@@ -326,6 +363,7 @@ export const make = (options?: SpawnPlaneOptions): Effect.Effect<SpawnPlaneServi
           if (current !== "stopping") yield* moveStatus(id, current, "stopping")
           entry.stopRequested = true
           if (graceMs !== undefined) entry.graceMs = graceMs
+          if (current === "stopping") yield* persist(tenant, entry)
           const link = tenants.get(tenant)?.runners.get(entry.spawn.runnerId)?.link
           // Away: the stop is sent when the runner attaches and reports the agent (see reconcile).
           if (link !== undefined) yield* Queue.offer(link.queue, stopFrame(entry))
@@ -358,6 +396,17 @@ export const make = (options?: SpawnPlaneOptions): Effect.Effect<SpawnPlaneServi
           return changed
         })
       )
+
+    // Start from the journal: runners offline (seen now, so they have the stale timeout to come back).
+    if (journal !== undefined) {
+      const loaded = yield* journal.load
+      const now = yield* Clock.currentTimeMillis
+      for (const r of loaded.runners) tenantOf(r.tenant).runners.set(r.info.id, { info: r.info, status: "offline", connectedAt: undefined, lastSeenAt: now, link: undefined })
+      const ordered = [...loaded.spawns].sort((a, b) => a.createdAt - b.createdAt)
+      for (const s of ordered) {
+        tenantOf(s.tenant).spawns.set(s.spawn.id, { spawn: s.spawn, createdAt: s.createdAt, order: s.order, stopRequested: s.stopRequested, graceMs: s.graceMs })
+      }
+    }
 
     const changes: SpawnPlaneService["changes"] = PubSub.subscribe(pubsub).pipe(Effect.map((q) => Stream.fromQueue(q)))
 
