@@ -1,6 +1,7 @@
 /**
  * Broker configuration: flags, environment, defaults. Every duration is in milliseconds.
  */
+import { ServerLimits } from "@mks/a2a"
 import { Context } from "effect"
 import { homedir } from "node:os"
 import { join } from "node:path"
@@ -17,6 +18,8 @@ export interface OidcConfig {
   readonly defaultTenant: string
   /** Claim holding the roles (default `roles`, an array or a space-separated string); default `["peer"]`. */
   readonly rolesClaim: string
+  /** Claim holding extra permissions (default `a2a_permissions`; see docs/security.md). */
+  readonly permissionsClaim?: string | undefined
 }
 
 export interface BrokerConfigShape {
@@ -40,10 +43,16 @@ export interface BrokerConfigShape {
   readonly gcInterval: number
   /** Acked messages are deleted after this long (default 24 h). */
   readonly retention: number
+  /** Audit log entries (spawn, stop, attach) are deleted after this long (default 30 days). */
+  readonly auditRetention?: number | undefined
   /** Unacked messages per inbox before sends fail with InboxFull (default 10,000). */
   readonly inboxCapacity: number
   /** Largest accepted HTTP body / WebSocket frame in bytes (default 1 MiB − 1). */
   readonly maxBodyBytes: number
+  /** Presence changes are coalesced and published at most once per this many ms (default 100). */
+  readonly presenceInterval: number
+  /** Timeouts and the pending-connection cap of the listening socket (see docs/operations.md). */
+  readonly limits: ServerLimits.ServerLimits
   readonly version: string
 }
 
@@ -66,6 +75,8 @@ export const make = (overrides: Partial<BrokerConfigShape> = {}): BrokerConfigSh
     retention: 24 * 60 * 60 * 1000,
     inboxCapacity: 10_000,
     maxBodyBytes: 1024 * 1024 - 1,
+    presenceInterval: 100,
+    limits: ServerLimits.defaults,
     version: "0.0.0",
     ...overrides
   }

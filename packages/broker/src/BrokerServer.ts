@@ -1,13 +1,16 @@
 /**
  * BrokerServer: the whole broker as one Layer, to run from the CLI or embed in any Effect
- * program: `Layer.launch(BrokerServer.layer(BrokerConfig.make({ port: 0 })))`.
+ * program: `Layer.launch(BrokerServer.layer(BrokerConfig.make({ port: 0 })))`; or as an
+ * `HttpApp` (`layerApp`) that a host mounts beside its own routes on its own server.
  */
 import { HttpApiBuilder, HttpApiError, HttpApp, HttpIncomingMessage, HttpRouter, HttpServer, HttpServerError, HttpServerRequest } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Authenticator, Errors } from "@mks/a2a"
+import { Authenticator, Errors, ServerLimits, SpawnTokens } from "@mks/a2a"
 import { Context, Effect, Layer, Option } from "effect"
-import { createServer } from "node:http"
+import { createServer, type Server } from "node:http"
 import { join } from "node:path"
+import * as A2aBridge from "./A2aBridge.js"
+import * as A2aGateway from "./A2aGateway.js"
 import * as BrokerConfig from "./BrokerConfig.js"
 import * as Bus from "./Bus.js"
 import * as Channels from "./Channels.js"
@@ -17,16 +20,43 @@ import * as Metrics from "./Metrics.js"
 import * as Oidc from "./Oidc.js"
 import * as Relay from "./Relay.js"
 import * as RelaySockets from "./RelaySockets.js"
+import * as AuditRoute from "./AuditRoute.js"
 import * as Store from "./Store.js"
 import * as TokenStore from "./TokenStore.js"
 import * as Ui from "./Ui.js"
 
 export interface Options {
-  /** Replace the store (default: chosen from `config.db`). */
-  readonly store?: Layer.Layer<Store.Stores, Errors.ServiceUnavailable, BrokerConfig.BrokerConfig> | undefined
-  /** Replace the authenticator (default: static tokens file, then OIDC when configured). */
+  /**
+   * Replace the store (default: chosen from `config.db`), e.g. core's in-memory services
+   * (`Store.layerMemory`) or your own. A store may fail with `ServiceUnavailable`.
+   */
+  readonly store?: Layer.Layer<Exclude<Store.Stores, Store.StoreGauges>, Errors.ServiceUnavailable, BrokerConfig.BrokerConfig> | undefined
+  /**
+   * Replace the authenticator (default: the static token store, then OIDC when configured).
+   * Spawned agents' tokens are core's `SpawnTokens`, consulted after this authenticator: it
+   * need not know about them.
+   */
   readonly authenticator?: Layer.Layer<Authenticator.Authenticator, never, TokenStore.TokenStore> | undefined
+  /** Replace the static token store (default: `<home>/tokens.json`; `TokenStore.layerMemory` writes nothing). */
+  readonly tokenStore?: Layer.Layer<TokenStore.TokenStore, Errors.ServiceUnavailable> | undefined
+  /**
+   * On a first start with no token (and no OIDC), create an admin token and write it to
+   * `<home>/broker.token`. Default: true for `layer` (the bins), false for `layerApp`.
+   */
+  readonly adminTokenFile?: boolean | undefined
 }
+
+/** The broker as an `HttpApp`, for a host to mount beside its own routes (see `layerApp`). */
+export interface BrokerAppService {
+  /**
+   * Every route of the broker (HTTP API, WebSockets, A2A, UI); a path it does not know gets its
+   * 404 (it never fails: every failure is its response). Mount it as the host router's
+   * fallback, after the host's own routes: `HttpRouter.all("*", app)`.
+   */
+  readonly app: HttpApp.Default<never, HttpRouter.HttpRouter.DefaultServices>
+}
+
+export class BrokerApp extends Context.Tag("@mks/a2a-broker/BrokerApp")<BrokerApp, BrokerAppService>() {}
 
 /** The address the broker listens on, once started. */
 export class BrokerAddress extends Context.Tag("@mks/a2a-broker/BrokerAddress")<BrokerAddress, { readonly url: string; readonly port: number }>() {}
@@ -76,6 +106,13 @@ const guard = (app: HttpApp.Default): HttpApp.Default<never, BrokerConfig.Broker
     const metrics = yield* Metrics.Metrics
     const request = yield* HttpServerRequest.HttpServerRequest
     const length = Number(request.headers["content-length"] ?? "0")
+    // Every endpoint takes JSON: any other body is refused before it is read (a multipart or
+    // XML body would otherwise wait for a parser that never finishes).
+    const hasBody = (Number.isFinite(length) && length > 0) || request.headers["transfer-encoding"] !== undefined
+    if (hasBody && !ServerLimits.isJson(request.headers["content-type"])) {
+      metrics.httpRequest(415)
+      return Channels.errorResponse(new Errors.UnsupportedMediaType({ message: `the request body must be application/json, not ${request.headers["content-type"] ?? "untyped"}` }))
+    }
     if (Number.isFinite(length) && length > config.maxBodyBytes) {
       metrics.httpRequest(413)
       return Channels.errorResponse(new Errors.PayloadTooLarge({ message: `request body larger than ${config.maxBodyBytes} bytes`, limit: config.maxBodyBytes }))
@@ -114,12 +151,20 @@ const authenticatorLayer = Layer.effect(
   })
 )
 
+/** The authenticator the broker uses: `inner` (the given or default one), then spawn tokens. */
+const withSpawnTokens = <E, R>(inner: Layer.Layer<Authenticator.Authenticator, E, R>) =>
+  Layer.effect(
+    Authenticator.Authenticator,
+    Effect.gen(function* () {
+      const authenticator = yield* Authenticator.Authenticator
+      const spawnTokens = yield* SpawnTokens.SpawnTokens
+      return SpawnTokens.authenticateWith(authenticator, spawnTokens)
+    })
+  ).pipe(Layer.provide(inner))
+
 const announce = Layer.effect(
   BrokerAddress,
   Effect.gen(function* () {
-    // The admin token exists before the address is announced, so a script that saw the address can read it.
-    const config = yield* BrokerConfig.BrokerConfig
-    yield* TokenStore.ensureAdminToken(config.home, config.oidc !== undefined)
     const server = yield* HttpServer.HttpServer
     const address = server.address
     const port = address._tag === "TcpAddress" ? address.port : 0
@@ -130,28 +175,121 @@ const announce = Layer.effect(
   })
 )
 
-/** The broker: HTTP API, WebSockets, background GC, on `config.host:config.port`. */
-export const layer = (config: BrokerConfig.BrokerConfigShape, options: Options = {}) => {
+/** The services a broker layer provides besides HTTP (for a host or a test to use). */
+export type Services =
+  | BrokerConfig.BrokerConfig
+  | Store.Stores
+  | Metrics.Metrics
+  | TokenStore.TokenStore
+  | SpawnTokens.SpawnTokens
+  | Authenticator.Authenticator
+  | Bus.Bus
+  | Connections.Connections
+  | Relay.Relay
+  | A2aGateway.A2aGateway
+  | A2aBridge.A2aBridge
+
+/** The broker's services (stores, tokens, authenticator, bus, connections), without HTTP. */
+const services = (config: BrokerConfig.BrokerConfigShape, options: Options) => {
   const ConfigLive = Layer.succeed(BrokerConfig.BrokerConfig, config)
-  const StoreLive = options.store ?? Store.layerFor(config.db)
-  // The token store sees the store's services: a shared store keeps spawn tokens for every instance.
-  const Tokens = TokenStore.layer(join(config.home, "tokens.json")).pipe(Layer.provide(StoreLive))
-  const Infra = Layer.mergeAll(StoreLive, Metrics.layer, Tokens).pipe(Layer.provideMerge(ConfigLive))
-  const WithAuth = (options.authenticator ?? authenticatorLayer).pipe(Layer.provideMerge(Infra))
-  const WithBus = Bus.layer.pipe(Layer.provideMerge(WithAuth))
-  const WithConnections = Layer.mergeAll(Connections.layer, Relay.layer).pipe(Layer.provideMerge(WithBus))
-  const ServerLive = NodeHttpServer.layer(createServer, { port: config.port, host: config.host })
-  return HttpApiBuilder.serve(guard).pipe(
-    Layer.provide(Channels.layer),
-    Layer.provide(RelaySockets.layer),
-    Layer.provide(Ui.layer),
-    Layer.provide(contractErrors),
-    Layer.provide(Http.ApiLive),
-    // Ids may be 128 characters (the router's default cap is 100): let the schemas judge them.
-    Layer.provide(HttpRouter.setRouterConfig({ maxParamLength: 1024 })),
-    Layer.provideMerge(announce),
-    Layer.provideMerge(ServerLive),
-    Layer.provideMerge(WithConnections)
+  const Stores = options.store ?? Store.layerFor(config.db)
+  // A store of core's services alone (no `StoreGauges`) shows NaN for the store-level gauges.
+  const Gauges = Layer.effect(
+    Store.StoreGauges,
+    Effect.map(Effect.serviceOption(Store.StoreGauges), Option.getOrElse(() => ({ peersOnline: Effect.succeed(Number.NaN), inboxDepth: Effect.succeed(Number.NaN) })))
   )
+  const StoreLive = Layer.merge(Stores, Gauges.pipe(Layer.provide(Stores)))
+  // The token stores see the store's services: a shared store keeps spawn tokens for every instance.
+  const Tokens = Layer.mergeAll(options.tokenStore ?? TokenStore.layer(join(config.home, "tokens.json")), TokenStore.spawnTokensLayer).pipe(Layer.provide(StoreLive))
+  const Infra = Layer.mergeAll(StoreLive, Metrics.layer, Tokens).pipe(Layer.provideMerge(ConfigLive))
+  const WithAuth = withSpawnTokens(options.authenticator ?? authenticatorLayer).pipe(Layer.provideMerge(Infra))
+  const WithBus = Bus.layer.pipe(Layer.provideMerge(WithAuth))
+  return Layer.mergeAll(Connections.layer, Relay.layer, A2aGateway.layerService(), A2aBridge.layerService).pipe(Layer.provideMerge(WithBus))
 }
 
+/** The admin token of a first start, written to `<home>/broker.token` (before the broker is reachable). */
+const adminToken = (config: BrokerConfig.BrokerConfigShape) =>
+  Layer.effectDiscard(Effect.asVoid(TokenStore.ensureAdminToken(config.home, config.oidc !== undefined)))
+
+/** The broker's routes as an `HttpApp` (`BrokerApp`), over its services and the host's `HttpServer`. */
+const appLayer = Layer.effect(
+  BrokerApp,
+  Effect.gen(function* () {
+    const app = yield* HttpApiBuilder.httpApp
+    // Only these two: the build's whole context would carry its Scope into every request (its
+    // sockets' fibers would then outlive the request and hold the server open on shutdown).
+    const context = Context.make(BrokerConfig.BrokerConfig, yield* BrokerConfig.BrokerConfig).pipe(Context.add(Metrics.Metrics, yield* Metrics.Metrics))
+    // Failures become their responses (404 for a path the broker does not have, 503, 500) inside
+    // the guard, so it counts every status, as it did as the server's middleware.
+    const handled = (app as HttpApp.Default).pipe(Effect.catchAllCause((cause) => Effect.map(HttpServerError.causeResponse(cause), ([response]) => response)))
+    return { app: Effect.provide(guard(handled), context) as HttpApp.Default<never, HttpRouter.HttpRouter.DefaultServices> }
+  })
+).pipe(
+  Layer.provide(Channels.layer),
+  Layer.provide(RelaySockets.layer),
+  Layer.provide(AuditRoute.layer),
+  Layer.provide(Ui.layer),
+  Layer.provide(A2aGateway.routes),
+  Layer.provide(A2aBridge.routes),
+  Layer.provide(contractErrors),
+  Layer.provide(Http.ApiLive),
+  Layer.provide([HttpApiBuilder.Router.Live, HttpApiBuilder.Middleware.layer]),
+  // Ids may be 128 characters (the router's default cap is 100): let the schemas judge them.
+  Layer.provide(HttpRouter.setRouterConfig({ maxParamLength: 1024 }))
+)
+
+/** The services, and the first-start admin-token file when asked. */
+const servicesWithAdmin = (config: BrokerConfig.BrokerConfigShape, options: Options) => {
+  const Services = services(config, options)
+  return options.adminTokenFile === true ? Layer.merge(Services, adminToken(config).pipe(Layer.provide(Services))) : Services
+}
+
+/**
+ * The broker as an `HttpApp` (`BrokerApp`) over a server the host provides: every route and
+ * WebSocket of `layer`, the background work (GC, presence), and its services (`TokenStore`,
+ * the stores, ...) for the host to use. It needs the host's `HttpServer` (its address is the
+ * broker URL of spawn orders unless `config.publicUrl` is set); `config.host`/`config.port`
+ * are not used. WebSockets need a Node server (`NodeHttpServer.layer`), as `layer` uses.
+ * Nothing is written to `config.home` unless `options.adminTokenFile` (or the default
+ * file token store) asks for it: pass `tokenStore: TokenStore.layerMemory` to write nothing.
+ */
+export const layerApp = (config: BrokerConfig.BrokerConfigShape, options: Options = {}): Layer.Layer<BrokerApp | Services, Errors.ServiceUnavailable, HttpServer.HttpServer> =>
+  appLayer.pipe(Layer.provideMerge(servicesWithAdmin(config, options)))
+
+/**
+ * The broker: HTTP API, WebSockets, background GC, on `config.host:config.port`: its `BrokerApp`
+ * served on a Node server with the broker's `ServerLimits`. The server closes before the
+ * services do (the sockets go first, then the GC and the stores).
+ */
+export const layer = (
+  config: BrokerConfig.BrokerConfigShape,
+  options: Options = {}
+): Layer.Layer<BrokerAddress | BrokerApp | Services | HttpServer.HttpServer | HttpRouter.HttpRouter.DefaultServices, Errors.ServiceUnavailable | HttpServerError.ServeError> => {
+  let nodeServer: Server | undefined
+  const ServerLive = NodeHttpServer.layer(() => {
+    const server = createServer(ServerLimits.serverOptions(config.limits))
+    ServerLimits.apply(server, config.limits, { upgrades: true })
+    nodeServer = server
+    return server
+  }, { port: config.port, host: config.host, backlog: ServerLimits.backlog(config.limits) })
+  // Runs once the broker stopped serving (its sockets were sent 1001), before the server's own
+  // close, which waits for every connection: a client that reconnected in between finds no
+  // handler, and its connection would hold the server (and the process) open for ever.
+  const DropLate = Layer.scopedDiscard(
+    Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        nodeServer?.close()
+        nodeServer?.closeAllConnections()
+      })
+    )
+  )
+  const Serve = Layer.unwrapEffect(Effect.map(BrokerApp, ({ app }) => HttpServer.serve(app)))
+  return Serve.pipe(
+    Layer.provideMerge(announce),
+    Layer.provideMerge(appLayer),
+    Layer.provideMerge(DropLate),
+    Layer.provideMerge(ServerLive),
+    // The admin token exists before the server listens, so a script that saw the address can read it.
+    Layer.provideMerge(servicesWithAdmin(config, { ...options, adminTokenFile: options.adminTokenFile ?? true }))
+  )
+}

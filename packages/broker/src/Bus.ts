@@ -13,18 +13,26 @@ import {
   Message,
   Peer,
   PeerRegistry,
+  Permission,
   Principal,
   Spawn,
   SpawnPlane,
+  SpawnTokens,
+  Task,
+  TaskBoard,
   Team,
   TeamDirectory
 } from "@mks/a2a"
 import { Clock, Context, Effect, Layer, Option, Schedule, Stream } from "effect"
 import { randomFillSync } from "node:crypto"
+import * as AuditLog from "./AuditLog.js"
 import { BrokerConfig } from "./BrokerConfig.js"
 import { Metrics } from "./Metrics.js"
-import { StoreGauges } from "./Store.js"
-import { TokenStore } from "./TokenStore.js"
+import * as Presence from "./Presence.js"
+import { StoreGauges } from "./StoreGauges.js"
+import * as BusTasks from "./BusTasks.js"
+import * as SpawnBinding from "./SpawnBinding.js"
+import * as SpawnPolicy from "./SpawnPolicy.js"
 
 type P = Principal.Principal
 
@@ -62,6 +70,9 @@ export const newMessageId = (now: number = Date.now()): Ids.MessageId => {
   return id as Ids.MessageId
 }
 
+/** How often lapsed task leases are written down and reported (`lease_expired`). */
+const TASK_SWEEP_INTERVAL = "1 second"
+
 export const make = Effect.gen(function* () {
   const config = yield* BrokerConfig
   const peers = yield* PeerRegistry.PeerRegistry
@@ -69,11 +80,15 @@ export const make = Effect.gen(function* () {
   const hub = yield* ChannelHub.ChannelHub
   const teams = yield* TeamDirectory.TeamDirectory
   const spawns = yield* SpawnPlane.SpawnPlane
-  const tokens = yield* TokenStore
+  const spawnTokens = yield* SpawnTokens.SpawnTokens
   const metrics = yield* Metrics
   const gauges = yield* StoreGauges
+  const audit = yield* AuditLog.fromContext
+  const board = yield* TaskBoard.TaskBoard
 
   const event = (tenant: string, e: ChannelFrame.PeerEvent, to?: ReadonlyArray<Ids.PeerId>) => hub.publishEvent(tenant, e, to)
+  /** Presence changes are coalesced and published once per interval (see Presence.ts). */
+  const presence = yield* Presence.make(hub, config.presenceInterval)
 
   /** The peer record, if the principal may act for it. */
   const owned = (principal: P, id: Ids.PeerId) =>
@@ -83,15 +98,17 @@ export const make = Effect.gen(function* () {
       return yield* Effect.fail(forbidden(`peer ${id} belongs to another principal`))
     })
 
-  const register = (principal: P, registration: Peer.PeerRegistration) =>
+  const register = (principal: P, input: Peer.PeerRegistration) =>
     Effect.gen(function* () {
+      let registration = input
       if (!principal.hasRole("peer")) return yield* Effect.fail(forbidden("registering a peer needs the peer role"))
-      // A spawn token registers exactly its spawn's peer.
+      // A spawn token registers exactly its spawn's peer, under the spawn's name (SpawnBinding.ts).
       const spawnId = principal.spawnId ?? registration.spawnId
       if (principal.spawnId !== undefined && registration.spawnId !== undefined && registration.spawnId !== principal.spawnId) {
         return yield* Effect.fail(forbidden("this token belongs to another spawn"))
       }
       const spawn = spawnId === undefined ? undefined : yield* spawns.get(principal.tenant, spawnId).pipe(Effect.option, Effect.map(Option.getOrUndefined))
+      if (principal.spawnId !== undefined) registration = yield* SpawnBinding.bind(principal, registration, spawn, peers)
       const before = registration.name === undefined ? undefined : yield* peers.resolve(principal.tenant, registration.name).pipe(Effect.option)
       const result = yield* peers.register({
         tenant: principal.tenant,
@@ -102,9 +119,11 @@ export const make = Effect.gen(function* () {
       const peer = result.record.peer
       if (spawn !== undefined && peer.spawnId !== undefined) {
         yield* spawns.transition(principal.tenant, peer.spawnId, "registered", { peerId: peer.id }).pipe(Effect.ignore)
+        // A spawn for a task: its peer, registered with the spawn's own token, starts holding the task.
+        if (spawn.spec.task !== undefined && principal.spawnId === spawn.id && peer.spawnId === spawn.id) yield* tasks.claimForSpawn(principal.tenant, spawn.spec.task, peer.id)
       }
       const wasOnline = before !== undefined && Option.isSome(before) && before.value.peer.status === "online"
-      if (!wasOnline) yield* event(principal.tenant, { type: "peer_joined", peer, at: yield* isoNow })
+      if (!wasOnline) yield* presence.changed(principal.tenant, "joined", peer)
       for (const team of peer.teams) yield* event(principal.tenant, { type: "team_changed", team, change: "joined", peerId: peer.id, at: yield* isoNow })
       return result
     })
@@ -113,7 +132,7 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       yield* owned(principal, id)
       const peer = yield* peers.update(principal.tenant, id, patch)
-      yield* event(principal.tenant, { type: "peer_updated", peer, at: yield* isoNow })
+      yield* presence.changed(principal.tenant, "updated", peer)
       return peer
     })
 
@@ -122,16 +141,31 @@ export const make = Effect.gen(function* () {
       yield* owned(principal, id)
       const peer = yield* peers.unregister(principal.tenant, id)
       yield* inbox.drop(principal.tenant, id)
-      yield* event(principal.tenant, { type: "peer_left", peer, at: yield* isoNow })
+      yield* presence.changed(principal.tenant, "left", peer)
     })
 
   const heartbeat = (principal: P, id: Ids.PeerId) =>
     Effect.gen(function* () {
       const before = yield* owned(principal, id)
       const peer = yield* peers.touch(principal.tenant, id)
-      if (before.peer.status === "offline") yield* event(principal.tenant, { type: "peer_joined", peer, at: yield* isoNow })
+      if (before.peer.status === "offline") yield* presence.changed(principal.tenant, "joined", peer)
       return peer
     })
+
+  /**
+   * The peer's last channel socket closed: it is offline now, not when GC notices it (so a
+   * restarted session can take its name again at once). With a shared (PostgreSQL) store a
+   * socket on another instance may still hold the peer: GC decides there.
+   */
+  const disconnected = (tenant: string, id: Ids.PeerId) =>
+    Effect.gen(function* () {
+      if (shared) return
+      const record = yield* peers.get(tenant, id)
+      if (record.peer.status !== "online") return
+      const peer = yield* peers.setStatus(tenant, id, "offline")
+      yield* presence.changed(tenant, "left", peer)
+    }).pipe(Effect.catchAllCause((cause) => Effect.logWarning("could not mark a disconnected peer offline", cause)))
+  const shared = /^postgres(ql)?:/i.test(config.db)
 
   /**
    * Send as `sender`, whose ownership the caller has checked (a channel checks it once, when
@@ -218,24 +252,39 @@ export const make = Effect.gen(function* () {
       return team
     })
 
+  /** The task board with the bus's rules and events (BusTasks.ts). */
+  const tasks = BusTasks.make({ board, teams, peers, hub, owned, defaultLeaseMs: Task.DEFAULT_LEASE_MS })
+
   const publicUrl = config.publicUrl
 
   const createSpawn = (principal: P, spec: Spawn.SpawnSpec, brokerUrl: string) =>
-    Effect.gen(function* () {
-      if (!principal.hasRole("peer")) return yield* Effect.fail(forbidden("spawning needs the peer role"))
+    AuditLog.audited(audit, principal, "spawn", AuditLog.describe(spec), Effect.gen(function* () {
+      yield* Permission.authorizeSpawn(principal, spec)
       if (spec.requestedBy !== undefined) yield* owned(principal, spec.requestedBy).pipe(Effect.catchTag("PeerNotFound", (e) => Effect.fail(forbidden(e.message))))
-      return yield* spawns.create(principal.tenant, spec, {
+      // The broker stamps who created it: `stop`/`attach` of one's own spawns, the runner's per-principal limit.
+      let stamped: Spawn.SpawnSpec = { ...spec, owner: principal.subject }
+      if (spec.task !== undefined) {
+        // For a task (docs/tasks.md): it must be claimable; the spawn joins its team, a claude session is told the task.
+        const task = yield* tasks.forSpawn(principal, spec.task)
+        stamped = {
+          ...stamped,
+          teams: [...new Set([...(spec.teams ?? []), task.team])],
+          ...(Spawn.presetOf(spec) === "claude" ? { prompt: BusTasks.taskPrompt(task, spec.prompt) } : {})
+        }
+      }
+      yield* SpawnPolicy.precheck(spawns, principal.tenant, stamped)
+      return yield* spawns.create(principal.tenant, stamped, {
         requestedBy: spec.requestedBy,
         issue: (spawnId) =>
-          tokens.issueSpawnToken(principal.tenant, spawnId).pipe(Effect.map((token) => ({ brokerUrl: publicUrl ?? brokerUrl, token })))
+          spawnTokens.issue(principal.tenant, spawnId, spec.grants).pipe(Effect.map((token) => ({ brokerUrl: publicUrl ?? brokerUrl, token })))
       })
-    })
+    }), spec.runner)
 
   const stopSpawn = (principal: P, id: Ids.SpawnId) =>
-    Effect.gen(function* () {
-      if (!principal.hasRole("peer")) return yield* Effect.fail(forbidden("stopping needs the peer role"))
+    AuditLog.audited(audit, principal, "stop", undefined, Effect.gen(function* () {
+      yield* Permission.authorizeStop(principal, yield* spawns.get(principal.tenant, id))
       return yield* spawns.stop(principal.tenant, id)
-    })
+    }), undefined, id)
 
   const stopPeer = (principal: P, id: Ids.PeerId) =>
     Effect.gen(function* () {
@@ -255,7 +304,17 @@ export const make = Effect.gen(function* () {
     yield* changes.pipe(
       Stream.runForEach(({ tenant, spawn }) =>
         Effect.gen(function* () {
-          if (Spawn.isFinal(spawn.status)) yield* tokens.revokeSpawnToken(spawn.id)
+          if (Spawn.isFinal(spawn.status)) {
+            yield* spawnTokens.revoke(spawn.id).pipe(Effect.catchAll((e) => Effect.logWarning(`could not revoke the token of spawn ${spawn.id}: ${e.message}`)))
+            // A spawn for a task that ends still holding it fails it (the attempt counts): open again while attempts remain.
+            if (spawn.spec.task !== undefined && spawn.peerId !== undefined) {
+              const how = spawn.status === "failed" ? `failed${spawn.error !== undefined ? `: ${spawn.error}` : ""}` : `exited${spawn.exitCode !== undefined ? ` with code ${spawn.exitCode}` : ""}`
+              yield* tasks.spawnEnded(tenant, spawn.spec.task, spawn.peerId, `the agent's spawn ended (${how})`)
+            }
+            // Its peer goes with it (the name is free again); the inbox is kept until retention prunes it.
+            const gone = yield* SpawnBinding.release(tenant, spawn, peers)
+            if (gone !== undefined) yield* event(tenant, { type: "peer_left", peer: gone, at: yield* isoNow })
+          }
           const to = spawn.requestedBy === undefined ? [] : [spawn.requestedBy]
           if (to.length > 0) yield* event(tenant, { type: "spawn_status", spawn, at: yield* isoNow }, to)
         })
@@ -265,11 +324,14 @@ export const make = Effect.gen(function* () {
     const gc = Effect.gen(function* () {
       const now = yield* Clock.currentTimeMillis
       const expired = yield* peers.expire(now - config.peerTimeout)
-      for (const record of expired) yield* event(record.tenant, { type: "peer_left", peer: record.peer, at: Ids.nowIso(now) })
+      for (const record of expired) yield* presence.changed(record.tenant, "left", record.peer)
       yield* spawns.expire(now)
       yield* inbox.prune(now - config.retention)
+      yield* audit.prune(now - (config.auditRetention ?? AuditLog.DEFAULT_RETENTION))
     })
     yield* gc.pipe(Effect.catchAllCause(Effect.logWarning), Effect.repeat({ schedule: Schedule.spaced(config.gcInterval) }), Effect.forkScoped)
+    // Lapsed task leases are claimable at once anyway; the sweep writes them down and wakes the teams.
+    yield* tasks.sweep.pipe(Effect.catchAllCause(Effect.logWarning), Effect.repeat({ schedule: Schedule.spaced(TASK_SWEEP_INTERVAL) }), Effect.forkScoped)
   })
 
   return {
@@ -278,6 +340,7 @@ export const make = Effect.gen(function* () {
     update,
     unregister,
     heartbeat,
+    disconnected,
     send,
     sendAs,
     readInbox,
@@ -288,7 +351,10 @@ export const make = Effect.gen(function* () {
     createSpawn,
     stopSpawn,
     stopPeer,
+    tasks,
     background,
+    presence,
+    audit,
     peers,
     inbox,
     hub,

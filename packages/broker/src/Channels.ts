@@ -6,10 +6,10 @@
 import { HttpApiBuilder, HttpRouter, HttpServerRequest, HttpServerResponse, Socket } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
 import type { Duplex } from "node:stream"
-import { Authenticator, ChannelFrame, ChannelHub, Codec, Errors, Ids, Inbox, Message, Principal, RunnerFrame } from "@mks/a2a"
+import { Authenticator, ChannelFrame, ChannelHub, ChannelSession, Codec, Errors, Ids, Inbox, Principal, RunnerFrame } from "@mks/a2a"
 import { Deferred, Effect, Queue, Runtime, Schema, Scope, Stream } from "effect"
 import { BrokerConfig } from "./BrokerConfig.js"
-import { Bus, type SendResult } from "./Bus.js"
+import { Bus } from "./Bus.js"
 import { Connections } from "./Connections.js"
 import { Metrics } from "./Metrics.js"
 import { FEATURE as RELAY_FEATURE, isRelayFrame, Relay } from "./Relay.js"
@@ -18,27 +18,13 @@ import { TokenStore } from "./TokenStore.js"
 const decoder = new TextDecoder()
 const textOf = (data: string | Uint8Array) => (typeof data === "string" ? data : decoder.decode(data))
 
-/** Deepest JSON nesting accepted in a body or frame: decoding and error formatting recurse per level. */
-export const MAX_JSON_DEPTH = 128
+/** Deepest JSON nesting accepted in a body or frame (core's `ChannelSession`): decoding and error formatting recurse per level. */
+export const MAX_JSON_DEPTH = ChannelSession.MAX_JSON_DEPTH
 
 /** Whether JSON text nests arrays/objects deeper than `limit` (a scan, without parsing). */
-export const nestsDeeperThan = (text: string, limit = MAX_JSON_DEPTH): boolean => {
-  let depth = 0
-  let inString = false
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i)
-    if (inString) {
-      if (c === 92) i++ // backslash: skip the escaped character
-      else if (c === 34) inString = false
-    } else if (c === 34) inString = true
-    else if (c === 91 || c === 123) {
-      if (++depth > limit) return true
-    } else if (c === 93 || c === 125) depth--
-  }
-  return false
-}
+export const nestsDeeperThan = ChannelSession.nestsDeeperThan
 
-export const tooDeep = () => new Errors.InvalidRequest({ message: `JSON nested deeper than ${MAX_JSON_DEPTH} levels` })
+export const tooDeep = ChannelSession.tooDeep
 
 /** A wire error as an HTTP response (for refusals before the upgrade). */
 export const errorResponse = (error: Errors.WireError) =>
@@ -50,16 +36,12 @@ const bearerOf = (request: HttpServerRequest.HttpServerRequest, url: URL): strin
   return url.searchParams.get("token") ?? undefined
 }
 
-const encodeServer = Codec.encodeJson(ChannelFrame.ServerFrame)
 const encodeRunner = Codec.encodeJson(RunnerFrame.RunnerDownFrame)
-const decodeClient = Codec.decodeJson(ChannelFrame.ClientFrame)
 const decodeRunner = Codec.decodeJson(RunnerFrame.RunnerUpFrame)
 const decodePeerId = Codec.decodeUnknown(Ids.PeerId)
 const decodeRunnerId = Codec.decodeUnknown(Ids.RunnerId)
 const decodeAfter = Codec.decodeUnknown(Schema.NumberFromString.pipe(Schema.int(), Schema.nonNegative()))
-
-const REPLAY_PAGE = 500
-
+const decodePresence = Codec.decodeUnknown(ChannelFrame.PresenceMode)
 /**
  * Handle a socket's frames one at a time, in arrival order, for the scope's lifetime. The
  * platform runs a fiber per frame; without this, two sends on one socket could commit in
@@ -101,8 +83,9 @@ export const preflight: Effect.Effect<
 interface RawSocket {
   readonly readyState: number
   readonly bufferedAmount: number
-  send(data: string): void
+  send(data: string | Buffer, options?: { readonly binary: boolean }): void
   close(code: number, reason: string): void
+  terminate(): void
 }
 
 /**
@@ -125,51 +108,21 @@ export const rawSocketOf = (request: HttpServerRequest.HttpServerRequest): { rea
   }
 }
 
+/**
+ * Refuse frames over `bytes` before they are buffered: the platform's WebSocket server uses the
+ * `ws` default `maxPayload` (100 MiB) and offers no option, so the limit is set on the socket's
+ * frame parser as soon as the socket is open (before its first read: the upgrade completes and
+ * this runs in the same turn of the event loop). A larger frame closes the socket with 1009.
+ */
+export const capPayload = (request: HttpServerRequest.HttpServerRequest, bytes: number): void => {
+  const found = rawSocketOf(request)
+  const receiver = (found?.ws as { _receiver?: { _maxPayload?: number } } | undefined)?._receiver
+  if (receiver !== undefined && typeof receiver._maxPayload === "number") receiver._maxPayload = bytes
+}
+
 /** Bytes a client may leave unread in its socket's send buffer before it is cut off as slow (4008). */
 export const SLOW_CONSUMER_BYTES = 16 * 1024 * 1024
 
-/** Live items held while a socket replays its inbox, before it is cut off as slow (4008). */
-const REPLAY_BUFFER = ChannelHub.DEFAULT_BUFFER
-
-/**
- * A message's JSON without a schema pass (a Message is a schema class of JSON values: it
- * stringifies to its encoding). The copies of one message differ only in `seq` (fan-out to a
- * team, several sockets of a peer, the sender's `sent`): the rest is encoded once per id.
- */
-const makeMessageJson = () => {
-  let lastId: string | undefined
-  let rest = ""
-  return (message: Message.Message): string => {
-    if (message.id !== lastId) {
-      const { seq: _seq, ...fields } = message
-      rest = JSON.stringify(fields).slice(1)
-      lastId = message.id
-    }
-    return rest === "}" ? `{"seq":${message.seq}}` : `{"seq":${message.seq},${rest}`
-  }
-}
-const messageJson = makeMessageJson()
-const messageFrame = (message: Message.Message) => `{"type":"message","message":${messageJson(message)}}`
-const sentFrame = (ref: string | undefined, result: SendResult) =>
-  `{"type":"sent",${ref === undefined ? "" : `"ref":${JSON.stringify(ref)},`}"message":${messageJson(result.message)},"recipients":${JSON.stringify(result.recipients)}}`
-
-/**
- * Decode a client frame: the schema's synchronous decoder for the common case, the Effect
- * decoder (with its `InvalidRequest` naming the field) for anything that does not decode.
- */
-const decodeClientSync = Schema.decodeUnknownEither(ChannelFrame.ClientFrame)
-const decodeClientFrame = (text: string): Effect.Effect<ChannelFrame.ClientFrame, Errors.InvalidRequest> => {
-  let json: unknown
-  try {
-    json = JSON.parse(text)
-  } catch {
-    return decodeClient(text)
-  }
-  const decoded = decodeClientSync(json)
-  return decoded._tag === "Right" ? Effect.succeed(decoded.right) : decodeClient(text)
-}
-
-type Task = string | Uint8Array | Effect.Effect<void>
 
 const peerChannel = Effect.gen(function* () {
   const bus = yield* Bus
@@ -183,6 +136,8 @@ const peerChannel = Effect.gen(function* () {
   const peerId = yield* decodePeerId(id)
   const afterParam = url.searchParams.get("after")
   const after = afterParam === null ? undefined : yield* decodeAfter(afterParam)
+  const presenceParam = url.searchParams.get("presence")
+  const presence = presenceParam === null ? "all" : yield* decodePresence(presenceParam)
   // Tenancy and ownership are checked once, here: the socket acts for this peer until it closes
   // (it is closed when the peer is unregistered or the token revoked).
   const me = (yield* bus.owned(principal, peerId)).peer
@@ -224,46 +179,67 @@ const peerChannel = Effect.gen(function* () {
         }
         raw.send(text)
       }
+      /** Like `out`, for a text frame encoded once and shared by every socket it goes to. */
+      const outShared = (frame: Buffer) => {
+        if (closing) return
+        if (raw === undefined) return out(frame.toString("utf8"))
+        if (raw.bufferedAmount > SLOW_CONSUMER_BYTES) return close(ChannelFrame.CloseCode.slowConsumer, "slow consumer: reconnect to replay")
+        if (!corked && stream !== undefined) {
+          corked = true
+          stream.cork()
+          setImmediate(uncork)
+        }
+        raw.send(frame, { binary: false })
+      }
       const close = (code: number, reason: string) => {
         if (closing) return
         closing = true
-        if (raw !== undefined) raw.close(code, reason)
+        if (raw !== undefined && code === ChannelFrame.CloseCode.slowConsumer) {
+          // A client that stopped reading would not read the close frame either: queue it, then
+          // drop the connection at once instead of holding its unread bytes through the close
+          // handshake (the client reconnects and replays from its inbox either way).
+          const socket = raw
+          socket.close(code, reason)
+          stream?.uncork()
+          setImmediate(() => socket.terminate())
+        } else if (raw !== undefined) raw.close(code, reason)
         else Runtime.runFork(runtime)(Effect.ignore(write(new Socket.CloseEvent(code, reason))))
       }
-      const send = (frame: ChannelFrame.ServerFrame) => Effect.sync(() => out(encodeServer(frame)))
 
-      // ---- inbound: frames are handled one at a time, in arrival order, by one fiber per
-      // socket that sleeps while there is nothing to do ----
-      const tasks: Array<Task> = []
-      let paused = true // until the hello and the replay are out
-      let wake: ((done: Effect.Effect<void>) => void) | undefined
-      const idle = Effect.async<void>((resume) => {
-        if (!paused && tasks.length > 0) resume(Effect.void)
-        else wake = resume
-      })
-      const work: Effect.Effect<void> = Effect.suspend(() => {
-        const task = paused ? undefined : tasks.shift()
-        if (task === undefined) return idle
-        const step = Effect.isEffect(task) ? task : onFrame(task)
-        return Effect.zipRight(Effect.catchAllCause(step, () => Effect.void), work)
-      })
-      const kick = () => {
-        if (wake === undefined || paused || tasks.length === 0) return
-        const resume = wake
-        wake = undefined
-        resume(Effect.void)
-      }
-      const schedule = (task: Task) => {
-        tasks.push(task)
-        kick()
-      }
-      yield* Effect.forever(work).pipe(Effect.forkScoped)
+      // The protocol (hello, replay, live, ordered sends, coalesced acks) is core's ChannelSession;
+      // this is its WebSocket transport and the Bus behind it.
+      const session = yield* ChannelSession.make(
+        {
+          tenant,
+          peerId,
+          hub,
+          inbox,
+          connect: bus.heartbeat(principal, peerId),
+          heartbeat: bus.peers.touch(tenant, peerId),
+          send: (fields, accepted) => bus.sendAs(tenant, me, fields, accepted),
+          registered: bus.peers.get(tenant, peerId).pipe(
+            Effect.as(true),
+            Effect.catchTag("PeerNotFound", () => Effect.succeed(false))
+          ),
+          disconnected: bus.disconnected(tenant, peerId),
+          // Tracked from the subscription on, and untracked before the peer is taken offline (the
+          // keep-alive touches tracked peers: it must not bring this one back online).
+          attached: connections.add({ tenant, peer: peerId, tokenId, close }),
+          delivered: (message, replayed) => {
+            metrics.messagesOut(1)
+            if (!replayed) metrics.observeDelivery(Date.now() - Date.parse(message.sentAt))
+          }
+        },
+        { write: out, writeShared: outShared, close, closed: () => closing },
+        { after, presence, maxFrameBytes: config.maxBodyBytes }
+      )
 
       // Reading drives the upgrade: start it first, or writes would wait for an open socket forever.
       yield* socket
-        .runRaw((data) => schedule(data), {
+        .runRaw(session.receive, {
           onOpen: Effect.sync(() => {
             const found = rawSocketOf(request)
+            capPayload(request, config.maxBodyBytes)
             raw = found?.ws
             stream = found?.stream
             Deferred.unsafeDone(opened, Effect.void)
@@ -283,85 +259,7 @@ const peerChannel = Effect.gen(function* () {
       // Nothing is written before the socket is open, so every frame takes the same path, in order.
       yield* Deferred.await(opened)
       if (closing) return
-
-      // ---- outbound: live items go straight to the socket at publish time ----
-      let last = 0
-      let replaying = true
-      const held: Array<ChannelHub.ChannelItem> = []
-      const deliver = (item: ChannelHub.ChannelItem) => {
-        if (item.type === "event") {
-          out(encodeServer(item))
-          // This peer was unregistered (not merely gone offline): tell the client not to reconnect.
-          if (item.event.type === "peer_left" && item.event.peer.id === peerId) {
-            schedule(
-              bus.peers.get(tenant, peerId).pipe(
-                Effect.asVoid,
-                Effect.catchTag("PeerNotFound", () => Effect.sync(() => close(ChannelFrame.CloseCode.unregistered, "peer unregistered")))
-              )
-            )
-          }
-          return
-        }
-        if (item.message.seq <= last) return
-        last = item.message.seq
-        metrics.messagesOut(1)
-        metrics.observeDelivery(Date.now() - Date.parse(item.message.sentAt))
-        out(messageFrame(item.message))
-      }
-      // Attach before reading the inbox so nothing appended in between is missed: live items
-      // are held until the replay is out, then written after it (skipping what it covered).
-      yield* hub.attach(tenant, peerId, (item) => {
-        if (!replaying) return deliver(item)
-        if (held.length >= REPLAY_BUFFER) return close(ChannelFrame.CloseCode.slowConsumer, "slow consumer: reconnect to replay")
-        held.push(item)
-      })
-      yield* connections.add({ tenant, peer: peerId, tokenId, close })
-      const peer = yield* bus.heartbeat(principal, peerId)
-      const cursor = yield* inbox.cursor(tenant, peerId)
-      yield* send({ type: "hello", peer, cursor })
-
-      last = Math.max(after ?? cursor, 0)
-      while (!closing) {
-        const page = yield* inbox.read(tenant, peerId, { after: last, limit: REPLAY_PAGE })
-        for (const message of page.messages) {
-          out(messageFrame(message))
-          last = message.seq
-        }
-        metrics.messagesOut(page.messages.length)
-        if (page.messages.length < REPLAY_PAGE) break
-      }
-      yield* Effect.sync(() => {
-        replaying = false
-        for (const item of held.splice(0)) deliver(item)
-        paused = false
-        kick()
-      })
-
-      function onFrame(data: string | Uint8Array): Effect.Effect<void> {
-        const text = textOf(data)
-        if (text.length > config.maxBodyBytes) {
-          return send({ type: "error", error: new Errors.PayloadTooLarge({ message: `frame larger than ${config.maxBodyBytes} bytes`, limit: config.maxBodyBytes }) })
-        }
-        if (nestsDeeperThan(text)) return send({ type: "error", error: tooDeep() })
-        return decodeClientFrame(text).pipe(
-          Effect.flatMap((frame): Effect.Effect<void, Errors.WireError> => {
-            switch (frame.type) {
-              case "ack":
-                return Effect.map(inbox.ack(tenant, peerId, frame.upTo), ({ cursor }) => out(`{"type":"acked","cursor":${cursor}}`))
-              case "heartbeat":
-                return Effect.asVoid(bus.peers.touch(tenant, peerId))
-              case "send": {
-                const { type: _type, ref, ...fields } = frame
-                return bus.sendAs(tenant, me, fields, (result) => out(sentFrame(ref, result))).pipe(
-                  Effect.asVoid,
-                  Effect.catchAll((error) => send({ type: "error", ref, error }))
-                )
-              }
-            }
-          }),
-          Effect.catchAll((error) => send({ type: "error", error }))
-        )
-      }
+      yield* session.start
 
       yield* Deferred.await(ended).pipe(
         Effect.onInterrupt(() =>
@@ -375,7 +273,14 @@ const peerChannel = Effect.gen(function* () {
   return HttpServerResponse.empty()
 })
 
-const runnerLink = Effect.gen(function* () {
+/**
+ * The runner links open on this broker, by tenant and runner id. A new link for an id that is
+ * linked already closes the older one (4009, `RunnerFrame.LinkCloseCode.replaced`) and waits
+ * until it is released before it attaches, so the spawn plane sees one link at a time.
+ */
+type RunnerLinks = Map<string, { readonly replace: Effect.Effect<void> }>
+
+const runnerLink = (links: RunnerLinks) => Effect.gen(function* () {
   const bus = yield* Bus
   const config = yield* BrokerConfig
   const relay = yield* Relay
@@ -385,12 +290,22 @@ const runnerLink = Effect.gen(function* () {
   const tenant = principal.tenant
   const socket = yield* request.upgrade.pipe(Effect.mapError(() => new Errors.InvalidRequest({ message: "expected a WebSocket upgrade" })))
 
+  const released = yield* Deferred.make<void>()
+  const key = `${tenant}\u0000${runnerId}`
   yield* Effect.scoped(
     Effect.gen(function* () {
       const write = yield* socket.writer
       const send = (frame: RunnerFrame.RunnerDownFrame) => write(encodeRunner(frame))
       const scope = yield* Effect.scope
       let isAttached = false
+      const me = {
+        replace: write(new Socket.CloseEvent(RunnerFrame.LinkCloseCode.replaced, `runner ${runnerId} was linked again by another connection`)).pipe(
+          Effect.timeout("1 second"),
+          Effect.ignore,
+          Effect.zipRight(Deferred.await(released).pipe(Effect.timeout("5 seconds"), Effect.ignore))
+        )
+      }
+      yield* Effect.addFinalizer(() => Effect.sync(() => links.get(key) === me && links.delete(key)))
 
       const onFrame = (data: string | Uint8Array): Effect.Effect<void, Socket.SocketError> => {
         const text = textOf(data)
@@ -408,6 +323,12 @@ const runnerLink = Effect.gen(function* () {
                 if (isAttached) return Effect.fail(new Errors.InvalidRequest({ message: "hello was already received on this link", field: "type" }))
                 isAttached = true
                 return Effect.gen(function* () {
+                  const previous = links.get(key)
+                  links.set(key, me)
+                  if (previous !== undefined) {
+                    yield* Effect.logWarning(`runner ${runnerId} (tenant ${tenant}) linked again: closing its older link (4009)`)
+                    yield* previous.replace
+                  }
                   const link = yield* bus.spawns.attach(tenant, frame.runner, frame.agents).pipe(Scope.extend(scope))
                   yield* link.orders.pipe(Stream.runForEach(send), Effect.ignore, Effect.forkIn(scope))
                   yield* relay.attach(tenant, runnerId, frame.features?.includes(RELAY_FEATURE) ?? false, send).pipe(Scope.extend(scope))
@@ -436,7 +357,7 @@ const runnerLink = Effect.gen(function* () {
       // Read in a fiber of its own and await it here: on shutdown this fiber is interrupted while the
       // socket is still open, so the 1001 can go out (from inside the reader it would wait forever).
       const ended = yield* Deferred.make<void>()
-      yield* socket.runRaw((data) => Queue.offer(inbound, data)).pipe(
+      yield* socket.runRaw((data) => Queue.offer(inbound, data), { onOpen: Effect.sync(() => capPayload(request, config.maxBodyBytes)) }).pipe(
         Effect.catchAll(() => Effect.void),
         Effect.ensuring(Deferred.succeed(ended, undefined)),
         Effect.forkScoped
@@ -447,7 +368,7 @@ const runnerLink = Effect.gen(function* () {
         )
       )
     })
-  )
+  ).pipe(Effect.ensuring(Deferred.succeed(released, undefined)))
   return HttpServerResponse.empty()
 })
 
@@ -461,6 +382,7 @@ export const layer = HttpApiBuilder.Router.use((router) =>
       Bus | BrokerConfig | Metrics | ChannelHub.ChannelHub | Inbox.Inbox | Authenticator.Authenticator | Connections | TokenStore | Relay
     >()
     yield* router.get("/ws/broker/peer/:id", refuse(peerChannel).pipe(Effect.provide(services)))
-    yield* router.get("/ws/runner/:id", refuse(runnerLink).pipe(Effect.provide(services)))
+    const links: RunnerLinks = new Map()
+    yield* router.get("/ws/runner/:id", refuse(runnerLink(links)).pipe(Effect.provide(services)))
   })
 )

@@ -108,7 +108,8 @@ export const make = Effect.gen(function* () {
       (chunk) =>
         Effect.zipRight(
           // A peer unregistered meanwhile (its sockets are being closed) or a store hiccup: the next round retries.
-          Effect.forEach(chunk, (c) => Effect.catchAllCause(peers.touch(c.tenant, c.peer), () => Effect.void), { discard: true }),
+          // A peer whose last socket closed since the sweep began is offline now: not touched back online.
+          Effect.forEach(chunk, (c) => (byPeer.has(keyOf(c.tenant, c.peer)) ? Effect.catchAllCause(peers.touch(c.tenant, c.peer), () => Effect.void) : Effect.void), { discard: true }),
           Effect.sleep(0)
         ),
       { discard: true }

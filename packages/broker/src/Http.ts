@@ -2,7 +2,7 @@
  * The broker's HTTP API: handlers for every group of core's `BrokerApi`, over the `Bus`.
  */
 import { HttpApiBuilder, HttpServer } from "@effect/platform"
-import { Authenticator, BrokerApi, Errors, Principal, Runner } from "@mks/a2a"
+import { Authenticator, BrokerApi, Errors, Permission, Principal, Runner, Task } from "@mks/a2a"
 import { Effect, Layer, Redacted } from "effect"
 import { BrokerConfig } from "./BrokerConfig.js"
 import { Bus } from "./Bus.js"
@@ -41,7 +41,16 @@ const HealthLive = HttpApiBuilder.group(Api, "health", (handlers) =>
     return handlers
       .handle("healthz", () => Effect.succeed({ status: "ok" as const, version: config.version }))
       .handle("openapi", () => Effect.succeed(doc))
-      .handle("metrics", () => metrics.render)
+      .handle("metrics", () =>
+        Effect.flatMap(Principal.CurrentPrincipal, (principal) =>
+          // Process-wide figures count every tenant: an operator's to read, not any token's.
+          Permission.canReadMetrics(principal)
+            ? metrics.render
+            : Effect.fail(
+                new Errors.Forbidden({ message: `/metrics counts every tenant: it needs an admin token of tenant "${Permission.OPERATOR_TENANT}" or the "metrics" scope` })
+              )
+        )
+      )
   })
 )
 
@@ -146,8 +155,27 @@ const SpawnLive = HttpApiBuilder.group(Api, "spawn", (handlers) =>
   })
 )
 
+const TasksLive = HttpApiBuilder.group(Api, "tasks", (handlers) =>
+  Effect.gen(function* () {
+    const { tasks } = yield* Bus
+    const one = <E>(f: (p: Principal.Principal) => Effect.Effect<Task.Task, E>) => Effect.flatMap(Principal.CurrentPrincipal, (p) => Effect.map(f(p), (task) => ({ task })))
+    return handlers
+      .handle("create", ({ payload }) => one((p) => tasks.create(p, payload)))
+      .handle("list", ({ urlParams }) => Effect.flatMap(Principal.CurrentPrincipal, (p) => Effect.map(tasks.list(p, urlParams), (list) => ({ tasks: list }))))
+      .handle("get", ({ path }) => one((p) => tasks.get(p, path.id)))
+      .handle("claimNext", ({ payload }) => Effect.flatMap(Principal.CurrentPrincipal, (p) => Effect.map(tasks.claimNext(p, payload), (task) => ({ task: task ?? null }))))
+      .handle("claim", ({ path, payload }) => one((p) => tasks.claim(p, path.id, payload)))
+      .handle("heartbeat", ({ path, payload }) => one((p) => tasks.heartbeat(p, path.id, payload)))
+      .handle("complete", ({ path, payload }) => one((p) => tasks.complete(p, path.id, payload)))
+      .handle("fail", ({ path, payload }) => one((p) => tasks.fail(p, path.id, payload)))
+      .handle("release", ({ path, payload }) => one((p) => tasks.release(p, path.id, payload)))
+      .handle("cancel", ({ path, payload }) => one((p) => tasks.cancel(p, path.id, payload)))
+      .handle("reassign", ({ path, payload }) => one((p) => tasks.reassign(p, path.id, payload)))
+  })
+)
+
 /** Every group of the API, needing the Bus, config, metrics, an Authenticator and the HttpServer. */
 export const ApiLive = HttpApiBuilder.api(Api).pipe(
-  Layer.provide([HealthLive, PeersLive, MessagesLive, InboxLive, TeamsLive, RunnersLive, SpawnLive]),
+  Layer.provide([HealthLive, PeersLive, MessagesLive, InboxLive, TeamsLive, RunnersLive, SpawnLive, TasksLive]),
   Layer.provide(AuthenticationLive)
 )

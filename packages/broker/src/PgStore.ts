@@ -3,16 +3,19 @@
  * (see docs/scaling.md).
  *
  * - PeerRegistry, TeamDirectory and Inbox are the portable `SqlStore` (same migrations) with
- *   `cache: false`: every read goes to the database, each write is its own transaction. A
- *   direct message is appended by one statement of its own (seq, row and notification).
- * - The inbox table is the source of truth for delivery. Every append runs
- *   `pg_notify('a2a_inbox', {tenant, [[peer, seq]…]})` inside its transaction (delivered exactly
+ *   `cache: false`, except: inbox appends, acks and drops are group-committed
+ *   (`PgGroupCommit.ts`: one transaction per batch, one notification per batch), and peer
+ *   lookups by id or name are batched per tick (`PgPeerLookup.ts`).
+ * - The inbox table is the source of truth for delivery. Every batch runs
+ *   `pg_notify('a2a_inbox', {i, tenant, [[peer, seq]…]})` inside its transaction (delivered exactly
  *   when the rows commit). Every instance LISTENs; for a recipient with a socket on it, the
- *   instance's pump reads the rows after the last seq it pushed and pushes them in seq order.
- *   The payload only says "look": messages are always read from the table, so a notification
- *   lost or merged never leaves a gap. The sending instance goes through the same pump; only
- *   the very next seq of an idle pump is pushed as it is (it cannot leave a gap), so the order
- *   of one recipient's messages is the seq order whatever instance sent them.
+ *   instance's pump reads the rows after the last seq it pushed and pushes them in seq order
+ *   (all the pumps due in one tick are read by one query). The payload only says "look":
+ *   messages are always read from the table, so a notification lost or merged never leaves a
+ *   gap, and a catch-up query every `A2A_BROKER_PG_CATCHUP_MS` finds pumps that are behind.
+ *   The sending instance goes through the same pump; only the very next seq of an idle pump is
+ *   pushed as it is (it cannot leave a gap), so the order of one recipient's messages is the
+ *   seq order whatever instance sent them.
  * - Long-poll inbox reads wake on the same notifications.
  * - Events (peer_joined/left/updated, team_changed, spawn_status) are pushed to this
  *   instance's sockets and NOTIFYed on `a2a_event` (inline JSON; past 7,500 bytes the event is
@@ -32,15 +35,19 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { ChannelFrame, ChannelHub, Errors, Inbox, Message as MessageModule, PeerRegistry, PostgresUrl, SpawnPlane, TeamDirectory } from "@mks/a2a"
+import { ChannelFrame, ChannelHub, Errors, Inbox, PeerRegistry, PostgresUrl, SpawnPlane, TaskBoard, TeamDirectory } from "@mks/a2a"
 import type { Ids, Message } from "@mks/a2a"
-import { Context, Deferred, Effect, Layer, Option, Redacted, Runtime, Schema, Scope } from "effect"
+import { Clock, Config, Context, Deferred, Duration, Effect, Layer, Option, Redacted, Runtime, Schedule, Schema, Scope } from "effect"
 import pg from "pg"
 import { randomBytes } from "node:crypto"
 import { BrokerConfig } from "./BrokerConfig.js"
+import * as PgGroupCommit from "./PgGroupCommit.js"
+import * as PgPeerLookup from "./PgPeerLookup.js"
 import * as PgSpawnPlane from "./PgSpawnPlane.js"
 import * as SqlStore from "./SqlStore.js"
-import { StoreGauges, type Stores } from "./Store.js"
+import * as SqlTaskBoard from "./SqlTaskBoard.js"
+import type { Stores } from "./Store.js"
+import { StoreGauges } from "./StoreGauges.js"
 import { SharedSpawnTokens, type SharedSpawnTokensService, TokenRecord } from "./TokenStore.js"
 
 /** The LISTEN connection is a plain `pg.Client` of our own (the same `pg` that `@effect/sql-pg` uses), since we must see it drop. */
@@ -56,8 +63,6 @@ const GC_LOCK = 0x0a2a0002
 
 /** Inline event payloads up to this size; larger ones go through `a2a_events` (PG's limit is 8,000 bytes). */
 const INLINE_EVENT_BYTES = 7_500
-/** Recipients per inbox notification (keeps a team fan-out's payload far below 8,000 bytes). */
-const RECIPIENTS_PER_NOTIFY = 40
 /** Rows a pump reads per query. */
 const PUMP_PAGE = 500
 /** Events kept in `a2a_events` for instances that read them late. */
@@ -70,8 +75,6 @@ const PG_MIGRATIONS = [
   `CREATE INDEX IF NOT EXISTS a2a_spawn_tokens_spawn ON a2a_spawn_tokens (spawn_id)`,
   ...PgSpawnPlane.MIGRATIONS
 ]
-
-const MessageClass = MessageModule.Message
 
 const keyOf = (tenant: string, peer: string) => `${tenant}\u0000${peer}`
 
@@ -195,8 +198,21 @@ export const listen = (
     (handle) => Effect.promise(() => handle.stop()).pipe(Effect.timeoutOption(1_000))
   ).pipe(Effect.map((handle) => handle.listener))
 
+/**
+ * The wake-up path (docs/scaling.md): `A2A_BROKER_PG_LISTEN=off` makes an instance rely on
+ * catch-up reads alone (e.g. behind a pooler without LISTEN), and `A2A_BROKER_PG_CATCHUP_MS`
+ * (default 1,000) is how often catch-up runs, with or without LISTEN.
+ */
+const wakeupConfig = Config.all({
+  listen: Config.boolean("A2A_BROKER_PG_LISTEN").pipe(Config.withDefault(true)),
+  catchUpMs: Config.integer("A2A_BROKER_PG_CATCHUP_MS").pipe(
+    Config.validate({ message: "A2A_BROKER_PG_CATCHUP_MS must be between 10 and 60000", validation: (ms) => ms >= 10 && ms <= 60_000 }),
+    Config.withDefault(1_000)
+  )
+})
+
 /** Cluster-wide state of one instance, for tests and metrics. */
-export class PgCluster extends Context.Tag("@mks/a2a-broker/PgCluster")<PgCluster, { readonly instance: string; readonly listener: Listener }>() {}
+export class PgCluster extends Context.Tag("@mks/a2a-broker/PgCluster")<PgCluster, { readonly instance: string; readonly listener: Listener; readonly commits: PgGroupCommit.Stats }>() {}
 
 const make = (url: string) =>
   Effect.gen(function* () {
@@ -205,6 +221,7 @@ const make = (url: string) =>
     const runtime = yield* Effect.runtime<never>()
     const run = Runtime.runFork(runtime)
     const instance = randomBytes(6).toString("hex")
+    const wakeups = yield* wakeupConfig
 
     // Two instances starting together must not run the same CREATE TABLEs at once.
     yield* orDie(
@@ -217,19 +234,9 @@ const make = (url: string) =>
       )
     )
 
-    const notifyAppended: SqlStore.AppendHook = (tenant, appended) =>
-      Effect.forEach(
-        chunk(appended, RECIPIENTS_PER_NOTIFY),
-        (part) => {
-          const notice: InboxNotice = { i: instance, t: tenant, d: part.map((a) => [a.peer, a.seq] as const) }
-          return sql`SELECT pg_notify(${INBOX_CHANNEL}, ${JSON.stringify(notice)})`
-        },
-        { discard: true }
-      )
-
     const teams = yield* SqlStore.makeTeamDirectory(false)
     const peersBase = yield* SqlStore.makePeerRegistry(false).pipe(Effect.provideService(TeamDirectory.TeamDirectory, teams))
-    const inboxBase = yield* SqlStore.makeInbox(config.inboxCapacity, false, notifyAppended)
+    const inboxBase = yield* SqlStore.makeInbox(config.inboxCapacity, false)
     const memory = yield* ChannelHub.makeMemory()
     const plane = yield* PgSpawnPlane.make({ instance, staleAfter: config.runnerStaleAfter, pendingTimeout: config.spawnPendingTimeout })
 
@@ -266,49 +273,80 @@ const make = (url: string) =>
       readonly peer: Ids.PeerId
       pushed: number
       refs: number
-      running: boolean
-      again: boolean
     }
     const pumps = new Map<string, Pump>()
+    /**
+     * Pumps to read, and pumps whose read is in flight. All the pumps kicked while the event
+     * loop is busy are read by ONE query (each after its own last pushed seq), so a wake-up
+     * for a batch of recipients costs one round trip, not one per recipient.
+     */
+    const due = new Set<Pump>()
+    const reading = new Set<Pump>()
+    let readScheduled = false
 
-    const cycle = (pump: Pump): Effect.Effect<void> =>
-      Effect.gen(function* () {
-        const key = keyOf(pump.tenant, pump.peer)
-        while (pumps.get(key) === pump) {
-          pump.again = false
-          const rows = yield* sql<{ seq: number | string; data: string }>`SELECT seq, data FROM a2a_inbox
-            WHERE tenant = ${pump.tenant} AND peer_id = ${pump.peer} AND seq > ${pump.pushed} ORDER BY seq LIMIT ${PUMP_PAGE}`
-          if (rows.length > 0) {
-            const deliveries: Array<Message.Delivery> = rows.map((row) => ({ recipient: pump.peer, message: SqlStore.messageOfRow(row) }))
-            pump.pushed = deliveries[deliveries.length - 1]!.message.seq
-            yield* memory.publish(pump.tenant, deliveries)
-          }
-          if (rows.length < PUMP_PAGE && !pump.again) break
+    type PumpRow = { n: number; seq: number | string; data: string }
+    const readRound: Effect.Effect<void> = Effect.suspend(() => {
+      readScheduled = false
+      const batch: Array<Pump> = []
+      for (const p of due) {
+        if (pumps.get(keyOf(p.tenant, p.peer)) !== p) due.delete(p) // its last socket closed
+        else if (!reading.has(p)) {
+          due.delete(p)
+          reading.add(p)
+          batch.push(p)
         }
-      }).pipe(
+      }
+      if (batch.length === 0) return Effect.void
+      const wanted = JSON.stringify(batch.map((p, n) => ({ n, tenant: p.tenant, peer: p.peer, after: p.pushed })))
+      return sql<PumpRow>`SELECT x.n, i.seq, i.data FROM json_to_recordset(${wanted}::json) AS x(n int, tenant text, peer text, after bigint)
+          CROSS JOIN LATERAL (SELECT seq, data FROM a2a_inbox WHERE tenant = x.tenant AND peer_id = x.peer AND seq > x.after ORDER BY seq LIMIT ${PUMP_PAGE}) i
+          ORDER BY x.n, i.seq`.pipe(
+        Effect.flatMap((rows) =>
+          Effect.gen(function* () {
+            const byN = new Map<number, Array<PumpRow>>()
+            for (const row of rows) {
+              const list = byN.get(Number(row.n)) ?? []
+              list.push(row)
+              byN.set(Number(row.n), list)
+            }
+            for (let n = 0; n < batch.length; n++) {
+              const pump = batch[n]!
+              const found = byN.get(n) ?? []
+              // Rows the sending instance pushed meanwhile (fast path) are skipped.
+              const fresh = found.filter((row) => Number(row.seq) > pump.pushed)
+              if (fresh.length > 0) {
+                const deliveries: Array<Message.Delivery> = fresh.map((row) => ({ recipient: pump.peer, message: SqlStore.messageOfRow(row) }))
+                pump.pushed = deliveries[deliveries.length - 1]!.message.seq
+                yield* memory.publish(pump.tenant, deliveries)
+              }
+              if (found.length === PUMP_PAGE) due.add(pump)
+            }
+          })
+        ),
         Effect.catchAllCause((cause) =>
           Effect.zipRight(
             Effect.logWarning("inbox pump failed; retrying in 1 s", cause),
             Effect.sync(() => {
-              setTimeout(() => kick(pump), 1_000).unref()
+              setTimeout(() => batch.forEach(kick), 1_000).unref()
             })
           )
         ),
         Effect.ensuring(
           Effect.sync(() => {
-            pump.running = false
-            if (pump.again && pumps.get(keyOf(pump.tenant, pump.peer)) === pump) kick(pump)
+            for (const p of batch) reading.delete(p)
+            if (due.size > 0) scheduleRead()
           })
         )
       )
-
+    })
+    function scheduleRead() {
+      if (readScheduled) return
+      readScheduled = true
+      setImmediate(() => run(readRound))
+    }
     function kick(pump: Pump) {
-      if (pump.running) {
-        pump.again = true
-        return
-      }
-      pump.running = true
-      run(cycle(pump))
+      due.add(pump)
+      scheduleRead()
     }
 
     const noticeOf = (key: string, seq: number) => {
@@ -354,12 +392,53 @@ const make = (url: string) =>
         yield* memory.publishEvent(full.t, event.value, full.to as ReadonlyArray<Ids.PeerId> | undefined)
       })
 
-    const listener = yield* listen(url, [INBOX_CHANNEL, EVENT_CHANNEL, PgSpawnPlane.RUNNER_CHANNEL], onNotification, () => {
+    const onConnected = () => {
       // Back after a gap (or first start): what was notified meanwhile is lost, so read again.
       for (const pump of pumps.values()) kick(pump)
       wakeAll()
       run(plane.catchUp.pipe(Effect.catchAllCause((cause) => Effect.logWarning("runner catch-up failed", cause))))
+    }
+    const listener: Listener = wakeups.listen
+      ? yield* listen(url, [INBOX_CHANNEL, EVENT_CHANNEL, PgSpawnPlane.RUNNER_CHANNEL], onNotification, onConnected)
+      : { connected: () => false }
+
+    /**
+     * Catch-up, the safety net under the wake-ups: every `catchUpMs`, ONE query compares the
+     * last seq of every inbox with a socket or a long-poll here with what was pushed; pumps that
+     * are behind read, long-polls with unread messages wake. A lost wake-up (or none at all,
+     * with `A2A_BROKER_PG_LISTEN=off`) therefore delays a push by at most `catchUpMs` plus a read.
+     */
+    const catchUpTick = Effect.suspend(() => {
+      const keys = new Map<string, { tenant: string; peer: string }>()
+      for (const pump of pumps.values()) keys.set(keyOf(pump.tenant, pump.peer), { tenant: pump.tenant, peer: pump.peer })
+      for (const key of waiting.keys()) {
+        const [tenant, peer] = key.split("\u0000") as [string, string]
+        keys.set(key, { tenant, peer })
+      }
+      if (keys.size === 0) return Effect.void
+      return sql<{ tenant: string; peer_id: string; last_seq: number | string; cursor: number | string }>`SELECT s.tenant, s.peer_id, s.last_seq, s.cursor
+          FROM json_to_recordset(${JSON.stringify([...keys.values()])}::json) AS x(tenant text, peer text)
+          JOIN a2a_inbox_state s ON s.tenant = x.tenant AND s.peer_id = x.peer`.pipe(
+        Effect.map((rows) => {
+          for (const row of rows) {
+            const key = keyOf(row.tenant, row.peer_id)
+            const last = Number(row.last_seq)
+            const pump = pumps.get(key)
+            if (pump !== undefined && last > pump.pushed) kick(pump)
+            if (last > Number(row.cursor)) wake(key)
+          }
+        })
+      )
     })
+    yield* Effect.gen(function* () {
+      yield* catchUpTick
+      // Without LISTEN, runner orders made through other instances are caught up the same way.
+      if (!wakeups.listen) yield* plane.catchUp
+    }).pipe(
+      Effect.catchAllCause((cause) => Effect.logWarning("catch-up failed", cause)),
+      Effect.repeat(Schedule.spaced(Duration.millis(wakeups.catchUpMs))),
+      Effect.forkScoped
+    )
 
     const hub: ChannelHub.ChannelHubService = {
       subscribe: memory.subscribe,
@@ -370,7 +449,7 @@ const make = (url: string) =>
           if (pump === undefined) {
             // Everything up to the last seq now is the socket's replay; the pump pushes what follows.
             const rows = yield* orDie(sql<{ last_seq: number | string }>`SELECT last_seq FROM a2a_inbox_state WHERE tenant = ${tenant} AND peer_id = ${peer}`)
-            pump = pumps.get(key) ?? { tenant, peer, pushed: Number(rows[0]?.last_seq ?? 0), refs: 0, running: false, again: false }
+            pump = pumps.get(key) ?? { tenant, peer, pushed: Number(rows[0]?.last_seq ?? 0), refs: 0 }
             pumps.set(key, pump)
           }
           const mine = pump
@@ -390,7 +469,7 @@ const make = (url: string) =>
             const pump = pumps.get(keyOf(tenant, d.recipient))
             if (pump === undefined || d.message.seq <= pump.pushed) continue
             // The next seq of an idle pump cannot leave a gap: push it as it is, without a read.
-            if (!pump.running && d.message.seq === pump.pushed + 1) {
+            if (!due.has(pump) && !reading.has(pump) && d.message.seq === pump.pushed + 1) {
               pump.pushed = d.message.seq
               yield* memory.publish(tenant, [d])
             } else kick(pump)
@@ -425,7 +504,7 @@ const make = (url: string) =>
     }
 
     /** Run `work` only if this instance holds the cluster's GC lock for this transaction. */
-    const asLeader = <A>(work: Effect.Effect<A>, otherwise: A) =>
+    const asLeader = <A>(work: Effect.Effect<A, Errors.ServiceUnavailable>, otherwise: A) =>
       orDie(
         sql.withTransaction(
           Effect.gen(function* () {
@@ -435,51 +514,32 @@ const make = (url: string) =>
         )
       )
 
+    const lookup = yield* PgPeerLookup.make
     const peers: PeerRegistry.PeerRegistryService = {
       ...peersBase,
+      get: lookup.get,
+      resolve: lookup.resolve,
       expire: (cutoff) => asLeader(peersBase.expire(cutoff), [])
     }
 
     /**
-     * A direct message (one recipient) is one statement: take the seq if the inbox has room,
-     * insert the row and notify, atomically (the notification leaves at commit). A team send
-     * is the portable transaction (all or nothing across its recipients).
+     * Appends, acks and drops are group-committed (`PgGroupCommit.ts`): what arrives together
+     * is one transaction with multi-row statements and one wake-up notification.
      */
-    const knownInboxes = new Set<string>()
-    const appendOne = (tenant: string, recipient: Ids.PeerId, draft: Message.MessageDraft, retried = false): Effect.Effect<ReadonlyArray<Message.Delivery>, Errors.InboxFull | SqlError> =>
-      Effect.gen(function* () {
-        const key = keyOf(tenant, recipient)
-        if (!knownInboxes.has(key)) {
-          yield* sql`INSERT INTO a2a_inbox_state (tenant, peer_id, last_seq, cursor) VALUES (${tenant}, ${recipient}, 0, 0) ON CONFLICT DO NOTHING`
-        }
-        const now = Date.now()
-        const rows = yield* sql<{ seq: number | string }>`WITH taken AS (
-            UPDATE a2a_inbox_state SET last_seq = last_seq + 1
-            WHERE tenant = ${tenant} AND peer_id = ${recipient} AND last_seq - cursor < ${config.inboxCapacity} RETURNING last_seq),
-          inserted AS (
-            INSERT INTO a2a_inbox (tenant, peer_id, seq, message_id, appended_at, data)
-            SELECT ${tenant}, ${recipient}, last_seq, ${draft.id}, ${now}, ${JSON.stringify(draft)} FROM taken RETURNING seq)
-          SELECT seq, pg_notify(${INBOX_CHANNEL}, json_build_object('i', ${instance}::text, 't', ${tenant}::text, 'd', json_build_array(json_build_array(${recipient}::text, seq)))::text) AS notified
-          FROM inserted`
-        if (rows[0] === undefined && knownInboxes.has(key) && !retried) {
-          // Dropped meanwhile (by another instance): create the inbox again and retry once.
-          knownInboxes.delete(key)
-          return yield* appendOne(tenant, recipient, draft, true)
-        }
-        knownInboxes.add(key)
-        if (rows[0] === undefined) {
-          return yield* Effect.fail(
-            new Errors.InboxFull({ message: `the inbox of ${recipient} holds ${config.inboxCapacity} unacked messages`, peer: recipient, capacity: config.inboxCapacity })
-          )
-        }
-        return [{ recipient, message: new MessageClass({ ...draft, seq: Number(rows[0].seq) }, true) }] as ReadonlyArray<Message.Delivery>
-      })
+    const writer = yield* PgGroupCommit.make({
+      capacity: config.inboxCapacity,
+      instance,
+      channel: INBOX_CHANNEL,
+      committed: (appended) => {
+        for (const [tenant, peer] of appended) wake(keyOf(tenant, peer))
+      }
+    })
 
     const inbox: Inbox.InboxService = {
       ...inboxBase,
-      append: (tenant, recipients, draft) =>
-        recipients.length === 1 ? orDie(appendOne(tenant, recipients[0]!, draft)) : inboxBase.append(tenant, recipients, draft),
-      drop: (tenant, peer) => Effect.zipRight(Effect.sync(() => knownInboxes.delete(keyOf(tenant, peer))), inboxBase.drop(tenant, peer)),
+      append: (tenant, recipients, draft) => Effect.flatMap(Clock.currentTimeMillis, (now) => writer.append(tenant, recipients, draft, now)),
+      ack: writer.ack,
+      drop: writer.drop,
       wait: (tenant, peer, options) =>
         Effect.scoped(
           Effect.gen(function* () {
@@ -508,16 +568,12 @@ const make = (url: string) =>
       Context.add(ChannelHub.ChannelHub, hub),
       Context.add(SpawnPlane.SpawnPlane, { ...plane.service, expire: (now) => asLeader(plane.service.expire(now), []) }),
       Context.add(StoreGauges, yield* SqlStore.gauges),
-      Context.add(PgCluster, { instance, listener }),
+      // Claims are atomic across instances (FOR UPDATE SKIP LOCKED, SqlTaskBoard.ts); the sweep may run on every instance.
+      Context.add(TaskBoard.TaskBoard, yield* SqlTaskBoard.make("pg")),
+      Context.add(PgCluster, { instance, listener, commits: writer.stats }),
       Context.add(SharedSpawnTokens, spawnTokens)
     )
   })
-
-const chunk = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
-  const out: Array<ReadonlyArray<A>> = []
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
-  return out
-}
 
 /** How long a query waits for a connection before the request is answered 503. */
 const CONNECT_TIMEOUT = "2 seconds"

@@ -3,13 +3,14 @@
  * `GET /ws/broker/spawns/:id/terminal?cols=&rows=`, for browsers (`?token=`) and the CLI
  * (Bearer header). Everything is checked before the upgrade, so a refusal is an HTTP status
  * with the contract's JSON error: the token (401), the peer role (403), the spawn in the
- * token's tenant (404, also for other tenants' spawns), the query (400). After the upgrade a
+ * token's tenant (404, also for other tenants' spawns), the `attach` / `attach:any` permission (403),
+ * the query (400). After the upgrade a
  * runner that is not linked, or does not know the spawn, is an `error` frame and a close code
  * (`RunnerFrame.RelayCloseCode`); a client that does not read is cut off (4008) and the
  * runner told to stop the stream, so it never backs up the runner's link.
  */
 import { HttpApiBuilder, HttpServerResponse, Socket } from "@effect/platform"
-import { Authenticator, Codec, Errors, Ids, RunnerFrame } from "@mks/a2a"
+import { Authenticator, Codec, Errors, Ids, Permission, RunnerFrame } from "@mks/a2a"
 import { Deferred, Effect, Runtime, Schedule, Schema } from "effect"
 import { BrokerConfig } from "./BrokerConfig.js"
 import { Bus } from "./Bus.js"
@@ -51,13 +52,13 @@ const relaySocket = (kind: Kind) =>
     const tokens = yield* TokenStore
     const { request, url, principal, id, token } = yield* Channels.preflight
     const spawnId = yield* decodeSpawnId(id)
-    if (!principal.hasRole("peer")) return yield* Effect.fail(new Errors.Forbidden({ message: `an agent's ${kind === "logs" ? "log" : "terminal"} needs the peer role` }))
     // Other tenants' spawns are 404 (existence does not leak).
     const spawn = yield* bus.spawns.get(principal.tenant, spawnId)
-    // A spawned agent's own token reaches its own agent only, not its neighbours' terminals.
-    if (principal.spawnId !== undefined && principal.spawnId !== spawnId) {
-      return yield* Effect.fail(new Errors.Forbidden({ message: "a spawn's token reaches only its own agent" }))
-    }
+    // `attach` reaches the principal's own spawns, `attach:any` every spawn of the tenant (Permission.ts).
+    const record = (result: "allowed" | "refused", error?: string) =>
+      bus.audit.record({ tenant: principal.tenant, actor: principal.subject, action: "attach", spawnId, runnerId: spawn.runnerId, detail: kind, result, ...(error !== undefined ? { error } : {}) })
+    yield* Permission.authorizeAttach(principal, spawn).pipe(Effect.tapError((e) => record("refused", `${e._tag}: ${e.message}`)))
+    yield* record("allowed")
     const open =
       kind === "logs"
         ? { kind, spawnId, n: yield* decodeN(url.searchParams.get("n")) }
@@ -126,6 +127,7 @@ const relaySocket = (kind: Kind) =>
           .runRaw(onFrame, {
             onOpen: Effect.sync(() => {
               raw = Channels.rawSocketOf(request)
+              Channels.capPayload(request, config.maxBodyBytes)
               Deferred.unsafeDone(opened, Effect.void)
             })
           })

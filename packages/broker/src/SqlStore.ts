@@ -192,7 +192,7 @@ export const makeTeamDirectory = (cache: boolean) => Effect.gen(function* () {
 
 // ---- peers ------------------------------------------------------------------------------------
 
-interface PeerRow {
+export interface PeerRow {
   readonly id: string
   readonly tenant: string
   readonly name: string
@@ -205,6 +205,31 @@ interface PeerRow {
 
 /** The JSON `data` column: every Peer field that is not a column or derived. */
 type PeerData = Peer.PeerFields
+
+/** A row of `a2a_peers` with its team names as a Peer (the PostgreSQL store builds them from batched reads too). */
+export const peerOfRow = (row: PeerRow, teamNames: ReadonlyArray<Ids.TeamName>) => {
+  const data = JSON.parse(row.data) as PeerData
+  return new Peer.Peer(
+    {
+      id: row.id as Ids.PeerId,
+      name: row.name,
+      summary: data.summary,
+      agent: data.agent,
+      cwd: data.cwd,
+      gitRoot: data.gitRoot,
+      host: data.host,
+      pid: data.pid,
+      teams: teamNames,
+      status: row.status as Peer.PeerStatus,
+      registeredAt: Ids.nowIso(Number(row.registered_at)),
+      lastSeenAt: Ids.nowIso(Number(row.last_seen_at)),
+      ...(data.spawnId === undefined ? {} : { spawnId: data.spawnId as Ids.SpawnId }),
+      ...(data.runnerId === undefined ? {} : { runnerId: data.runnerId as Ids.RunnerId }),
+      meta: data.meta
+    },
+    true
+  )
+}
 
 export const makePeerRegistry = (cache: boolean) => Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
@@ -225,29 +250,7 @@ export const makePeerRegistry = (cache: boolean) => Effect.gen(function* () {
   // One registration at a time per process: name lookups and inserts must not interleave.
   const lifecycle = yield* Effect.makeSemaphore(1)
 
-  const toPeer = (row: PeerRow, teamNames: ReadonlyArray<Ids.TeamName>) => {
-    const data = JSON.parse(row.data) as PeerData
-    return new Peer.Peer(
-      {
-        id: row.id as Ids.PeerId,
-        name: row.name,
-        summary: data.summary,
-        agent: data.agent,
-        cwd: data.cwd,
-        gitRoot: data.gitRoot,
-        host: data.host,
-        pid: data.pid,
-        teams: teamNames,
-        status: row.status as Peer.PeerStatus,
-        registeredAt: Ids.nowIso(Number(row.registered_at)),
-        lastSeenAt: Ids.nowIso(Number(row.last_seen_at)),
-        ...(data.spawnId === undefined ? {} : { spawnId: data.spawnId as Ids.SpawnId }),
-        ...(data.runnerId === undefined ? {} : { runnerId: data.runnerId as Ids.RunnerId }),
-        meta: data.meta
-      },
-      true
-    )
-  }
+  const toPeer = peerOfRow
   // With the cache, the record built from a cached row is kept with it (until the row or its teams change).
   const built = new WeakMap<PeerRow, { readonly teams: ReadonlyArray<Ids.TeamName>; readonly record: Peer.PeerRecord }>()
   const toRecord = (row: PeerRow) =>

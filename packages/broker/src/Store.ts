@@ -1,8 +1,8 @@
 /**
  * The broker's state: the core protocol services, from memory or from a SQL database.
  */
-import { ChannelHub, Errors, Inbox, PeerRegistry, PostgresUrl, SpawnPlane, TeamDirectory } from "@mks/a2a"
-import { Context, Effect, Layer } from "effect"
+import { ChannelHub, Errors, Inbox, PeerRegistry, PostgresUrl, SpawnPlane, TaskBoard, TeamDirectory } from "@mks/a2a"
+import { Effect, Layer } from "effect"
 import { SqlClient } from "@effect/sql"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { mkdirSync } from "node:fs"
@@ -10,8 +10,13 @@ import { createRequire } from "node:module"
 import { dirname } from "node:path"
 import { Worker } from "node:worker_threads"
 import { BrokerConfig } from "./BrokerConfig.js"
+import * as AuditLog from "./AuditLog.js"
 import * as PgStore from "./PgStore.js"
+import type { SharedSpawnTokens } from "./TokenStore.js"
+import * as SqliteSpawnPlane from "./SqliteSpawnPlane.js"
 import * as SqlStore from "./SqlStore.js"
+import * as SqlTaskBoard from "./SqlTaskBoard.js"
+import { StoreGauges } from "./StoreGauges.js"
 
 export type Stores =
   | StoreGauges
@@ -20,12 +25,10 @@ export type Stores =
   | TeamDirectory.TeamDirectory
   | ChannelHub.ChannelHub
   | SpawnPlane.SpawnPlane
+  | TaskBoard.TaskBoard
 
 /** Store-level counts for `/metrics` (NaN where a store cannot count). */
-export class StoreGauges extends Context.Tag("@mks/a2a-broker/StoreGauges")<
-  StoreGauges,
-  { readonly peersOnline: Effect.Effect<number>; readonly inboxDepth: Effect.Effect<number> }
->() {}
+export { StoreGauges }
 
 const noGauges = Layer.succeed(StoreGauges, { peersOnline: Effect.succeed(Number.NaN), inboxDepth: Effect.succeed(Number.NaN) })
 
@@ -38,6 +41,7 @@ export const layerMemory: Layer.Layer<Stores, never, BrokerConfig> = Layer.unwra
       PeerRegistry.layerMemory,
       Inbox.layerMemory({ capacity: config.inboxCapacity }),
       ChannelHub.layerMemory(),
+      TaskBoard.layerMemory,
       SpawnPlane.layerMemory({ staleAfter: config.runnerStaleAfter, pendingTimeout: config.spawnPendingTimeout })
     ).pipe(Layer.provideMerge(TeamDirectory.layerMemory))
   })
@@ -127,10 +131,10 @@ const walCheckpointer = (file: string) =>
   )
 
 /**
- * SQLite (WAL) at `file`: peers, teams and inboxes survive restarts; live channels and the
- * spawn plane are in memory (runners re-announce their agents when they reconnect).
+ * SQLite (WAL) at `file`: peers, teams, inboxes, spawns, runners and spawn tokens survive
+ * restarts; live channels are in memory (runners re-announce their agents when they reconnect).
  */
-export const layerSqlite = (file: string): Layer.Layer<Stores, Errors.ServiceUnavailable, BrokerConfig> =>
+export const layerSqlite = (file: string): Layer.Layer<Stores | SharedSpawnTokens | AuditLog.AuditLog, Errors.ServiceUnavailable, BrokerConfig> =>
   Layer.unwrapEffect(
     Effect.gen(function* () {
       const config = yield* BrokerConfig
@@ -139,7 +143,10 @@ export const layerSqlite = (file: string): Layer.Layer<Stores, Errors.ServiceUna
         SqlStore.layer({ capacity: config.inboxCapacity, cache: true }),
         Layer.effect(StoreGauges, SqlStore.gauges),
         ChannelHub.layerMemory(),
-        SpawnPlane.layerMemory({ staleAfter: config.runnerStaleAfter, pendingTimeout: config.spawnPendingTimeout }),
+        // Spawns, runners and spawn tokens are in the database too (SqliteSpawnPlane.ts).
+        SqliteSpawnPlane.layer,
+        Layer.effect(TaskBoard.TaskBoard, SqlTaskBoard.make("sqlite")),
+        AuditLog.layerSql,
         file === ":memory:" ? Layer.empty : walCheckpointer(file)
       ).pipe(
         Layer.provide(sqliteTuning),

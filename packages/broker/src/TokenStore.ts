@@ -1,10 +1,11 @@
 /**
  * Static bearer tokens of the broker, stored only as SHA-256 hashes in a 0600 JSON file that is
- * written atomically (temp file, fsync, rename). Also mints the short-lived peer tokens of
- * spawn orders (kept in memory: a spawned agent that outlives a broker restart re-registers
- * through its runner's next order).
+ * written atomically (temp file, fsync, rename), or only in memory (`layerMemory`, for a broker
+ * embedded in an app). The short-lived peer tokens of spawn orders are not here: they are
+ * core's `SpawnTokens` service, which the broker consults after any authenticator
+ * (`spawnTokensLayer` picks where they are kept).
  */
-import { Authenticator, Errors, Ids, Principal, VirtualKey } from "@mks/a2a"
+import { Authenticator, Errors, Ids, Permission, Principal, SpawnTokens, VirtualKey } from "@mks/a2a"
 import { Context, Effect, Layer, Option, Ref, Schema } from "effect"
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeSync } from "node:fs"
 import { dirname, join } from "node:path"
@@ -16,7 +17,9 @@ export const TokenRecord = Schema.Struct({
   tenant: Ids.Tenant,
   roles: Schema.Array(Principal.Role),
   createdAt: Schema.String,
-  spawnId: Schema.optional(Ids.SpawnId)
+  spawnId: Schema.optional(Ids.SpawnId),
+  /** Permissions added to the roles' (`Permission.ts`); for a spawn token, its spec's `grants`. */
+  scopes: Schema.optional(Schema.Array(Permission.Permission))
 })
 export type TokenRecord = typeof TokenRecord.Type
 
@@ -27,12 +30,14 @@ export type TokenInfo = Omit<TokenRecord, "hash">
 
 export interface TokenStoreService extends Authenticator.AuthenticatorService {
   /** Create a token; the secret is returned here only. */
-  readonly create: (input: { readonly tenant: string; readonly roles: ReadonlyArray<Principal.Role>; readonly name?: string | undefined }) => Effect.Effect<{ readonly token: string; readonly info: TokenInfo }, Errors.ServiceUnavailable>
+  readonly create: (input: {
+    readonly tenant: string
+    readonly roles: ReadonlyArray<Principal.Role>
+    readonly name?: string | undefined
+    readonly scopes?: ReadonlyArray<Permission.Permission> | undefined
+  }) => Effect.Effect<{ readonly token: string; readonly info: TokenInfo }, Errors.ServiceUnavailable>
   readonly list: Effect.Effect<ReadonlyArray<TokenInfo>>
   readonly revoke: (id: string) => Effect.Effect<void, Errors.Unauthorized | Errors.ServiceUnavailable>
-  /** A peer token good only for registering (and then acting as) the peer of one spawn. */
-  readonly issueSpawnToken: (tenant: string, spawnId: Ids.SpawnId) => Effect.Effect<string>
-  readonly revokeSpawnToken: (spawnId: Ids.SpawnId) => Effect.Effect<void>
   /** The id of the static token `token` is (not a spawn token), if it is one in force. */
   readonly idOf: (token: string) => Effect.Effect<string | undefined>
   /** The ids of the static tokens in force, after reloading the file if it changed (a revoke by the CLI). */
@@ -53,7 +58,7 @@ export interface SharedSpawnTokensService {
 
 export class SharedSpawnTokens extends Context.Tag("@mks/a2a-broker/SharedSpawnTokens")<SharedSpawnTokens, SharedSpawnTokensService>() {}
 
-export const TOKEN_PREFIX = "a2a_"
+export const TOKEN_PREFIX = SpawnTokens.TOKEN_PREFIX
 export const newSecret = (): string => TOKEN_PREFIX + Ids.randomToken(40)
 
 /** Write `data` to `path` atomically with mode 0600: a crash leaves the old or the new file, never half of one. */
@@ -98,27 +103,26 @@ const principalOf = (record: TokenRecord): Principal.Principal =>
     subject: record.spawnId !== undefined ? `spawn:${record.spawnId}` : record.id,
     tenant: record.tenant,
     roles: record.roles,
-    spawnId: record.spawnId
+    spawnId: record.spawnId,
+    ...(record.scopes !== undefined && record.scopes.length > 0 ? { scopes: record.scopes } : {})
   })
 
-/** A token store backed by `path` (`<home>/tokens.json`). */
-export const make = (path: string) =>
+/** A token store backed by `path` (`<home>/tokens.json`), or by memory only when `path` is undefined. */
+export const make = (path: string | undefined) =>
   Effect.gen(function* () {
-    const mtimeOf = () => (existsSync(path) ? statSync(path).mtimeMs : 0)
+    const mtimeOf = () => (path !== undefined && existsSync(path) ? statSync(path).mtimeMs : 0)
     let loadedAt = mtimeOf()
-    const records = yield* Ref.make<ReadonlyArray<TokenRecord>>(yield* readTokens(path))
+    const records = yield* Ref.make<ReadonlyArray<TokenRecord>>(path === undefined ? [] : yield* readTokens(path))
     // The CLI edits the file while the broker runs: reload when it changed, so a revoke takes effect at once.
     const fresh = Effect.suspend(() => {
       const mtime = mtimeOf()
-      if (mtime === loadedAt) return Effect.void
+      if (path === undefined || mtime === loadedAt) return Effect.void
       return readTokens(path).pipe(
         Effect.flatMap((next) => Ref.set(records, next)),
         Effect.tap(() => Effect.sync(() => (loadedAt = mtime))),
         Effect.catchAll((e) => Effect.logError(e.message))
       )
     })
-    const spawnTokens = yield* Ref.make(new Map<string, TokenRecord>())
-    const shared = Option.getOrUndefined(yield* Effect.serviceOption(SharedSpawnTokens))
     // The id set of the last records seen by activeIds (rebuilt only when the records change).
     let idsFor: ReadonlyArray<TokenRecord> | undefined
     let ids: ReadonlySet<string> = new Set()
@@ -126,7 +130,7 @@ export const make = (path: string) =>
 
     const persist = (next: ReadonlyArray<TokenRecord>) =>
       Effect.try({
-        try: () => writeFileAtomic(path, JSON.stringify({ version: 1, tokens: next }, null, 2) + "\n"),
+        try: () => (path === undefined ? undefined : writeFileAtomic(path, JSON.stringify({ version: 1, tokens: next }, null, 2) + "\n")),
         catch: (e) => new Errors.ServiceUnavailable({ message: `cannot write token file ${path}: ${String(e)}` })
       }).pipe(Effect.zipRight(Ref.set(records, next)), Effect.tap(() => Effect.sync(() => (loadedAt = mtimeOf()))))
 
@@ -137,27 +141,25 @@ export const make = (path: string) =>
         Effect.gen(function* () {
           if (!token.startsWith(TOKEN_PREFIX)) return yield* Effect.fail(unauthorized)
           const hash = VirtualKey.hashSecret(token)
-          if (shared !== undefined) {
-            // Static tokens first (no round trip), then the cluster's spawn tokens.
-            yield* fresh
-            const found = (yield* Ref.get(records)).find((r) => VirtualKey.digestsEqual(r.hash, hash))
-            if (found !== undefined) return principalOf(found)
-            const spawn = yield* shared.find(hash)
-            return spawn !== undefined && VirtualKey.digestsEqual(spawn.hash, hash) ? principalOf(spawn) : yield* Effect.fail(unauthorized)
-          }
-          const spawn = (yield* Ref.get(spawnTokens)).get(hash)
-          if (spawn !== undefined && VirtualKey.digestsEqual(spawn.hash, hash)) return principalOf(spawn)
           yield* fresh
           const found = (yield* Ref.get(records)).find((r) => VirtualKey.digestsEqual(r.hash, hash))
           return found === undefined ? yield* Effect.fail(unauthorized) : principalOf(found)
         }),
-      create: ({ tenant, roles, name }) =>
+      create: ({ tenant, roles, name, scopes }) =>
         lock.withPermits(1)(
           Effect.gen(function* () {
             // Start from the file as it is now: the CLI may have changed it since it was loaded.
             yield* fresh
             const token = newSecret()
-            const record: TokenRecord = { id: `t_${Ids.randomToken(12)}`, name, hash: VirtualKey.hashSecret(token), tenant, roles, createdAt: Ids.nowIso() }
+            const record: TokenRecord = {
+              id: `t_${Ids.randomToken(12)}`,
+              name,
+              hash: VirtualKey.hashSecret(token),
+              tenant,
+              roles,
+              createdAt: Ids.nowIso(),
+              ...(scopes !== undefined && scopes.length > 0 ? { scopes } : {})
+            }
             yield* persist([...(yield* Ref.get(records)), record])
             const { hash: _hash, ...info } = record
             return { token, info }
@@ -173,18 +175,6 @@ export const make = (path: string) =>
             yield* persist(all.filter((r) => r.id !== id))
           })
         ),
-      issueSpawnToken: (tenant, spawnId) =>
-        Effect.gen(function* () {
-          const token = newSecret()
-          const record: TokenRecord = { id: `st_${spawnId}`, hash: VirtualKey.hashSecret(token), tenant, roles: ["peer"], createdAt: Ids.nowIso(), spawnId }
-          if (shared !== undefined) yield* shared.put(record)
-          else yield* Ref.update(spawnTokens, (m) => new Map(m).set(record.hash, record))
-          return token
-        }),
-      revokeSpawnToken: (spawnId) =>
-        shared !== undefined
-          ? shared.revoke(spawnId)
-          : Ref.update(spawnTokens, (m) => new Map([...m].filter(([, r]) => r.spawnId !== spawnId))),
       idOf: (token) =>
         Effect.gen(function* () {
           if (!token.startsWith(TOKEN_PREFIX)) return undefined
@@ -207,6 +197,29 @@ export const make = (path: string) =>
   })
 
 export const layer = (path: string) => Layer.effect(TokenStore, make(path))
+
+/** A token store in memory only (nothing written): for a broker embedded in an app that mints its tokens with `create`. */
+export const layerMemory: Layer.Layer<TokenStore> = Layer.effect(TokenStore, Effect.orDie(make(undefined)))
+
+/**
+ * Core's `SpawnTokens` for this broker: in its store when the store keeps them (SQLite,
+ * PostgreSQL: a token issued by one instance is accepted, and revoked, by all), else in memory
+ * (a spawned agent that outlives a broker restart re-registers through its runner's next order).
+ */
+export const spawnTokensLayer: Layer.Layer<SpawnTokens.SpawnTokens> = Layer.effect(
+  SpawnTokens.SpawnTokens,
+  Effect.map(Effect.serviceOption(SharedSpawnTokens), (shared) =>
+    SpawnTokens.make(
+      Option.isNone(shared)
+        ? SpawnTokens.makeMemoryBacking()
+        : {
+            put: (record) => shared.value.put(record as TokenRecord),
+            find: (hash) => shared.value.find(hash) as Effect.Effect<SpawnTokens.SpawnTokenRecord | undefined>,
+            revoke: (spawnId) => shared.value.revoke(spawnId)
+          }
+    )
+  )
+)
 
 /** Where the first-start admin token is written. */
 export const adminTokenPath = (home: string) => join(home, "broker.token")

@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 /**
  * a2a-broker [--port 4200] [--host 127.0.0.1] [--db FILE|:memory:|memory|postgres://…] [--home DIR] [--public-url URL]
- * a2a-broker token create --tenant T --role R [--name N]   (prints the token alone on stdout)
+ * a2a-broker token create --tenant T --role R [--scope P …] [--name N]   (prints the token alone on stdout)
  * a2a-broker token list [--json]
  * a2a-broker token revoke ID
  */
 import { NodeRuntime } from "@effect/platform-node"
+import { Permission, ServerLimits } from "@mks/a2a"
 import { Effect, Layer, Logger, LogLevel } from "effect"
 import { join } from "node:path"
 import { parseArgs } from "node:util"
@@ -15,7 +16,7 @@ import * as TokenStore from "./TokenStore.js"
 import { VERSION } from "./version.js"
 
 const usage = `usage: a2a-broker [--port N] [--host H] [--db FILE|:memory:|memory|postgres://…] [--home DIR] [--public-url URL]
-       a2a-broker token create --tenant T --role admin|peer|runner [--role …] [--name N]
+       a2a-broker token create --tenant T --role admin|peer|runner [--role …] [--scope PERMISSION …] [--name N]
        a2a-broker token list [--json]
        a2a-broker token revoke ID`
 
@@ -36,6 +37,7 @@ const { values, positionals } = (() => {
         "public-url": { type: "string" },
         tenant: { type: "string" },
         role: { type: "string", multiple: true },
+        scope: { type: "string", multiple: true },
         name: { type: "string" },
         json: { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -57,6 +59,12 @@ if (values.version) {
 }
 
 const env = process.env
+
+/** `A2A_AUDIT_RETENTION_DAYS`: how long the audit log keeps entries. */
+const auditDays = (text: string): number => {
+  const days = Number(text)
+  return Number.isFinite(days) && days > 0 ? days * 24 * 60 * 60 * 1000 : fail(`A2A_AUDIT_RETENTION_DAYS must be a positive number of days, got "${text}"`)
+}
 const home = values.home ?? BrokerConfig.defaultHome()
 const portText = values.port ?? env.A2A_BROKER_PORT
 const port = portText === undefined ? 4200 : Number(portText)
@@ -70,7 +78,19 @@ const config = BrokerConfig.make({
   host: values.host ?? env.A2A_BROKER_HOST ?? "127.0.0.1",
   db: values.db ?? env.A2A_BROKER_DB ?? join(home, "broker.db"),
   publicUrl: values["public-url"] ?? env.A2A_BROKER_PUBLIC_URL,
+  ...(env.A2A_AUDIT_RETENTION_DAYS !== undefined ? { auditRetention: auditDays(env.A2A_AUDIT_RETENTION_DAYS) } : {}),
   version: VERSION,
+  // A2A_BROKER_HEADERS_TIMEOUT_MS, _REQUEST_TIMEOUT_MS, _KEEP_ALIVE_TIMEOUT_MS, _MAX_PENDING_CONNECTIONS, _LISTEN_BACKLOG.
+  limits: (() => {
+    try {
+      return ServerLimits.fromEnv("A2A_BROKER")
+    } catch (e) {
+      return fail(`invalid connection limits: ${String(e)}`)
+    }
+  })(),
+  ...(env.A2A_BROKER_PRESENCE_MS === undefined
+    ? {}
+    : { presenceInterval: Number.isInteger(Number(env.A2A_BROKER_PRESENCE_MS)) && Number(env.A2A_BROKER_PRESENCE_MS) >= 1 ? Number(env.A2A_BROKER_PRESENCE_MS) : fail(`invalid A2A_BROKER_PRESENCE_MS: ${env.A2A_BROKER_PRESENCE_MS}`) }),
   oidc:
     env.A2A_OIDC_ISSUER === undefined
       ? undefined
@@ -81,7 +101,8 @@ const config = BrokerConfig.make({
           jwksUri: env.A2A_OIDC_JWKS_URI,
           tenantClaim: env.A2A_OIDC_TENANT_CLAIM ?? "tenant",
           defaultTenant: env.A2A_OIDC_DEFAULT_TENANT ?? "default",
-          rolesClaim: env.A2A_OIDC_ROLES_CLAIM ?? "roles"
+          rolesClaim: env.A2A_OIDC_ROLES_CLAIM ?? "roles",
+          permissionsClaim: env.A2A_OIDC_PERMISSIONS_CLAIM ?? "a2a_permissions"
         }
 })
 
@@ -94,7 +115,15 @@ const tokenCommand = (command: string | undefined, arg: string | undefined) =>
         if (values.tenant === undefined || roles.length === 0) return fail("token create needs --tenant and --role")
         const bad = roles.find((r) => !["admin", "peer", "runner"].includes(r))
         if (bad !== undefined) return fail(`unknown role ${bad} (admin, peer or runner)`)
-        const { token } = yield* store.create({ tenant: values.tenant, roles: roles as Array<"admin" | "peer" | "runner">, name: values.name })
+        const scopes = (values.scope ?? []) as Array<string>
+        const unknown = scopes.find((p) => !(Permission.ALL as ReadonlyArray<string>).includes(p))
+        if (unknown !== undefined) return fail(`unknown permission ${unknown} (${Permission.ALL.join(", ")})`)
+        const { token } = yield* store.create({
+          tenant: values.tenant,
+          roles: roles as Array<"admin" | "peer" | "runner">,
+          name: values.name,
+          ...(scopes.length > 0 ? { scopes: scopes as Array<Permission.Permission> } : {})
+        })
         process.stdout.write(token + "\n")
         return
       }

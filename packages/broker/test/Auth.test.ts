@@ -70,6 +70,21 @@ describe("static tokens and tenancy", () => {
     expect((await http(broker, undefined, "GET", "/openapi.json")).status).toBe(200)
   })
 
+  it("/metrics counts every tenant, so it is an operator's: admin of tenant default or the metrics scope; a peer, runner or other tenant's admin is 403", async () => {
+    const scrape = (token: string) => http(broker, token, "GET", "/metrics")
+    // The broker's own admin token (tenant default) and a token with the `metrics` scope.
+    const ok = await scrape(broker.adminToken)
+    expect(ok.status).toBe(200)
+    expect(ok.text).toMatch(/^a2a_ws_connections \d+$/m)
+    expect((await scrape(await broker.scopedToken("y", ["peer"], ["metrics"]))).status).toBe(200)
+    // Everyone else: peer tokens of any tenant, a runner, an admin of another tenant.
+    for (const token of [x, y, runnerOnly, await broker.token("default", "peer"), await broker.token("y", "admin")]) {
+      const res = await scrape(token)
+      expectError(res, 403, "Forbidden")
+      expect(res.text).not.toMatch(/a2a_/)
+    }
+  })
+
   it("a bad token is 401 Unauthorized {_tag, message}, whatever its shape", async () => {
     for (const bad of ["nope", "a2a_" + "x".repeat(40), x + "x", x.slice(0, -1), "a.b.c"]) {
       const res = await http(broker, bad, "GET", "/api/peers")

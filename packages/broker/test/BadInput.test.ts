@@ -72,8 +72,8 @@ describe("typed errors for bad input (in-process broker, inbox capacity 3)", () 
         expectError(await http(broker, token, method, path, body), 400, "InvalidRequest")
       }
     }
-    // Not JSON at all, whatever the content type says.
-    expectError(await http(broker, token, "POST", "/api/peers", "name=x", { "content-type": "text/plain" }), 400, "InvalidRequest")
+    // Not JSON at all: a body of another content type is refused before it is read.
+    expectError(await http(broker, token, "POST", "/api/peers", "name=x", { "content-type": "text/plain" }), 415, "UnsupportedMediaType")
     expectError(await http(broker, token, "POST", "/api/peers", "null"), 400, "InvalidRequest")
     expectError(await http(broker, token, "POST", "/api/peers", [1, 2]), 400, "InvalidRequest")
   })
@@ -166,15 +166,17 @@ describe("typed errors for bad input (in-process broker, inbox capacity 3)", () 
     expect((await http(broker, undefined, "GET", "/healthz")).status).toBe(200)
   })
 
-  it("a 1 MiB WebSocket frame is an error frame (PayloadTooLarge) and the socket stays open", async () => {
+  it("a WebSocket frame over the limit (1 MiB − 1 bytes) closes the socket with 1009 before it is buffered; a new socket works", async () => {
     const socket = await FrameSocket.open(wsUrl(broker, `/ws/broker/peer/${a.id}`), { authorization: `Bearer ${token}` })
     await socket.next((f) => f.type === "hello")
+    const closed = new Promise<number>((resolve) => socket.ws.on("close", (code) => resolve(code)))
     socket.send({ type: "send", to: b.id, body: "x".repeat(1024 * 1024), ref: "big" })
-    const error = await socket.next((f) => f.type === "error")
-    expect(error.error).toMatchObject({ _tag: "PayloadTooLarge", limit: 1024 * 1024 - 1 })
-    socket.send({ type: "ack", upTo: 0 })
-    expect(await socket.next((f) => f.type !== "event")).toEqual({ type: "acked", cursor: 0 })
-    await socket.close()
+    expect(await closed).toBe(1009)
+    const again = await FrameSocket.open(wsUrl(broker, `/ws/broker/peer/${a.id}`), { authorization: `Bearer ${token}` })
+    await again.next((f) => f.type === "hello")
+    again.send({ type: "ack", upTo: 0 })
+    expect(await again.next((f) => f.type === "acked")).toEqual({ type: "acked", cursor: 0 })
+    await again.close()
   })
 
   it("a full inbox is 429 InboxFull naming the peer; a team send appends to nobody", async () => {

@@ -28,7 +28,7 @@ describe("GC with short timeouts", () => {
 
   beforeAll(async () => {
     broker = await startBroker({ peerTimeout: PEER_TIMEOUT, gcInterval: 50, runnerStaleAfter: RUNNER_STALE_AFTER })
-    token = await broker.token("gc", "peer")
+    token = await broker.scopedToken("gc", ["peer"], ["spawn:command"])
     runnerToken = await broker.token("gc", "runner")
     observer = await register("observer")
     watch = await FrameSocket.open(wsUrl(broker, `/ws/broker/peer/${observer.id}`), { authorization: `Bearer ${token}` })

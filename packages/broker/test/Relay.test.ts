@@ -55,7 +55,8 @@ describe("relay of agent logs and terminals through the broker", () => {
   beforeAll(async () => {
     broker = await startBroker({ gcInterval: 50 })
     runnerToken = await broker.token("default", "runner")
-    peerToken = await broker.token("default", "peer")
+    // An operator's peer token: it reaches and stops spawns others created (docs/security.md).
+    peerToken = await broker.scopedToken("default", ["peer"], ["attach:any", "stop:any"])
     runner = await startRunner(["--broker", broker.url, "--token", runnerToken, "--id", "rt-relay", "--capacity", "4"])
     const admin = client(broker, broker.adminToken)
     await eventually(async () => (await admin.runners.list()).runners.find((r) => r.id === "rt-relay" && r.status === "online"), "the runner online")
@@ -240,7 +241,7 @@ describe("relay of agent logs and terminals through the broker", () => {
   }, 90_000)
 
   it("revoking the static token closes its relay sockets with 4003", async () => {
-    const created = await runCli(["token", "create", "--home", broker.home, "--tenant", "default", "--role", "peer", "--name", "relay-revoke"])
+    const created = await runCli(["token", "create", "--home", broker.home, "--tenant", "default", "--role", "peer", "--scope", "attach:any", "--name", "relay-revoke"])
     expect(created.code, created.stderr).toBe(0)
     const token = created.stdout.trim()
     const term = await openRelay(broker.url, `/ws/broker/spawns/${spawnId}/terminal`, token)

@@ -41,13 +41,18 @@ const fakeRunner = (broker: TestBroker, token: string, id: string, agents: Reado
 describe("spawn plane round trip with a test runner", () => {
   let broker: TestBroker
   beforeAll(async () => {
-    broker = await startBroker({ runnerStaleAfter: 400, gcInterval: 50 })
+    // A runner is stale 2 s after its last frame: short enough for the "vanishes" case, long
+    // enough that a loaded machine does not find the heartbeating runner of the round trip stale.
+    broker = await startBroker({ runnerStaleAfter: 2_000, gcInterval: 50 })
   })
   afterAll(() => broker.close())
 
   it("spawn → dispatched → running → registered → stop → exited, with spawn_status events to the requester", async () => {
     const runnerToken = await broker.token("default", "runner")
     const runner = await fakeRunner(broker, runnerToken, "rt-1")
+    // Alive all along, as a real runner is (it heartbeats every 20 s against a 60 s timeout).
+    const beat = setInterval(() => runner.send({ type: "heartbeat" }), 200)
+    runner.ws.once("close", () => clearInterval(beat))
     const api = client(broker, broker.adminToken)
     const requester = (await api.peers.register({ name: "boss" })).peer
     const ch = api.connect(requester.id)

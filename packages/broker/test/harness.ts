@@ -3,7 +3,7 @@
  * (a ManagedRuntime over BrokerServer.layer) or as a child process running the built CLI
  * (for restarts and SIGKILL). Every broker gets its own temporary A2A_HOME.
  */
-import { createBrokerClient } from "@mks/a2a"
+import { createBrokerClient, type Permission } from "@mks/a2a"
 import { Effect, Layer, Logger, LogLevel, ManagedRuntime } from "effect"
 import { spawn, type ChildProcess } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
@@ -44,6 +44,8 @@ export interface TestBroker {
   readonly adminToken: string
   /** A fresh static token. */
   readonly token: (tenant: string, ...roles: Array<"admin" | "peer" | "runner">) => Promise<string>
+  /** A fresh static token with permission scopes (docs/security.md). */
+  readonly scopedToken: (tenant: string, roles: ReadonlyArray<"admin" | "peer" | "runner">, scopes: ReadonlyArray<Permission.Permission>) => Promise<string>
   readonly close: () => Promise<void>
 }
 
@@ -64,6 +66,8 @@ export const startBroker = async (overrides: Partial<BrokerConfig.BrokerConfigSh
     adminToken,
     token: (tenant, ...roles) =>
       runtime.runPromise(Effect.flatMap(TokenStore.TokenStore, (s) => s.create({ tenant, roles: roles.length > 0 ? roles : ["peer"] }))).then((r) => r.token),
+    scopedToken: (tenant, roles, scopes) =>
+      runtime.runPromise(Effect.flatMap(TokenStore.TokenStore, (s) => s.create({ tenant, roles, scopes }))).then((r) => r.token),
     close: async () => {
       await runtime.dispose()
       await database?.drop()
@@ -83,11 +87,11 @@ export interface BrokerProcess {
 }
 
 /** The built `a2a-broker` CLI as a child process; resolves once it printed its address. */
-export const startBrokerProcess = (home: string, args: ReadonlyArray<string> = []): Promise<BrokerProcess> =>
+export const startBrokerProcess = (home: string, args: ReadonlyArray<string> = [], env: Record<string, string> = {}): Promise<BrokerProcess> =>
   new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, "--port", "0", "--home", home, ...args], {
       stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, A2A_HOME: home }
+      env: { ...process.env, A2A_HOME: home, ...env }
     })
     const exited = new Promise<number | NodeJS.Signals | null>((done) => child.once("exit", (code, signal) => done(signal ?? code)))
     let stderr = ""

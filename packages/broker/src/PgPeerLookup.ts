@@ -1,0 +1,98 @@
+/**
+ * Batched peer lookups for the PostgreSQL store: every send resolves its recipient and every
+ * request checks its peer, and instances sharing a database cannot cache peer rows. Lookups
+ * made while the event loop is busy are answered by ONE query (each peer with its teams, by id
+ * or by name), so a burst of sends costs one round trip for its lookups instead of two each.
+ *
+ * Hand-written rather than Effect's `RequestResolver`: its batching only joins requests made
+ * inside one fiber's `forEach`/`all`, while these come from independent fibers (one per socket
+ * frame or HTTP request); the same queue-until-the-next-tick pattern as the group commit.
+ */
+import { SqlClient } from "@effect/sql"
+import { Cause, Effect, Runtime } from "effect"
+import type { Ids, Peer } from "@mks/a2a"
+import { Errors } from "@mks/a2a"
+import * as SqlStore from "./SqlStore.js"
+
+/** Lookups per query at most (more wait for the next one). */
+const MAX_BATCH = 500
+
+interface Pending {
+  readonly tenant: string
+  readonly key: string
+  /** Only by id (`get`), or by id then name (`resolve`). */
+  readonly byName: boolean
+  readonly done: (outcome: Effect.Effect<Peer.PeerRecord, Errors.PeerNotFound>) => void
+}
+
+type Row = SqlStore.PeerRow & { readonly n: number; readonly teams: ReadonlyArray<string> | string }
+
+const unavailable = (e: unknown) =>
+  new Errors.ServiceUnavailable({ message: `store unavailable: ${(e as { message?: string }).message ?? String(e)}` })
+
+export const make = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const runtime = yield* Effect.runtime<never>()
+  let queue: Array<Pending> = []
+  let scheduled = false
+
+  const query = (batch: ReadonlyArray<Pending>) =>
+    sql<Row>`SELECT x.n, p.*, COALESCE((SELECT json_agg(m.team ORDER BY m.team) FROM a2a_team_members m WHERE m.tenant = p.tenant AND m.peer_id = p.id), '[]'::json) AS teams
+      FROM json_to_recordset(${JSON.stringify(batch.map((p, n) => ({ n, tenant: p.tenant, key: p.key, name: p.byName })))}::json) AS x(n int, tenant text, key text, name boolean)
+      JOIN a2a_peers p ON p.tenant = x.tenant AND (p.id = x.key OR (x.name AND p.name = x.key))`
+
+  const answer = (batch: ReadonlyArray<Pending>, rows: ReadonlyArray<Row>) => {
+    const byN = new Map<number, Array<Row>>()
+    for (const row of rows) {
+      const list = byN.get(Number(row.n)) ?? []
+      list.push(row)
+      byN.set(Number(row.n), list)
+    }
+    batch.forEach((p, n) => {
+      const found = byN.get(n) ?? []
+      // An id match wins over a name match (as `resolve` tries the id first).
+      const row = found.find((r) => r.id === p.key) ?? found.find((r) => r.name === p.key)
+      if (row === undefined) return p.done(Effect.fail(new Errors.PeerNotFound({ message: `no peer ${p.key}`, peer: p.key })))
+      const teams = (typeof row.teams === "string" ? JSON.parse(row.teams) : row.teams) as ReadonlyArray<Ids.TeamName>
+      p.done(Effect.succeed({ tenant: row.tenant, owner: row.owner, peer: SqlStore.peerOfRow(row, teams) }))
+    })
+  }
+
+  const drain: Effect.Effect<void> = Effect.suspend(() => {
+    const batch = queue.slice(0, MAX_BATCH)
+    queue = queue.slice(batch.length)
+    return query(batch).pipe(
+      Effect.matchCauseEffect({
+        onSuccess: (rows) => Effect.sync(() => answer(batch, rows)),
+        onFailure: (cause) =>
+          Effect.sync(() => {
+            const error = unavailable(Cause.squash(cause))
+            for (const p of batch) p.done(Effect.die(error))
+          })
+      }),
+      Effect.ensuring(
+        Effect.sync(() => {
+          if (queue.length > 0) setImmediate(start)
+          else scheduled = false
+        })
+      )
+    )
+  })
+  const start = () => {
+    Runtime.runFork(runtime)(drain)
+  }
+
+  const lookup = (tenant: string, key: string, byName: boolean) =>
+    Effect.async<Peer.PeerRecord, Errors.PeerNotFound>((resume) => {
+      queue.push({ tenant, key, byName, done: resume })
+      if (!scheduled) {
+        scheduled = true
+        setImmediate(start)
+      }
+    })
+
+  return {
+    get: (tenant: string, id: string) => lookup(tenant, id, false),
+    resolve: (tenant: string, idOrName: string) => lookup(tenant, idOrName, true)
+  }
+})
