@@ -6,8 +6,9 @@
  */
 import { OpenApi } from "@effect/platform"
 import type { Authenticator } from "@mks/a2a"
-import { KeyStore, Oidc, ProxyApi, UsageMeter } from "@mks/a2a"
-import { Context, Data, Effect, Layer, PubSub } from "effect"
+import { KeyStore, Oidc, ProxyApi, ServerLimits, UsageMeter } from "@mks/a2a"
+import { Context, Data, Effect, Layer, PubSub, Redacted } from "effect"
+import { createHash, timingSafeEqual } from "node:crypto"
 import { createRequire } from "node:module"
 import * as http from "node:http"
 import type { AddressInfo, Socket } from "node:net"
@@ -49,7 +50,21 @@ export interface Options {
   readonly adminAuthenticator?: Authenticator.AuthenticatorService
   /** How long in-flight responses may run on after the scope closes. */
   readonly shutdownGraceMs?: number
+  /** Timeouts and the pending-connection cap (default: `A2A_PROXY_*` variables over `PROXY_LIMITS`). */
+  readonly limits?: ServerLimits.ServerLimits
 }
+
+/**
+ * The proxy's defaults: keep-alive 65 s (longer than the usual 60 s idle timeout of load
+ * balancers and clients that reuse connections between model calls) and 120 s to upload a
+ * request (conversations are large); headers and the pending cap as everywhere.
+ */
+export const PROXY_LIMITS: ServerLimits.ServerLimits = { ...ServerLimits.defaults, keepAliveTimeout: 65_000, requestTimeout: 120_000 }
+
+const hasBody = (req: http.IncomingMessage) => Number(req.headers["content-length"] ?? "0") > 0 || req.headers["transfer-encoding"] !== undefined
+
+/** A fixed-length digest, so tokens of any length compare in constant time. */
+const digest = (token: string): Buffer => createHash("sha256").update(token).digest()
 
 const json = (res: http.ServerResponse, status: number, value: unknown) => jsonText(res, status, JSON.stringify(value))
 
@@ -98,6 +113,15 @@ export const layerWith = (config: ProxyConfig, options: Options = {}): Layer.Lay
       })
       const openApi = JSON.stringify(OpenApi.fromApi(ProxyApi.ProxyControlApi))
 
+      const adminDigest = config.adminToken === undefined ? undefined : digest(Redacted.value(config.adminToken))
+      const metricsRefusal = (authorization: string | undefined) => {
+        const token = /^Bearer (\S+)$/i.exec(authorization ?? "")?.[1]
+        if (token === undefined) return { status: 401, body: { _tag: "Unauthorized", message: "/metrics needs the proxy's admin token (Authorization: Bearer …)" } }
+        if (adminDigest === undefined) return { status: 403, body: { _tag: "Forbidden", message: "/metrics needs the proxy's admin token, and none is configured (A2A_PROXY_ADMIN_TOKEN)" } }
+        if (!timingSafeEqual(digest(token), adminDigest)) return { status: 401, body: { _tag: "Unauthorized", message: "not the proxy's admin token" } }
+        return undefined
+      }
+
       const dispatch = (req: http.IncomingMessage, res: http.ServerResponse): void => {
         const url = req.url ?? "/"
         const q = url.indexOf("?")
@@ -111,12 +135,22 @@ export const layerWith = (config: ProxyConfig, options: Options = {}): Layer.Lay
           return json(res, p === undefined ? 200 : 503, p === undefined ? { status: "ok", version: VERSION } : { status: "unavailable", version: VERSION, problem: p })
         }
         if (path === "/metrics" && method === "GET") {
+          // Per-key ids and usage of every tenant: the operator's (the static admin token) only.
+          const refusal = metricsRefusal(req.headers.authorization)
+          if (refusal !== undefined) {
+            req.resume()
+            return json(res, refusal.status, refusal.body)
+          }
           const text = metrics.render()
           res.writeHead(200, { "content-type": "text/plain; version=0.0.4", "content-length": String(Buffer.byteLength(text)) })
           return void res.end(text)
         }
         if (path === "/openapi.json" && method === "GET") return jsonText(res, 200, openApi)
         if (ControlPlane.isControlPath(path)) {
+          if (hasBody(req) && !ServerLimits.isJson(req.headers["content-type"])) {
+            req.resume()
+            return json(res, 415, { _tag: "UnsupportedMediaType", message: `the request body must be application/json, not ${req.headers["content-type"] ?? "untyped"}` })
+          }
           const p = problem()
           if (p !== undefined) return json(res, 503, { _tag: "ServiceUnavailable", message: p })
           return control(req, res)
@@ -139,7 +173,10 @@ export const layerWith = (config: ProxyConfig, options: Options = {}): Layer.Lay
         })
         dispatch(req, res)
       }
-      const server = http.createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, track)
+      const limits = options.limits ??
+        (yield* ServerLimits.config("A2A_PROXY", PROXY_LIMITS).pipe(Effect.mapError((e) => new ProxyStartError({ message: `invalid connection limits: ${e}` }))))
+      const server = http.createServer(ServerLimits.serverOptions(limits), track)
+      ServerLimits.apply(server, limits)
       server.on("connection", (socket: Socket) => {
         inFlight.set(socket, 0)
         socket.once("close", () => inFlight.delete(socket))
@@ -149,7 +186,7 @@ export const layerWith = (config: ProxyConfig, options: Options = {}): Layer.Lay
           const onError = (error: NodeJS.ErrnoException) =>
             resume(Effect.fail(new ProxyStartError({ message: `cannot listen on ${config.host}:${config.port}: ${error.code ?? error.message}` })))
           server.once("error", onError)
-          server.listen(config.port, config.host, () => {
+          server.listen({ port: config.port, host: config.host, backlog: ServerLimits.backlog(limits) }, () => {
             server.off("error", onError)
             resume(Effect.succeed((server.address() as AddressInfo).port))
           })

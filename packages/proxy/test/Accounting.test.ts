@@ -9,7 +9,7 @@ import { SseTap } from "../src/internal/usageTap.js"
 import type { FakeUpstream } from "./helpers/fakeUpstream.js"
 import { defaultUsage, eventsOf, message, startFake, TEXT } from "./helpers/fakeUpstream.js"
 import type { Harness } from "./helpers/proxy.js"
-import { oneProvider, postMessages, PROVIDER_KEY, startProxy } from "./helpers/proxy.js"
+import { ADMIN, oneProvider, postMessages, PROVIDER_KEY, startProxy } from "./helpers/proxy.js"
 
 const sse = (events: ReadonlyArray<readonly [string, unknown]>) => events.map(([e, d]) => `event: ${e}\ndata: ${JSON.stringify(d)}\n\n`).join("")
 
@@ -90,7 +90,7 @@ describe("accounting through a real proxy", () => {
       cacheCreationInputTokens: 2 * defaultUsage.cache_creation_input_tokens,
       cacheReadInputTokens: 2 * defaultUsage.cache_read_input_tokens
     })
-    const metrics = await (await fetch(proxy.url + "/metrics")).text()
+    const metrics = await (await fetch(proxy.url + "/metrics", { headers: { authorization: `Bearer ${ADMIN}` } })).text()
     expect(metrics).toMatch(new RegExp(`a2a_proxy_tokens_total\\{provider="fake",model="claude-text",key="k_[^"]+",kind="cache_read"\\} ${2 * defaultUsage.cache_read_input_tokens}`))
   })
 

@@ -89,7 +89,7 @@ describe("a2a-proxy CLI", () => {
     const saved = JSON.parse(fs.readFileSync(path.join(home, "proxy-usage.json"), "utf8"))
     const windows = Object.values(saved.keys).map((k: any) => k.window)
     expect(windows).toContainEqual(expect.objectContaining({ requests: 1, outputTokens: 17, cacheReadInputTokens: 4000 }))
-  })
+  }, 120_000)
 
   it("the bin keeps GC pauses short unless the operator chose GC flags or turned it off", async () => {
     const home = tempDir()

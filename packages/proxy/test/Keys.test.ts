@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { FakeUpstream } from "./helpers/fakeUpstream.js"
 import { startFake } from "./helpers/fakeUpstream.js"
 import type { Harness } from "./helpers/proxy.js"
-import { oneProvider, postMessages, startProxy } from "./helpers/proxy.js"
+import { ADMIN, oneProvider, postMessages, startProxy } from "./helpers/proxy.js"
 
 let fake: FakeUpstream
 let proxy: Harness
@@ -120,11 +120,20 @@ describe("keys", () => {
     expect(bad.status).toBe(400)
   })
 
-  it("/health and /openapi.json are open, /metrics counts requests and the overhead histogram", async () => {
+  it("/health and /openapi.json are open, /metrics (admin token only: per-key ids of every tenant) counts requests and the overhead histogram", async () => {
     expect((await (await fetch(proxy.url + "/health")).json()) as any).toMatchObject({ status: "ok" })
     const openApi = (await (await fetch(proxy.url + "/openapi.json")).json()) as any
     expect(Object.keys(openApi.paths)).toEqual(expect.arrayContaining(["/v1/keys", "/v1/keys/{id}", "/v1/usage", "/v1/usage/me"]))
-    const text = await (await fetch(proxy.url + "/metrics")).text()
+    // No token, a wrong one, a virtual key: refused, and nothing of the figures shows.
+    const { key } = (await proxy.admin("POST", "/v1/keys", { name: "metrics-probe" })).json
+    for (const authorization of [undefined, "Bearer nope", `Bearer ${key}`, `Bearer ${ADMIN}x`]) {
+      const refused = await fetch(proxy.url + "/metrics", { headers: authorization === undefined ? {} : { authorization } })
+      expect(refused.status).toBe(401)
+      const body = await refused.text()
+      expect(JSON.parse(body)._tag).toBe("Unauthorized")
+      expect(body).not.toMatch(/a2a_proxy_/)
+    }
+    const text = await (await fetch(proxy.url + "/metrics", { headers: { authorization: `Bearer ${ADMIN}` } })).text()
     expect(text).toMatch(/a2a_proxy_requests_total\{provider="fake",model="claude-text",key="k_[^"]+",status="200"\} \d+/)
     expect(text).toMatch(/a2a_proxy_errors_total\{[^}]*type="authentication_error"\} \d+/)
     expect(text).toMatch(/a2a_proxy_overhead_ms_bucket\{le="\+Inf"\} [1-9]\d*/)

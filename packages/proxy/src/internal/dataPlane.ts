@@ -8,7 +8,7 @@
  * provider's key → stream the answer back as it arrives, reading usage on the side → settle.
  */
 import type { Ids, KeyStore, UsageMeter } from "@mks/a2a"
-import { Errors, Usage, VirtualKey } from "@mks/a2a"
+import { Errors, ServerLimits, Usage, VirtualKey } from "@mks/a2a"
 import { Cause, Effect, Exit, Option, Runtime } from "effect"
 import type * as http from "node:http"
 import { performance } from "node:perf_hooks"
@@ -340,6 +340,11 @@ export const make = (deps: Deps) => {
       return sendError(res, new AnthropicError({ status: 503, type: "api_error", message: problem }), id, started)
     }
     const declared = Number(req.headers["content-length"])
+    if (!ServerLimits.isJson(req.headers["content-type"])) {
+      // The Messages API takes JSON only: anything else is refused before it is read.
+      req.resume()
+      return sendError(res, new AnthropicError({ status: 415, type: "invalid_request_error", message: `the request body must be application/json, not ${req.headers["content-type"] ?? "untyped"}` }), id, started)
+    }
     if (declared > config.maxBodyBytes) {
       // Answer at once; node discards the rest of the upload.
       return tooLarge(res, id, started)
