@@ -7,11 +7,12 @@
  * It also answers the broker's relay streams (`features: ["relay"]` in `hello`): the log tail
  * and live lines of a spawn's agent, and its pseudo-terminal, multiplexed by stream id.
  */
-import { Codec, Errors, RunnerFrame } from "@mks/a2a"
+import { Codec, Errors, RunnerFrame, RunnerPolicy } from "@mks/a2a"
 import { Context, Effect, Layer, Runtime, Schema } from "effect"
 import { hostname } from "node:os"
 import WebSocket from "ws"
 import type { Agent, AgentStatus } from "./Agent.js"
+import * as OrderPolicy from "./OrderPolicy.js"
 import { RunnerConfig } from "./RunnerConfig.js"
 import { specOfOrder, Supervisor, type SupervisorService } from "./Supervisor.js"
 
@@ -64,8 +65,8 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
     /** Reports made while the link was down, last one per spawn. */
     const pending = new Map<string, UpFrame>()
 
-    const log = (message: string, level: "info" | "warn" = "info") =>
-      run(level === "warn" ? Effect.logWarning(message) : Effect.logInfo(message)).catch(() => undefined)
+    const log = (message: string, level: "info" | "warn" | "error" = "info") =>
+      run(level === "error" ? Effect.logError(message) : level === "warn" ? Effect.logWarning(message) : Effect.logInfo(message)).catch(() => undefined)
 
     const sendNow = (frame: UpFrame): boolean => {
       if (ws === undefined || state !== "open" || ws.readyState !== WebSocket.OPEN) return false
@@ -95,11 +96,23 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
 
     const hello = (): UpFrame => ({
       type: "hello",
-      runner: { id: config.id, host: hostname(), labels: { ...config.labels }, capacity: config.capacity, presets: ["command", "claude"], version: config.version },
-      agents: sup.spawnAgents().flatMap((agent) => {
-        const status = spawnStatusOf(agent, sup.restartPending(agent.id))
-        return status === undefined ? [] : [{ spawnId: agent.spawnId!, status, ...(agent.pid !== undefined ? { pid: agent.pid } : {}) }]
-      }),
+      runner: {
+        id: config.id,
+        host: hostname(),
+        labels: { ...config.labels },
+        capacity: config.capacity,
+        presets: config.policy?.presets ?? ["command", "claude"],
+        version: config.version,
+        ...(config.policy !== undefined ? { policy: Schema.encodeSync(RunnerPolicy.RunnerPolicy)(config.policy) } : {})
+      },
+      agents: [
+        ...sup.spawnAgents().flatMap((agent) => {
+          const status = spawnStatusOf(agent, sup.restartPending(agent.id))
+          return status === undefined ? [] : [{ spawnId: agent.spawnId!, status, ...(agent.pid !== undefined ? { pid: agent.pid } : {}) }]
+        }),
+        // Records of agents the runner's restart ended: `lost`, the broker answers with the order or a stop.
+        ...sup.interrupted().map((agent) => ({ spawnId: agent.spawnId!, status: "lost" as const }))
+      ],
       features: ["relay"]
     })
 
@@ -109,6 +122,15 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
       switch (frame.type) {
         case "spawn": {
           const order = frame.spawn
+          if (sup.interrupted().some((a) => a.spawnId === order.id)) {
+            // Still wanted after the runner restarted: start it again, reaching the broker at the
+            // URL this runner is configured with now (the order's may be from before a move).
+            const resumed: RunnerFrame.SpawnOrder = { ...order, brokerUrl: broker.url }
+            run(Effect.either(sup.resume(resumed))).then((result) => {
+              if (result._tag === "Left") report({ spawnId: order.id, status: "failed", error: result.left.message })
+            })
+            return
+          }
           const existing = sup.bySpawn(order.id)
           if (existing !== undefined) {
             const status = spawnStatusOf(existing, sup.restartPending(existing.id))
@@ -119,7 +141,9 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
           if (active >= config.capacity) {
             return report({ spawnId: order.id, status: "failed", error: `runner ${config.id} is at capacity (${config.capacity})` })
           }
-          run(Effect.either(sup.create(specOfOrder(order), { spawn: order }))).then((result) => {
+          const refused = OrderPolicy.refusal(config, sup, order)
+          if (refused !== undefined) return report({ spawnId: order.id, status: "failed", error: refused })
+          run(Effect.either(sup.create(specOfOrder(order, config.policy), { spawn: order }))).then((result) => {
             if (result._tag === "Left") {
               report({ spawnId: order.id, status: "failed", error: result.left.message })
               run(sup.forgetSpawn(order.id)).catch(() => undefined)
@@ -130,6 +154,11 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
         case "stop": {
           const agent = sup.bySpawn(frame.spawnId)
           if (agent === undefined) return report({ spawnId: frame.spawnId, status: "exited" })
+          if (sup.interrupted().some((a) => a.spawnId === frame.spawnId)) {
+            // Not wanted any more (the broker stopped it, or does not know it): forget it, never relaunch.
+            run(Effect.ignore(sup.remove(agent.id))).catch(() => undefined)
+            return report({ spawnId: frame.spawnId, status: "exited" })
+          }
           run(Effect.ignore(sup.stop(agent.id, frame.graceMs ?? config.graceMs))).catch(() => undefined)
           return
         }
@@ -177,11 +206,16 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
         log(`broker refused the runner link: HTTP ${res.statusCode}`, "warn")
       })
       socket.on("error", () => undefined)
-      socket.on("close", () => {
+      socket.on("close", (code) => {
         // The broker forgets the streams of a link that closed.
         relay.closeAll()
         if (heartbeat !== undefined) clearInterval(heartbeat)
         heartbeat = undefined
+        if (code === RunnerFrame.LinkCloseCode.replaced) {
+          // Another runner linked with this id: linking again would evict it in turn, for ever.
+          log(`another runner linked to ${broker.url} as runner ${config.id} and took over; this runner stays unlinked (its agents keep running): give each runner its own --id`, "error")
+          closing = true
+        }
         if (ws === socket) {
           ws = undefined
           state = closing ? "closed" : "connecting"

@@ -107,6 +107,8 @@ export interface McpOptions {
   readonly peerName?: string | undefined
   readonly teams?: ReadonlyArray<string> | undefined
   readonly spawnId?: string | undefined
+  /** The task a spawn is for: the MCP server keeps its lease alive (`A2A_TASK_ID`). */
+  readonly taskId?: string | undefined
   /**
    * The session loads the server as a development channel: tell the server (`A2A_CHANNELS=1`)
    * that its notifications are shown, since Claude Code does not declare `claude/channel`.
@@ -122,6 +124,7 @@ export const writeMcpConfig = (dir: string, options: McpOptions): string => {
   if (options.peerName !== undefined) env.A2A_PEER_NAME = options.peerName
   if (options.teams !== undefined && options.teams.length > 0) env.A2A_TEAMS = options.teams.join(",")
   if (options.spawnId !== undefined) env.A2A_SPAWN_ID = options.spawnId
+  if (options.taskId !== undefined) env.A2A_TASK_ID = options.taskId
   if (options.channels === true) env.A2A_CHANNELS = "1"
   const [command, ...args] = options.command
   const path = join(dir, ".mcp.json")

@@ -17,6 +17,8 @@ export interface SpawnContext {
   readonly spawnId: string
   readonly brokerUrl: string
   readonly token: string
+  /** The task the spawn is for (`A2A_TASK_ID`): its peer holds it once registered. */
+  readonly task?: string | undefined
 }
 
 export const presetOf = (spec: AgentSpec): "command" | "claude" => spec.preset ?? (spec.command !== undefined ? "command" : "claude")
@@ -58,6 +60,7 @@ export const baseEnv = (): Record<string, string> => {
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v
   delete env.A2A_RUNNER_API_KEY
   delete env.A2A_TOKEN
+  delete env.A2A_TASK_ID
   env.TERM = "xterm-256color"
   return env
 }
@@ -94,6 +97,7 @@ export const launchOf = (
     env.A2A_BROKER_URL = spawn.brokerUrl
     env.A2A_TOKEN = spawn.token
     env.A2A_SPAWN_ID = spawn.spawnId
+    if (spawn.task !== undefined) env.A2A_TASK_ID = spawn.task
   } else if (config.broker !== undefined) {
     env.A2A_BROKER_URL = config.broker.url
   }
@@ -119,7 +123,8 @@ export const launchOf = (
       token: spawn?.token,
       peerName: name,
       teams,
-      spawnId: spawn?.spawnId
+      spawnId: spawn?.spawnId,
+      taskId: spawn?.task
     },
     provider: spec.provider,
     model: spec.model,

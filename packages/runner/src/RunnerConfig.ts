@@ -1,6 +1,7 @@
 /**
  * The runner's settings, as one service. `make` fills defaults; the CLI reads flags and env.
  */
+import type { RunnerPolicy, ServerLimits } from "@mks/a2a"
 import { Context } from "effect"
 import { homedir, hostname } from "node:os"
 import { createRequire } from "node:module"
@@ -34,10 +35,14 @@ export interface RunnerConfigShape {
     /** Extra environment for every claude session (e.g. a base URL when no proxy is configured). */
     readonly env?: Readonly<Record<string, string>> | undefined
   }
+  /** What spawn orders may run here (docs/runner.md#policy); absent: anything the broker sends. */
+  readonly policy?: RunnerPolicy.RunnerPolicy | undefined
   /** SIGTERM → SIGKILL grace when stopping. */
   readonly graceMs: number
   readonly backoff: { readonly initialMs: number; readonly maxMs: number; readonly resetAfterMs: number }
   readonly maxBodyBytes: number
+  /** Timeouts and the pending-connection cap of the local API's socket (default `ServerLimits.defaults`). */
+  readonly limits?: ServerLimits.ServerLimits | undefined
   /** Heartbeat period on the broker link (the broker calls a runner stale after 120 s). */
   readonly heartbeatMs: number
   readonly reconnect: { readonly initialMs: number; readonly maxMs: number }
@@ -73,10 +78,12 @@ export const make = (options: Partial<RunnerConfigShape> & { readonly apiKey: st
   capacity: options.capacity ?? 8,
   broker: options.broker,
   proxy: options.proxy,
+  policy: options.policy,
   claude: options.claude ?? { bin: "claude", mcpCommand: defaultMcpCommand(), shareFrom: join(homedir(), ".claude") },
   graceMs: options.graceMs ?? 5_000,
   backoff: options.backoff ?? { initialMs: 500, maxMs: 30_000, resetAfterMs: 10_000 },
   maxBodyBytes: options.maxBodyBytes ?? 1_048_576,
+  limits: options.limits,
   heartbeatMs: options.heartbeatMs ?? 20_000,
   reconnect: options.reconnect ?? { initialMs: 200, maxMs: 10_000 },
   log: options.log ?? { maxBytes: 10 * 1024 * 1024, keep: 3, tailLines: 2_000, backlogBytes: 64 * 1024 },

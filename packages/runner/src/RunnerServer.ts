@@ -4,6 +4,7 @@
  * Supervisor, local HTTP API (with SSE and the terminal WebSocket), and the broker link when
  * a broker is configured.
  */
+import { ServerLimits } from "@mks/a2a"
 import { Context, Data, Effect, Layer } from "effect"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
@@ -26,14 +27,15 @@ export const layerHttp: Layer.Layer<RunnerAddress, ListenError, RunnerConfig | S
     const supervisor = yield* Supervisor.Supervisor
     const runtime = yield* Effect.runtime<never>()
     const api = HttpApi.make({ apiKey: config.apiKey, version: config.version, maxBodyBytes: config.maxBodyBytes, runnerId: config.id, supervisor, runtime })
-    const server = createServer(api.onRequest)
+    const limits = config.limits ?? ServerLimits.defaults
+    const server = createServer(ServerLimits.serverOptions(limits), api.onRequest)
     server.on("upgrade", api.onUpgrade)
-    server.keepAliveTimeout = 5_000
+    ServerLimits.apply(server, limits, { upgrades: true })
     const port = yield* Effect.async<number, ListenError>((resume) => {
       const onError = (error: NodeJS.ErrnoException) =>
         resume(Effect.fail(new ListenError({ message: `cannot listen on ${config.host}:${config.port}: ${error.code ?? error.message}${error.code === "EADDRINUSE" ? " (the port is taken; choose another with --port)" : ""}`, code: error.code })))
       server.once("error", onError)
-      server.listen(config.port, config.host, () => {
+      server.listen({ port: config.port, host: config.host, backlog: ServerLimits.backlog(limits) }, () => {
         server.off("error", onError)
         resume(Effect.succeed((server.address() as AddressInfo).port))
       })

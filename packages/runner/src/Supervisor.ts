@@ -4,9 +4,9 @@
  * pseudo-terminal with their restart policy, and tells listeners about status changes and
  * output lines. Everything is stopped (whole trees) when the layer's scope closes.
  */
-import { Codec, Errors, RunnerFrame, Spawn } from "@mks/a2a"
+import { Codec, Errors, RunnerFrame, type RunnerPolicy, Spawn } from "@mks/a2a"
 import { Context, Effect, Layer, Schema } from "effect"
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { Agent, AgentDetail, AgentExists, AgentNotFound, AgentSpec, type AgentStatus, type StatusChange } from "./Agent.js"
 import { AgentLog } from "./internal/agentLog.js"
@@ -60,6 +60,13 @@ export interface SupervisorService {
   readonly spawnOrders: () => ReadonlyArray<RunnerFrame.SpawnOrder>
   /** Forget a spawn's record (its spawn is final on the broker). */
   readonly forgetSpawn: (spawnId: string) => Effect.Effect<void>
+  /**
+   * Spawn agents loaded from their records at start and not started yet: the runner restarted
+   * under them. They wait for the broker: the order again (`resume`) or a stop (`remove`).
+   */
+  readonly interrupted: () => ReadonlyArray<Agent>
+  /** Start an interrupted spawn agent again under `order` (its broker URL and token); the prompt is not sent again unless the spec says so. */
+  readonly resume: (order: RunnerFrame.SpawnOrder) => Effect.Effect<Agent, AgentNotFound | Errors.InvalidRequest>
 }
 
 export class Supervisor extends Context.Tag("@mks/a2a-runner/Supervisor")<Supervisor, SupervisorService>() {}
@@ -68,7 +75,8 @@ interface Entry {
   readonly process: AgentProcess
   readonly log: AgentLog
   readonly spec: AgentSpec
-  readonly spawn?: RunnerFrame.SpawnOrder | undefined
+  /** Replaced when an interrupted spawn is resumed with a new order. */
+  spawn?: RunnerFrame.SpawnOrder | undefined
   /** Its file in `<data-dir>/agents`, if it has one. */
   readonly definitionFile?: string | undefined
 }
@@ -85,14 +93,15 @@ const writeAtomic = (path: string, text: string) => {
 }
 
 /** An agent spec from a spawn order's spec. */
-export const specOfOrder = (order: RunnerFrame.SpawnOrder): AgentSpec => {
+export const specOfOrder = (order: RunnerFrame.SpawnOrder, policy?: RunnerPolicy.RunnerPolicy): AgentSpec => {
   const s = order.spec
   return {
     name: s.name ?? order.id,
     preset: Spawn.presetOf(s),
     command: s.command,
     args: s.args,
-    cwd: s.cwd,
+    // A policy with working directories starts a spawn without one in the first of them.
+    cwd: s.cwd ?? policy?.cwds?.[0],
     env: s.env,
     prompt: s.prompt,
     provider: s.provider,
@@ -144,8 +153,17 @@ export const make = (config: RunnerConfigShape) =>
     const register = (id: string, spec: AgentSpec, spawn: RunnerFrame.SpawnOrder | undefined, definitionFile: string | undefined): Entry => {
       const log = new AgentLog({ dir: logsDir, id, ...config.log })
       const preset = Preset.presetOf(spec)
-      const ctx = spawn === undefined ? undefined : { spawnId: spawn.id, brokerUrl: spawn.brokerUrl, token: spawn.token }
       let entry: Entry
+      const ctx = () => (entry.spawn === undefined ? undefined : { spawnId: entry.spawn.id, brokerUrl: entry.spawn.brokerUrl, token: entry.spawn.token, task: entry.spawn.spec.task })
+      // A spawn's prompt goes to its first start only (a marker file records it), unless the spec says otherwise.
+      const launch = () => {
+        const order = entry.spawn
+        const marker = order === undefined ? undefined : join(spawnsDir, `${order.id}.prompted`)
+        const again = marker !== undefined && existsSync(marker) && order?.spec.resendPrompt !== true
+        const launched = Preset.launchOf(id, spec.name, again ? { ...spec, prompt: undefined } : spec, config, ctx())
+        if (marker !== undefined && !again && spec.prompt !== undefined) writeFileSync(marker, "", { mode: 0o600 })
+        return launched
+      }
       const process = new AgentProcess({
         id,
         name: spec.name,
@@ -155,7 +173,7 @@ export const make = (config: RunnerConfigShape) =>
         spawnId: spawn?.id,
         log,
         backoff: config.backoff,
-        launch: () => Preset.launchOf(id, spec.name, spec, config, ctx),
+        launch,
         onStatus: (_p, from, to) => {
           const change: StatusChange = { agent_id: id, old_status: from, new_status: to, at: new Date().toISOString() }
           const agent = view(entry)
@@ -250,7 +268,19 @@ export const make = (config: RunnerConfigShape) =>
       spawnOrders: () => [...agents.values()].flatMap((e) => (e.spawn !== undefined ? [e.spawn] : [])),
       forgetSpawn: (spawnId) =>
         Effect.sync(() => {
+          interrupted.delete(spawnId)
           rmSync(join(spawnsDir, `${spawnId}.json`), { force: true })
+          rmSync(join(spawnsDir, `${spawnId}.prompted`), { force: true })
+        }),
+      interrupted: () => [...interrupted].flatMap((id) => (agents.has(id) ? [view(agents.get(id)!)] : [])),
+      resume: (order) =>
+        Effect.gen(function* () {
+          const entry = yield* find(order.id)
+          entry.spawn = order
+          writeAtomic(join(spawnsDir, `${order.id}.json`), JSON.stringify(encodeOrder(order)))
+          interrupted.delete(order.id)
+          yield* startEntry(entry)
+          return view(entry)
         })
     }
 
@@ -274,8 +304,12 @@ export const make = (config: RunnerConfigShape) =>
         Effect.ignore
       )
     }
+    // Spawn records are not started here: the broker says whether each is still wanted (it
+    // re-sends the order) or not (a stop), when the link opens.
+    const interrupted = new Set<string>()
     for (const [, order] of yield* load(spawnsDir, decodeOrder)) {
-      yield* create(specOfOrder(order), { spawn: order }).pipe(
+      yield* create(specOfOrder(order, config.policy), { spawn: order, start: false }).pipe(
+        Effect.tap(() => Effect.sync(() => interrupted.add(order.id))),
         Effect.tapError((e) => Effect.logWarning(`spawn ${order.id}: ${e.message}`)),
         Effect.ignore
       )

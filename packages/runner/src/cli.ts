@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 /**
  * a2a-runner [--port 8487] [--host H] [--api-key K] [--data-dir D] [--broker URL] [--token T]
- *            [--id ID] [--labels k=v,…] [--capacity N] [--proxy URL --proxy-key K] [--claude-bin PATH]
+ *            [--id ID] [--labels k=v,…] [--capacity N] [--proxy URL --proxy-key K] [--claude-bin PATH] [--policy FILE]
  * a2a-runner launch claude [--provider P] [--model M] [--name N] [--team T]… [--channels] [-- claude args]
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Effect, Layer, Logger, LogLevel } from "effect"
+import { RunnerPolicy, ServerLimits } from "@mks/a2a"
+import { Effect, Either, Layer, Logger, LogLevel, Schema } from "effect"
 import { spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
@@ -20,6 +21,7 @@ import { VERSION } from "./version.js"
 
 const usage = `usage: a2a-runner [--port N] [--host H] [--api-key K] [--data-dir DIR] [--broker URL] [--token T]
                   [--id ID] [--labels k=v,…] [--capacity N] [--proxy URL --proxy-key K] [--claude-bin PATH]
+                  [--policy FILE]   (what spawn orders may run here: docs/runner.md#policy)
        a2a-runner launch claude [--provider P] [--model M] [--name N] [--team T]… [--channels]
                   [--broker URL] [--token T] [--proxy URL --proxy-key K] [-- extra claude args]`
 
@@ -45,6 +47,7 @@ const { values, positionals } = (() => {
         proxy: { type: "string" },
         "proxy-key": { type: "string" },
         "claude-bin": { type: "string" },
+        policy: { type: "string" },
         "mcp-command": { type: "string" },
         provider: { type: "string" },
         model: { type: "string" },
@@ -132,6 +135,20 @@ const proxySettings = () => {
 
 const brokerUrl = values.broker ?? env.A2A_BROKER_URL
 
+/** The policy file (`--policy`, `A2A_RUNNER_POLICY`): a JSON `RunnerPolicy`; a bad one stops the runner at start. */
+const policySettings = () => {
+  const file = values.policy ?? env.A2A_RUNNER_POLICY
+  if (file === undefined) return undefined
+  let text: string
+  try {
+    text = readFileSync(file, "utf8")
+  } catch (e) {
+    return fail(`cannot read the policy file ${file}: ${(e as Error).message}`)
+  }
+  const decoded = Schema.decodeUnknownEither(Schema.parseJson(RunnerPolicy.RunnerPolicy))(text)
+  return Either.isRight(decoded) ? decoded.right : fail(`bad policy file ${file}: ${decoded.left.message}`)
+}
+
 const logger = Logger.replace(Logger.defaultLogger, Logger.logfmtLogger.pipe(Logger.withConsoleError))
 
 if (positionals[0] === "launch") {
@@ -172,9 +189,18 @@ if (positionals[0] === "launch") {
     dataDir,
     labels: parseLabels(values.labels ?? env.A2A_RUNNER_LABELS),
     capacity: intOf(values.capacity ?? env.A2A_RUNNER_CAPACITY, "capacity", 8, 0, 10_000),
+    // A2A_RUNNER_HEADERS_TIMEOUT_MS, _REQUEST_TIMEOUT_MS, _KEEP_ALIVE_TIMEOUT_MS, _MAX_PENDING_CONNECTIONS, _LISTEN_BACKLOG.
+    limits: (() => {
+      try {
+        return ServerLimits.fromEnv("A2A_RUNNER")
+      } catch (e) {
+        return fail(`invalid connection limits: ${String(e)}`)
+      }
+    })(),
     broker: brokerUrl === undefined ? undefined : { url: brokerUrl, token: token! },
     proxy: proxySettings(),
     claude: claudeSettings(),
+    policy: policySettings(),
     version: VERSION
   })
   const main = Layer.launch(

@@ -102,8 +102,12 @@ describe("broker link: spawn orders, round trip, reconcile after a runner restar
       seen.messages.length = 0
       runner = await startLinked("rt-restart", dataDir)
 
-      // The runner brings its spawn back and says so in hello: still one spawn, one peer, one agent.
-      const agent = await eventually(async () => (await api(runner, "GET", `/agents/${spawn.id}`)).json?.agent, "the agent back")
+      // The runner reports its record in hello, the broker still wants it and sends the order
+      // again, the runner starts it: still one spawn, one peer, one agent.
+      const agent = await eventually(async () => {
+        const a = (await api(runner, "GET", `/agents/${spawn.id}`)).json?.agent
+        return a?.status === "running" ? a : undefined
+      }, "the agent back", 20_000)
       expect(agent.status).toBe("running")
       expect(agent.pid).not.toBe(pid1)
       await eventually(async () => (await admin.runners.list()).runners.find((r) => r.id === "rt-restart" && r.status === "online"), "the runner back online")

@@ -135,6 +135,7 @@ export class AgentProcess {
   resize(cols: number, rows: number): void {
     this.cols = cols
     this.rows = rows
+    this.init.log.resize(cols, rows)
     try {
       this.term?.resize(cols, rows)
     } catch {
@@ -169,6 +170,9 @@ export class AgentProcess {
     let term: pty.IPty
     try {
       const launch = this.init.launch()
+      // A clean screen for the live log's lines, the pty's size.
+      this.init.log.reset()
+      this.init.log.resize(this.cols, this.rows)
       this.command = launch.file
       this.args = launch.args
       this.cwd = launch.cwd

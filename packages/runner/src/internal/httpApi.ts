@@ -3,7 +3,7 @@
  * there): routing, Bearer auth with a constant-time compare, body limits, typed JSON errors.
  * Handlers are Effects run on the layer's runtime.
  */
-import { Codec, Errors } from "@mks/a2a"
+import { Codec, Errors, ServerLimits } from "@mks/a2a"
 import { Effect, Runtime, Schema } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
@@ -12,7 +12,7 @@ import { WebSocketServer, type WebSocket } from "ws"
 import { AgentExists, AgentNotFound, AgentSpec, RouteNotFound, type StatusChange } from "../Agent.js"
 import type { SupervisorService, Terminal } from "../Supervisor.js"
 
-export type ApiError = Errors.InvalidRequest | Errors.Unauthorized | Errors.PayloadTooLarge | AgentNotFound | AgentExists | RouteNotFound
+export type ApiError = Errors.InvalidRequest | Errors.Unauthorized | Errors.PayloadTooLarge | Errors.UnsupportedMediaType | AgentNotFound | AgentExists | RouteNotFound
 
 const statusOf = (error: ApiError): number => {
   switch (error._tag) {
@@ -108,7 +108,14 @@ export const make = (options: ApiOptions) => {
   const json = (res: ServerResponse, status = 200) => (body: unknown) => Effect.sync(() => sendJson(res, status, body))
 
   const body = (req: IncomingMessage) =>
-    Effect.promise(() => readBody(req, options.maxBodyBytes)).pipe(
+    // Any other content type is refused before the body is read.
+    (ServerLimits.isJson(req.headers["content-type"]) || (Number(req.headers["content-length"] ?? "0") === 0 && req.headers["transfer-encoding"] === undefined)
+      ? Effect.promise((): Promise<string | Errors.PayloadTooLarge | Errors.UnsupportedMediaType> => readBody(req, options.maxBodyBytes))
+      : Effect.sync((): string | Errors.PayloadTooLarge | Errors.UnsupportedMediaType => {
+          req.resume()
+          return new Errors.UnsupportedMediaType({ message: `the request body must be application/json, not ${req.headers["content-type"] ?? "untyped"}` })
+        })
+    ).pipe(
       Effect.flatMap((text) => (typeof text === "string" ? Effect.succeed(text) : Effect.fail(text))),
       Effect.flatMap((text) =>
         Effect.try({
