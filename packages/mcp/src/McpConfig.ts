@@ -24,6 +24,8 @@ export interface McpConfig {
   readonly teams: ReadonlyArray<string>
   /** `A2A_SPAWN_ID`, set by a runner for the sessions it spawns. */
   readonly spawnId: Option.Option<string>
+  /** `A2A_TASK_ID`: the task a spawn is for (the broker claims it for this peer; the server keeps its lease alive). */
+  readonly taskId: Option.Option<string>
   /** `A2A_AGENT`: agent kind; default: the MCP client's name (e.g. `claude-code`). */
   readonly agent: Option.Option<string>
   /** `A2A_SUMMARY`: the first summary shown to other peers. */
@@ -43,6 +45,8 @@ export interface McpConfig {
   readonly host: string
   /** The agent's pid (`A2A_AGENT_PID`, else the parent process, skipping `npm exec`/`npx` wrappers). */
   readonly agentPid: number | null
+  /** `A2A_TASK_LEASE_MS`: the lease of tasks this session claims (default 60,000); the server renews it every third of it while the session lives. */
+  readonly taskLeaseMs: number
 }
 
 const names = (variable: string) =>
@@ -131,18 +135,24 @@ export const read: Effect.Effect<McpConfig, ConfigError.ConfigError> = Effect.ge
   const name = yield* optionalName("A2A_PEER_NAME")
   const teams = yield* names("A2A_TEAMS")
   const spawnId = yield* Config.option(Config.nonEmptyString("A2A_SPAWN_ID"))
+  const taskId = yield* Config.option(Config.nonEmptyString("A2A_TASK_ID"))
   const agent = yield* Config.option(Config.nonEmptyString("A2A_AGENT"))
   const summary = yield* Config.option(Config.string("A2A_SUMMARY"))
   const unregisterOnExit = yield* flag("A2A_UNREGISTER_ON_EXIT", false)
   const push = yield* flag("A2A_PUSH", true)
   const channels = yield* flag("A2A_CHANNELS", false)
   const agentPidEnv = yield* Config.option(Config.integer("A2A_AGENT_PID"))
+  const taskLeaseMs = yield* Config.integer("A2A_TASK_LEASE_MS").pipe(
+    Config.validate({ message: "A2A_TASK_LEASE_MS must be between 300 and 3600000", validation: (ms) => ms >= 300 && ms <= 3_600_000 }),
+    Config.withDefault(60_000)
+  )
   const cwd = process.cwd()
   return {
     broker,
     name,
     teams,
     spawnId,
+    taskId,
     agent,
     summary: Option.map(summary, (s) => s.slice(0, 2_000)),
     unregisterOnExit,
@@ -151,6 +161,7 @@ export const read: Effect.Effect<McpConfig, ConfigError.ConfigError> = Effect.ge
     cwd,
     gitRoot: gitRootOf(cwd),
     host: Os.hostname(),
-    agentPid: Option.getOrElse(agentPidEnv, () => agentPidFrom(process.ppid))
+    agentPid: Option.getOrElse(agentPidEnv, () => agentPidFrom(process.ppid)),
+    taskLeaseMs
   }
 })

@@ -11,7 +11,7 @@ import { Cause, Deferred, Effect, Exit, Layer, Runtime, type Scope } from "effec
 import type { McpConfig } from "./McpConfig.js"
 import * as Session from "./Session.js"
 import { type ClientInfo, describeError, type SessionService } from "./Session.js"
-import { type Tool, tools } from "./Tools.js"
+import { allTools, type Tool } from "./Tools.js"
 import { VERSION } from "./version.js"
 
 /** The server's name in MCP: tools appear to Claude Code as `mcp__a2a__<tool>`. */
@@ -55,7 +55,7 @@ export const make = (config: McpConfig): Effect.Effect<{ readonly server: SdkSer
       Effect.tryPromise(() => server.server.notification({ method: CHANNEL_METHOD, params: { content, meta } }))
     const session = yield* Session.make(config, client, init, notify)
     const withSession = Runtime.runPromiseExit(Runtime.provideService(runtime, Session.Session, session))
-    for (const tool of tools) register(server, tool, withSession)
+    for (const tool of allTools()) register(server, tool, withSession)
     return { server, session }
   })
 

@@ -10,7 +10,7 @@
  *   to the model (then acked). Unacked messages stay in the broker's inbox, so a session that
  *   dies before handing them over gets them again on its next start.
  */
-import { BrokerClient, ChannelFrame, Errors, type Message, type Peer } from "@mks/a2a"
+import { BrokerClient, ChannelFrame, Errors, type Message, type Peer, type Task } from "@mks/a2a"
 import {
   Cause,
   Context,
@@ -68,6 +68,11 @@ export interface SessionService {
   readonly wait: (timeout: Duration.DurationInput, limit: number) => Effect.Effect<Inbox>
   /** Count of messages received but not yet handed over. */
   readonly pendingCount: Effect.Effect<number>
+  /** Keep the lease of a task this session holds alive while the session lives (until `drop`). */
+  readonly hold: (task: Task.TaskId) => Effect.Effect<void>
+  readonly drop: (task: Task.TaskId) => Effect.Effect<void>
+  /** The tasks whose leases this session keeps alive. */
+  readonly held: Effect.Effect<ReadonlyArray<Task.TaskId>>
 }
 
 export class Session extends Context.Tag("@mks/a2a-mcp/Session")<Session, SessionService>() {}
@@ -117,6 +122,57 @@ export const spawnText = (event: typeof ChannelFrame.SpawnStatusChanged.Type): s
   return `Spawn ${who} on runner ${s.runnerId} is now ${s.status}${extra.length > 0 ? ` (${extra.join(", ")})` : ""}.`
 }
 
+type TaskEvent = typeof ChannelFrame.TaskEvent.Type
+
+/**
+ * Whether a task event concerns this peer: work that became claimable on its teams (created
+ * by someone else, released, lease expired, failed back to open), the end of a task it
+ * created, or a task reassigned to it. Claims and the rest are not worth a turn.
+ */
+export const taskEventFor = (event: TaskEvent, me: string): boolean => {
+  const t = event.task
+  switch (event.change) {
+    case "created":
+      return t.createdBy !== me
+    case "released":
+    case "lease_expired":
+      return t.state === "open"
+    case "failed":
+      return t.state === "open" ? t.assignee !== me : t.createdBy === me
+    case "done":
+    case "cancelled":
+      return t.createdBy === me
+    case "reassigned":
+      return t.assignee === me
+    case "claimed":
+      return false
+  }
+}
+
+export const taskMeta = (event: TaskEvent): Record<string, string> => {
+  const t = event.task
+  const meta: Record<string, string> = { kind: "task", change: event.change, task_id: t.id, team: t.team, state: t.state, priority: String(t.priority), at: event.at }
+  if (t.assignee !== undefined) meta.assignee = t.assignee
+  return meta
+}
+
+export const taskText = (event: TaskEvent): string => {
+  const t = event.task
+  const head = `Task ${t.id} "${t.title}" on team ${t.team}`
+  switch (event.change) {
+    case "done":
+      return `${head} is done${t.result !== undefined ? `: ${t.result}` : "."}`
+    case "failed":
+      return t.state === "open" ? `${head} failed an attempt (${t.error ?? "no reason"}) and is open again; claim it with get_next_task.` : `${head} failed for good: ${t.error ?? "no reason"}.`
+    case "cancelled":
+      return `${head} was cancelled.`
+    case "reassigned":
+      return `${head} was assigned to you; its lease is kept alive while this session lives. Finish with complete_task or fail_task.`
+    default:
+      return `${head} is open (${event.change.replace("_", " ")}, priority ${t.priority}); claim work with get_next_task.`
+  }
+}
+
 export const describeError = (error: unknown): string => {
   if (typeof error === "object" && error !== null) {
     const tag = (error as { _tag?: unknown })._tag
@@ -147,6 +203,9 @@ export const make = (
     let waiters = 0
     let wake = yield* Deferred.make<void>()
     let channel: BrokerClient.Channel | undefined
+    /** Tasks this session holds: their leases are renewed every third of the lease while the session lives. */
+    const held = new Set<Task.TaskId>()
+    let myId: string | undefined
 
     const signal = Effect.suspend(() => {
       const current = wake
@@ -214,9 +273,14 @@ export const make = (
 
     const onEvent = (event: ChannelFrame.PeerEvent) =>
       Effect.gen(function*() {
-        if (event.type !== "spawn_status") return
+        if (event.type !== "spawn_status" && event.type !== "task") return
+        if (event.type === "task") {
+          if (myId === undefined || !taskEventFor(event, myId)) return
+          if (event.change === "reassigned") held.add(event.task.id)
+        }
         if (pushing && waiters === 0) {
-          const pushed = yield* notify(spawnText(event), spawnMeta(event)).pipe(Effect.as(true), Effect.catchAll(() => Effect.succeed(false)))
+          const [text, meta] = event.type === "task" ? [taskText(event), taskMeta(event)] : [spawnText(event), spawnMeta(event)]
+          const pushed = yield* notify(text, meta).pipe(Effect.as(true), Effect.catchAll(() => Effect.succeed(false)))
           if (pushed) return
         }
         events.push(event)
@@ -226,10 +290,26 @@ export const make = (
 
     const run = Effect.gen(function*() {
       const peer = yield* register
+      myId = peer.id
+      // A spawn for a task: the broker claimed it for this peer at registration; keep its lease alive.
+      if (Option.isSome(config.taskId)) held.add(config.taskId.value as Task.TaskId)
       yield* SubscriptionRef.set(state, { _tag: "Connected", peer, channel: "connecting" })
       yield* Deferred.succeed(registered, peer)
-      const ch = yield* client.channel(peer.id, { autoAck: false }).pipe(Scope.extend(scope))
+      const ch = yield* client.channel(peer.id, { autoAck: false, presence: "none" }).pipe(Scope.extend(scope))
       channel = ch
+      // On exit the channel's close is what takes the peer offline at the broker. A session that
+      // exits while its channel is still connecting (registered over HTTP, socket not attached
+      // yet) would leave its peer online until the peer timeout: give the channel up to 2 s to
+      // open first. This finalizer runs before the channel's own (finalizers run last-added first).
+      yield* Scope.addFinalizer(
+        scope,
+        ch.state.changes.pipe(
+          Stream.filter((s) => s !== "connecting"),
+          Stream.runHead,
+          Effect.timeout("2 seconds"),
+          Effect.ignore
+        )
+      )
       yield* ch.state.changes.pipe(
         Stream.runForEach((s) =>
           SubscriptionRef.update(state, (current) =>
@@ -258,6 +338,22 @@ export const make = (
       Effect.catchAllCause((cause) => (Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("session failed", cause))),
       Effect.forkIn(scope)
     )
+
+    // The keep-alive of held tasks; a task the broker no longer lets us hold (done elsewhere, lease lost) is dropped.
+    const renew = Effect.gen(function*() {
+      if (held.size === 0) return
+      const peer = yield* Deferred.await(registered)
+      for (const id of [...held]) {
+        yield* client.api.tasks.heartbeat({ path: { id }, payload: { peer: peer.id, leaseMs: config.taskLeaseMs } }).pipe(
+          Effect.catchAll((error) =>
+            typeof error === "object" && error !== null && ["TaskConflict", "TaskNotFound"].includes((error as { _tag?: string })._tag ?? "")
+              ? Effect.sync(() => void held.delete(id)).pipe(Effect.zipRight(Effect.logWarning(`no longer holding task ${id}`, describeError(error))))
+              : Effect.logWarning(`could not renew the lease of task ${id}`, describeError(error))
+          )
+        )
+      }
+    })
+    yield* renew.pipe(Effect.repeat(Schedule.spaced(Duration.millis(Math.max(100, Math.floor(config.taskLeaseMs / 3))))), Effect.forkIn(scope))
 
     if (config.unregisterOnExit) {
       yield* Effect.addFinalizer(() =>
@@ -331,7 +427,10 @@ export const make = (
             Effect.zipRight(Effect.suspend(() => takeNow(limit)))
           )
         }),
-      pendingCount: Effect.sync(() => pending.length)
+      pendingCount: Effect.sync(() => pending.length),
+      hold: (id) => Effect.sync(() => void held.add(id)),
+      drop: (id) => Effect.sync(() => void held.delete(id)),
+      held: Effect.sync(() => [...held])
     }
     return service
   })

@@ -8,7 +8,9 @@
 import { Ids, Message, type Peer, Spawn, Team } from "@mks/a2a"
 import { Duration, Effect, ParseResult, Schema } from "effect"
 import { z } from "zod"
-import { describeError, type Inbox, Session } from "./Session.js"
+import { a2aTools } from "./A2aTools.js"
+import { taskTools } from "./TaskTools.js"
+import { describeError, type Inbox, Session, taskText as taskEventText } from "./Session.js"
 
 export interface ToolOutput {
   readonly text: string
@@ -80,6 +82,7 @@ const inboxOutput = (inbox: Inbox, waited?: boolean): ToolOutput => {
     lines.push("Reply with send_peer_message (to = the sender's id, reply_to = message_id) or send_team_message for team messages.")
   }
   for (const e of inbox.events) {
+    if (e.type === "task") lines.push(`event: ${taskEventText(e)}`)
     if (e.type === "spawn_status") {
       lines.push(`event: spawn ${e.spawn.spec.name ?? e.spawn.id} (${e.spawn.id}) is ${e.spawn.status}${e.spawn.peerId !== undefined ? `, peer ${e.spawn.peerId}` : ""}${e.spawn.exitCode !== undefined ? `, exit code ${e.spawn.exitCode}` : ""}`)
     }
@@ -347,7 +350,8 @@ export const tools: ReadonlyArray<Tool> = [
       runner: optStr("Runner id"),
       labels: z.record(str, str).optional().describe("Runner labels that must match"),
       provider: optStr("Model provider for a claude session (via the proxy)"),
-      model: optStr("Model for a claude session")
+      model: optStr("Model for a claude session"),
+      task: optStr("Task id (of a team's board) the new session is for: it joins the task's team, holds the task once registered, and a claude session gets the task as its first prompt")
     },
     run: (args) =>
       Effect.gen(function*() {
@@ -392,5 +396,8 @@ export const tools: ReadonlyArray<Tool> = [
       })
   }
 ]
+
+/** Every tool the server registers: the bus tools above, the task board's (TaskTools.ts), then the A2A ones (A2aTools.ts). */
+export const allTools = (): ReadonlyArray<Tool> => [...tools, ...taskTools, ...a2aTools]
 
 export const TOOL_NAMES = tools.map((t) => t.name)

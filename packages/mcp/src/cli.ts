@@ -4,9 +4,10 @@
  * stdout carries only MCP JSON-RPC; every log line goes to stderr.
  */
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js"
-import { BrokerClient } from "@mks/a2a"
+import { BrokerClient, StackRecord } from "@mks/a2a"
 import { NodeRuntime } from "@effect/platform-node"
 import { Cause, Deferred, Effect, Layer, Logger, LogLevel, Option } from "effect"
+import { fileURLToPath } from "node:url"
 import * as McpConfig from "./McpConfig.js"
 import * as McpServer from "./McpServer.js"
 import { VERSION } from "./version.js"
@@ -43,6 +44,14 @@ Environment:
   A2A_UNREGISTER_ON_EXIT=1   delete the peer and its inbox on exit (default: go offline, keep them)
 `
 
+/**
+ * How to start this server again, for the way it is installed: `npx -y @mks/a2a-mcp` when npx
+ * fetched it from a registry (it runs from npx's cache, `…/_npx/…`), else this Node and the
+ * path of this very build (a checkout, or a package installed into a project or globally).
+ */
+export const selfCommand = (file: string = fileURLToPath(import.meta.url)): readonly [string, ...Array<string>] =>
+  /[\\/]_npx[\\/]/.test(file) ? ["npx", "-y", "@mks/a2a-mcp"] : [process.execPath, file]
+
 const passEnv = ["A2A_BROKER_URL", "A2A_TOKEN", "A2A_PEER_NAME", "A2A_TEAMS"] as const
 
 export const printConfig = (kind: string, channels = false): string | undefined => {
@@ -51,17 +60,18 @@ export const printConfig = (kind: string, channels = false): string | undefined 
     const value = process.env[name]
     if (value !== undefined && value !== "") env[name] = value
   }
-  if (env.A2A_BROKER_URL === undefined) env.A2A_BROKER_URL = BrokerClient.DEFAULT_URL
+  if (env.A2A_BROKER_URL === undefined) env.A2A_BROKER_URL = StackRecord.readSync()?.broker ?? BrokerClient.DEFAULT_URL
   if (channels) env.A2A_CHANNELS = "1"
+  const [command, ...args] = selfCommand()
   switch (kind) {
     case "claude":
     case "json":
-      return JSON.stringify({ mcpServers: { a2a: { type: "stdio", command: "npx", args: ["-y", "@mks/a2a-mcp"], env } } }, null, 2)
+      return JSON.stringify({ mcpServers: { a2a: { type: "stdio", command, args, env } } }, null, 2)
     case "codex":
       return [
         "[mcp_servers.a2a]",
-        `command = "npx"`,
-        `args = ["-y", "@mks/a2a-mcp"]`,
+        `command = ${JSON.stringify(command)}`,
+        `args = [${args.map((a) => JSON.stringify(a)).join(", ")}]`,
         `env = { ${Object.entries(env).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join(", ")} }`
       ].join("\n")
     default:

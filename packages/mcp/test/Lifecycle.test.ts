@@ -3,7 +3,7 @@ import { ReadBuffer, serializeMessage } from "@modelcontextprotocol/sdk/shared/s
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js"
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js"
 import { execFileSync, spawn, type ChildProcess } from "node:child_process"
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs"
+import { mkdirSync, mkdtempSync, realpathSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -162,10 +162,11 @@ describe("CLI", () => {
   it("--print-config claude prints a ready .mcp.json snippet", () => {
     const out = execFileSync(process.execPath, [CLI, "--print-config", "claude"], { env: { PATH: process.env.PATH ?? "", A2A_BROKER_URL: "http://127.0.0.1:4999", A2A_TEAMS: "dev" } }).toString()
     const config = JSON.parse(out)
+    // Run from a checkout (not npx's cache): this Node and the path of the build, which work as printed.
     expect(config.mcpServers.a2a).toEqual({
       type: "stdio",
-      command: "npx",
-      args: ["-y", "@mks/a2a-mcp"],
+      command: process.execPath,
+      args: [realpathSync(CLI)],
       env: { A2A_BROKER_URL: "http://127.0.0.1:4999", A2A_TEAMS: "dev" }
     })
     const withChannels = JSON.parse(execFileSync(process.execPath, [CLI, "--print-config", "claude", "--channels"]).toString())
@@ -189,6 +190,51 @@ describe("CLI", () => {
 })
 
 describe("names", () => {
+  it("a clean exit leaves its peer offline at once (peer_left to the others), and a restarted session resumes its name, not name-2", async () => {
+    const broker = await startBroker({ peerTimeout: 600_000 })
+    cleanup.push(() => broker.close())
+    const token = await broker.token("t", "peer")
+    const root = mkdtempSync(join(tmpdir(), "a2a-mcp-ghost-"))
+    const repo = join(root, "proj")
+    mkdirSync(repo, { recursive: true })
+    execFileSync("git", ["init", "-q"], { cwd: repo })
+    cleanup.push(() => rmSync(root, { recursive: true, force: true }))
+    const watcher = brokerClient(broker, token)
+    cleanup.push(() => watcher.close())
+    const me = (await watcher.peers.register({ name: "watcher" })).peer
+    const left: Array<string> = []
+    const channel = watcher.connect(me.id, { presence: "batched" })
+    channel.on("event", (e: any) => e.type === "peers_changed" && left.push(...e.left.map((p: any) => p.id)))
+    await new Promise<void>((resolve) => channel.on("open", () => resolve()))
+
+    const first = await startSession({ url: broker.url, token, cwd: repo })
+    const peer = (await first.ok("whoami")).data.peer
+    expect(peer.name).toBe("proj")
+    await first.close()
+    // Offline as soon as its socket is gone: the peer timeout (10 minutes here) has nothing to do with it.
+    await eventually(async () => ((await http(broker, token, "GET", `/api/peers/${peer.id}`)).json.peer.status === "offline" ? true : undefined), 30_000, "the peer offline")
+    await eventually(async () => (left.includes(peer.id) ? true : undefined), 30_000, "peer_left to the watcher")
+
+    const second = await startSession({ url: broker.url, token, cwd: repo })
+    cleanup.push(() => second.close())
+    const again = (await second.ok("whoami")).data.peer
+    expect(again).toMatchObject({ id: peer.id, name: "proj" })
+  }, 120_000)
+
+  it("a session that exits right after its first answer, its channel still connecting, leaves no ghost: the peer is offline at once", async () => {
+    // whoami answers once the peer is registered, before the channel's socket is attached; an
+    // exit then used to leave the peer online until the peer timeout (10 minutes here).
+    const broker = await startBroker({ peerTimeout: 600_000 })
+    cleanup.push(() => broker.close())
+    const token = await broker.token("t", "peer")
+    for (let i = 0; i < 3; i++) {
+      const session = await startSession({ url: broker.url, token, name: `quick-${i}` })
+      const { peer } = (await session.ok("whoami")).data
+      await session.close()
+      await eventually(async () => ((await http(broker, token, "GET", `/api/peers/${peer.id}`)).json.peer.status === "offline" ? true : undefined), 30_000, `quick-${i} offline`)
+    }
+  }, 120_000)
+
   it("derives a name from the git repository and gives a second session in it the next free one", async () => {
     const broker = await startBroker()
     cleanup.push(() => broker.close())

@@ -16,7 +16,15 @@ const TOOLS = [
   "leave_team",
   "list_runners",
   "spawn_peer",
-  "stop_peer"
+  "stop_peer",
+  "create_task",
+  "list_tasks",
+  "get_next_task",
+  "update_task",
+  "complete_task",
+  "fail_task",
+  "release_task",
+  "list_a2a_agents"
 ]
 
 let broker: TestBroker
@@ -33,7 +41,8 @@ const start = async (options: Parameters<typeof startSession>[0]) => {
 
 beforeAll(async () => {
   broker = await startBroker()
-  token = await broker.token("acme", "peer")
+  // The sessions spawn `command` agents: a peer token needs that permission (docs/security.md).
+  token = await broker.scopedToken("acme", ["peer"], ["spawn:command"])
   alice = await start({ url: broker.url, token, name: "alice", teams: "dev", channels: true })
   bob = await start({ url: broker.url, token, name: "bob", teams: "dev" })
 })
@@ -44,7 +53,7 @@ afterAll(async () => {
 })
 
 describe("tools/list", () => {
-  it("lists the 13 tools with descriptions and input schemas", async () => {
+  it("lists the 21 tools with descriptions and input schemas", async () => {
     const { tools } = await alice.client.listTools()
     expect(tools.map((t) => t.name).sort()).toEqual([...TOOLS].sort())
     for (const tool of tools) {
@@ -309,4 +318,64 @@ describe("spawn and stop", () => {
     expect((await next("stop")).spawnId).toBe(order2.spawn.id)
     ws.close()
   })
+})
+
+describe("spawn for a task", () => {
+  it("spawn_peer task=…: a claude session gets the task as its first prompt; its MCP server holds it from registration, keeps the lease alive and completes it", async () => {
+    const runnerToken = await broker.token("acme", "runner")
+    const orders: Array<any> = []
+    const ws = new WebSocket(`${broker.url.replace("http", "ws")}/ws/runner/r-task`, { headers: { authorization: `Bearer ${runnerToken}` } })
+    ws.on("message", (data) => {
+      const frame = JSON.parse(String(data))
+      if (frame.type === "spawn") {
+        orders.push(frame.spawn)
+        ws.send(JSON.stringify({ type: "spawn_status", spawnId: frame.spawn.id, status: "running", pid: 4545 }))
+      }
+    })
+    await new Promise((resolve) => ws.once("open", resolve))
+    ws.send(JSON.stringify({ type: "hello", runner: { id: "r-task", host: "h", labels: { zone: "tasks" }, capacity: 2, presets: ["claude"], version: "t" }, agents: [] }))
+    const lead = await start({ url: broker.url, token: await broker.scopedToken("acme", ["peer"], ["spawn"]), name: "task-lead", teams: "mcp-queue" })
+    try {
+      await eventually(async () => ((await lead.ok("list_runners")).data.runners.some((r: any) => r.id === "r-task") ? true : undefined), 30_000, "the runner")
+      const created = await lead.ok("create_task", { team: "mcp-queue", title: "summarise the logs", body: "the last 100 lines", labels: ["ops"] })
+      const id: string = created.data.task.id
+
+      const refused = await lead.client.callTool({ name: "spawn_peer", arguments: { name: "nobody", task: "t_unknown", labels: { zone: "tasks" } } })
+      expect(refused.isError).toBe(true)
+      expect(JSON.stringify(refused.content)).toMatch(/TaskNotFound/)
+
+      const spawned = await lead.ok("spawn_peer", { name: "summariser", task: id, prompt: "Be brief.", labels: { zone: "tasks" } })
+      expect(spawned.data.spawn.spec).toMatchObject({ task: id, teams: ["mcp-queue"] })
+      const order = await eventually(async () => orders.find((o) => o.id === spawned.data.spawn.id), 30_000, "the order")
+      // The first prompt is the task, how to finish it, then the spec's own prompt.
+      expect(order.spec.prompt).toContain(`task ${id}`)
+      expect(order.spec.prompt).toContain("Title: summarise the logs")
+      expect(order.spec.prompt).toContain("Labels: ops")
+      expect(order.spec.prompt).toContain("the last 100 lines")
+      expect(order.spec.prompt).toMatch(/complete_task[\s\S]*fail_task/)
+      expect(order.spec.prompt.endsWith("\n\nBe brief.")).toBe(true)
+
+      // The session's MCP server, as the runner starts it (spawn token, A2A_SPAWN_ID, A2A_TASK_ID), with a short lease renewal.
+      const session = await start({
+        url: broker.url,
+        token: order.token,
+        name: "summariser",
+        teams: order.spec.teams.join(","),
+        env: { A2A_SPAWN_ID: order.id, A2A_TASK_ID: id, A2A_TASK_LEASE_MS: "1500" }
+      })
+      const me = (await session.ok("whoami")).data.peer
+      const held = await http(broker, token, "GET", `/api/tasks/${id}`)
+      expect(held.json.task).toMatchObject({ state: "claimed", assignee: me.id, attempts: 1 })
+      // The broker's claim is 60 s; the server renews it with its own lease, so the expiry moves.
+      const first = Date.parse(held.json.task.leaseExpiresAt)
+      await eventually(async () => {
+        const t = (await http(broker, token, "GET", `/api/tasks/${id}`)).json.task
+        return Date.parse(t.leaseExpiresAt) !== first ? t : undefined
+      }, 30_000, "a renewed lease")
+      const done = await session.ok("complete_task", { task_id: id, result: "three errors, all timeouts" })
+      expect(done.data.task).toMatchObject({ state: "done", assignee: me.id, result: "three errors, all timeouts" })
+    } finally {
+      ws.close()
+    }
+  }, 120_000)
 })

@@ -101,3 +101,12 @@ export const eventually = async <A>(check: () => Promise<A | undefined>, timeout
     await new Promise((r) => setTimeout(r, 25))
   }
 }
+
+/**
+ * Wait until the session's channel to the broker is open (whoami says so). Events (task and
+ * presence changes) reach only open channels, and only an open channel's close takes the peer
+ * offline: a test about either must not race the session's connect, which a loaded machine
+ * stretches well past the first tool answer.
+ */
+export const channelOpen = (session: McpSession, timeoutMs = 60_000) =>
+  eventually(async () => ((await session.ok("whoami")).data.channel === "open" ? true : undefined), timeoutMs, "the session's channel open")
