@@ -7,13 +7,17 @@ import { Effect, Option, ParseResult, Schema, Stream } from "effect"
 import * as Os from "node:os"
 import { ago, CliError, json, type Output, paint, progress, table } from "./Output.js"
 
+/** The hint when nothing listens where the CLI looked. */
+export const NOTHING_LISTENS =
+  "; no stack is running there: start one with `npm start` in the a2a repository (or `a2a up`), or name the broker with --broker URL or A2A_BROKER_URL"
+
 export const describe = (error: unknown, url?: URL): string => {
   if (typeof error === "object" && error !== null) {
     const e = error as { _tag?: string; message?: string; reason?: string }
     if (e._tag === "RequestError" || (e._tag === "ResponseError" && e.reason !== "StatusCode")) {
       const cause = (error as { cause?: { code?: string; cause?: { code?: string }; message?: string } }).cause
       const why = cause?.code ?? cause?.cause?.code ?? cause?.message ?? e.reason
-      return `cannot reach the broker${url !== undefined ? ` at ${url.href}` : ""} (${why})`
+      return `cannot reach the broker${url !== undefined ? ` at ${url.href}` : ""} (${why})${why === "ECONNREFUSED" ? NOTHING_LISTENS : ""}`
     }
     if (e._tag === "ParseError") return `unexpected answer from the broker: ${e.message}`
     if (typeof e.message === "string" && e.message.length > 0) return e._tag !== undefined ? `${e._tag}: ${e.message}` : e.message
@@ -150,6 +154,15 @@ const eventLine = (o: Output, e: ChannelFrame.PeerEvent): string => {
       return `${paint(o, "dim", e.at.slice(11, 19))} team ${e.team} ${e.change}${e.peerId !== undefined ? ` ${e.peerId}` : ""}`
     case "spawn_status":
       return `${paint(o, "dim", e.at.slice(11, 19))} spawn ${e.spawn.spec.name ?? e.spawn.id} (${e.spawn.id}) ${e.spawn.status}`
+    case "peers_changed":
+      // One line per peer, as the per-change events printed them (the broker coalesces them).
+      return [
+        ...e.joined.map((peer) => eventLine(o, { type: "peer_joined", peer, at: e.at })),
+        ...e.left.map((peer) => eventLine(o, { type: "peer_left", peer, at: e.at })),
+        ...e.updated.map((peer) => eventLine(o, { type: "peer_updated", peer, at: e.at }))
+      ].join("\n")
+    case "task":
+      return `${paint(o, "dim", e.at.slice(11, 19))} task ${e.task.id} ${e.change} (${e.task.state}${e.task.assignee !== undefined ? ` by ${e.task.assignee}` : ""}) @${e.task.team}: ${e.task.title}`
   }
 }
 
@@ -161,7 +174,8 @@ export const tail = (o: Output, input: { as?: string; noAck: boolean; quiet: boo
   Effect.gen(function*() {
     const client = yield* BrokerClient.BrokerClient
     const me = yield* self(input.as)
-    const channel = yield* client.channel(me.id, { autoAck: false })
+    // Presence coalesced by the broker (`peers_changed`), or none at all with --quiet.
+    const channel = yield* client.channel(me.id, { autoAck: false, presence: input.quiet ? "none" : "batched" })
     yield* channel.hello.pipe(Effect.mapError((e) => new CliError({ message: describe(e, client.url) })))
     if (!o.json) o.err(paint(o, "dim", `following ${me.name} (${me.id}) on ${client.url.href}; Ctrl-C to stop`))
     if (!input.quiet) {
@@ -199,15 +213,15 @@ export const spawn = (o: Output, input: SpawnInput) =>
     )
     if (input.waitFor === undefined) {
       const { spawn } = yield* call(client.api.spawn.create({ payload: spec }))
-      return o.json ? json(o, spawn) : o.out(`spawn ${spawn.id} ${spawn.status} on runner ${spawn.runnerId}`)
+      return o.json ? json(o, spawn) : o.out(`spawn ${spawn.id} ${spawn.status} on runner ${spawn.runnerId}${spawn.spec.task !== undefined ? ` for task ${spawn.spec.task}` : ""}`)
     }
     const target = input.waitFor
     return yield* Effect.scoped(
       Effect.gen(function*() {
-        const channel = yield* client.channel(me.id, { autoAck: false })
+        const channel = yield* client.channel(me.id, { autoAck: false, presence: "none" })
         yield* channel.hello.pipe(Effect.mapError((e) => new CliError({ message: describe(e, client.url) })))
         const { spawn } = yield* call(client.api.spawn.create({ payload: spec }))
-        if (!o.json) o.out(`spawn ${spawn.id} ${spawn.status} on runner ${spawn.runnerId}`)
+        if (!o.json) o.out(`spawn ${spawn.id} ${spawn.status} on runner ${spawn.runnerId}${spawn.spec.task !== undefined ? ` for task ${spawn.spec.task}` : ""}`)
         const reached = (s: Spawn.Spawn) => s.status === target || Spawn.isFinal(s.status) || s.status === "lost"
         if (reached(spawn)) return o.json ? json(o, spawn) : undefined
         const last = yield* channel.events.pipe(

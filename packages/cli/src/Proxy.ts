@@ -4,7 +4,7 @@
  * `A2A_PROXY_ADMIN_TOKEN` or the proxy's token file.
  */
 import { FetchHttpClient, HttpApiClient, HttpClient, HttpClientRequest } from "@effect/platform"
-import { type Ids, ProxyApi, type Usage, type VirtualKey } from "@mks/a2a"
+import { type Ids, ProxyApi, StackRecord, type Usage, type VirtualKey } from "@mks/a2a"
 import { ProxyConfig } from "@mks/a2a-proxy"
 import { Effect } from "effect"
 import { ago, CliError, json, type Output, paint, table } from "./Output.js"
@@ -15,7 +15,7 @@ export interface ProxyOptions {
 }
 
 const proxyUrl = (options: ProxyOptions) =>
-  options.url ?? process.env.A2A_PROXY_URL ?? `http://127.0.0.1:${process.env.A2A_PROXY_PORT ?? ProxyConfig.DEFAULT_PORT}`
+  options.url ?? process.env.A2A_PROXY_URL ?? StackRecord.readSync()?.proxy ?? `http://127.0.0.1:${process.env.A2A_PROXY_PORT ?? ProxyConfig.DEFAULT_PORT}`
 
 const describe = (error: unknown, url: string): string => {
   if (typeof error === "object" && error !== null) {

@@ -6,7 +6,7 @@
 import { BrokerClient, RunnerFrame, type Spawn } from "@mks/a2a"
 import { Effect, Redacted, Schema } from "effect"
 import WebSocket from "ws"
-import { call, describe } from "./Broker.js"
+import { call, describe, NOTHING_LISTENS } from "./Broker.js"
 import { CliError, type Output, paint } from "./Output.js"
 
 /** Ctrl-]: detach from a terminal, as telnet does. */
@@ -52,7 +52,7 @@ const connect = (spawn: Spawn.Spawn, what: "logs" | "terminal", query: Record<st
           resume(Effect.fail(new CliError({ message: describe(error) })))
         })
       })
-      ws.once("error", (e) => resume(Effect.fail(new CliError({ message: `cannot reach the broker at ${client.url.href} (${(e as { code?: string }).code ?? e.message})` }))))
+      ws.once("error", (e) => resume(Effect.fail(new CliError({ message: `cannot reach the broker at ${client.url.href} (${(e as { code?: string }).code ?? e.message})${(e as { code?: string }).code === "ECONNREFUSED" ? NOTHING_LISTENS : ""}` }))))
       return Effect.sync(() => ws.terminate())
     })
   })

@@ -4,7 +4,7 @@
  * providers are configured (`~/.a2a/proxy.yaml` or `A2A_PROXY_CONFIG`). It prints the URLs,
  * where the tokens are, and how to join Claude Code to the bus; SIGINT/SIGTERM stop it all.
  */
-import { KeyStore } from "@mks/a2a"
+import { KeyStore, StackRecord } from "@mks/a2a"
 import { BrokerConfig, BrokerServer, TokenStore, VERSION as BROKER_VERSION } from "@mks/a2a-broker"
 import { ProxyConfig, ProxyServer } from "@mks/a2a-proxy"
 import { BrokerLink, RunnerConfig, RunnerServer } from "@mks/a2a-runner"
@@ -33,6 +33,8 @@ export interface UpOptions {
   readonly proxyConfig?: string | undefined
   /** Start the runner (default true). */
   readonly runner?: boolean | undefined
+  /** Only check the configuration (see {@link check}); start nothing. */
+  readonly checkOnly?: boolean | undefined
   /** Where the summary goes (default stdout). */
   readonly print?: ((line: string) => void) | undefined
   readonly env?: Readonly<Record<string, string | undefined>> | undefined
@@ -108,6 +110,28 @@ const secretFile = (file: string, make: () => string) =>
       return value
     },
     catch: (e) => new UpError({ message: `cannot use ${file}: ${messageOf(e)}` })
+  })
+
+/**
+ * Check the configuration without starting anything (`a2a up --check-config`, which `npm start`
+ * runs before it rebuilds): ports are numbers and free, the proxy config (when there is one)
+ * loads, with the API key variables it names set.
+ */
+export const check = (options: UpOptions = {}): Effect.Effect<void, UpError> =>
+  Effect.gen(function* () {
+    const env = options.env ?? process.env
+    const home = options.home ?? (env.A2A_HOME || join(homedir(), ".a2a"))
+    const host = options.host ?? "127.0.0.1"
+    const brokerPort = options.brokerPort ?? (yield* portOf("A2A_BROKER_PORT", env.A2A_BROKER_PORT, 4200))
+    const runnerPort = options.runnerPort ?? (yield* portOf("A2A_RUNNER_PORT", env.A2A_RUNNER_PORT, 8487))
+    yield* ensureFree("the broker", host, brokerPort, "A2A_BROKER_PORT or --port")
+    if (options.runner !== false) yield* ensureFree("the runner", host, runnerPort, "A2A_RUNNER_PORT or --runner-port")
+    const configFile = options.proxyConfig ?? (env.A2A_PROXY_CONFIG || undefined) ?? (existsSync(join(home, "proxy.yaml")) ? join(home, "proxy.yaml") : undefined)
+    if (configFile === undefined) return
+    const config = yield* ProxyConfig.load({ configPath: configFile, port: options.proxyPort, host, env: { ...env, A2A_HOME: home } }).pipe(
+      Effect.mapError((e) => new UpError({ message: `proxy: ${e.message}` }))
+    )
+    yield* ensureFree("the proxy", config.host, config.port, "A2A_PROXY_PORT or --proxy-port")
   })
 
 /** The stack as one layer: broker, then proxy (when configured), then the runner linked to both. */
@@ -236,6 +260,17 @@ export const mcpJson = (info: StackInfo, env: Readonly<Record<string, string | u
   return { mcpServers: { a2a: { type: "stdio", command: command!, args, env: serverEnv } } }
 }
 
+/** What `stack.json` holds for this stack. */
+export const record = (info: StackInfo): StackRecord.StackRecord =>
+  new StackRecord.StackRecord({
+    pid: process.pid,
+    startedAt: new Date().toISOString(),
+    broker: info.broker.url,
+    dashboard: `${info.broker.url}/ui`,
+    runner: info.runner?.url,
+    proxy: "url" in info.proxy ? info.proxy.url : undefined
+  })
+
 /** The summary printed once everything listens. */
 export const summary = (info: StackInfo): ReadonlyArray<string> => {
   const json = JSON.stringify(mcpJson(info))
@@ -259,18 +294,30 @@ export const summary = (info: StackInfo): ReadonlyArray<string> => {
   ]
 }
 
+/** Whether the stack came up in this process (`run` prints the "stopped" line only then). */
+let ready = false
+
 /** Run the stack until interrupted (SIGINT/SIGTERM when run by `run`); a spinner on a TTY while it starts. */
 export const up = (options: UpOptions = {}): Effect.Effect<never, UpError> =>
   Effect.scoped(
     Effect.gen(function* () {
       const context = yield* progress(makeOutput({ json: false }), "starting broker, runner and proxy…", Layer.build(layer(options)))
       const print = options.print ?? ((line: string) => void process.stdout.write(line + "\n"))
-      for (const line of summary(Context.get(context, Stack))) print(line)
+      const info = Context.get(context, Stack)
+      // Where the stack runs (URLs, no secrets), for the CLI, the MCP server and `a2a-runner launch`.
+      yield* Effect.acquireRelease(
+        StackRecord.write(record(info), info.home).pipe(
+          Effect.catchAll((e) => Effect.logWarning(`cannot record the stack in ${StackRecord.file(info.home)}: ${e.message}`))
+        ),
+        () => StackRecord.remove(info.home)
+      )
+      for (const line of summary(info)) print(line)
+      ready = true
       return yield* Effect.never
     })
   )
 
-const USAGE = "usage: a2a up [--home DIR] [--port N] [--runner-port N] [--proxy-port N] [--proxy-config FILE] [--no-runner]"
+const USAGE = "usage: a2a up [--home DIR] [--port N] [--runner-port N] [--proxy-port N] [--proxy-config FILE] [--no-runner] [--check-config]"
 
 /** Options from `a2a up`'s arguments. */
 export const parse = (argv: ReadonlyArray<string>): Effect.Effect<UpOptions, CliError> =>
@@ -288,6 +335,7 @@ export const parse = (argv: ReadonlyArray<string>): Effect.Effect<UpOptions, Cli
             "proxy-port": { type: "string" },
             "proxy-config": { type: "string" },
             "no-runner": { type: "boolean", default: false },
+            "check-config": { type: "boolean", default: false },
             help: { type: "boolean", short: "h", default: false }
           }
         }),
@@ -306,7 +354,8 @@ export const parse = (argv: ReadonlyArray<string>): Effect.Effect<UpOptions, Cli
       runnerPort: yield* port("runner-port", values["runner-port"]),
       proxyPort: yield* port("proxy-port", values["proxy-port"]),
       proxyConfig: values["proxy-config"],
-      runner: !values["no-runner"]
+      runner: !values["no-runner"],
+      checkOnly: values["check-config"]
     } satisfies UpOptions
   })
 
@@ -318,17 +367,25 @@ export const run = async (argv: ReadonlyArray<string>): Promise<Exit.Exit<void, 
   const level = process.env.A2A_LOG_LEVEL === "debug" ? LogLevel.Debug : process.env.A2A_LOG_LEVEL === "info" ? LogLevel.Info : LogLevel.Warning
   const logger = Logger.replace(Logger.defaultLogger, Logger.logfmtLogger.pipe(Logger.withConsoleError))
   const program = parse(argv).pipe(
-    Effect.flatMap((options) => up(options).pipe(Effect.mapError((e) => new CliError({ message: e.message })))),
+    Effect.flatMap((options) => (options.checkOnly === true ? check(options) : up(options)).pipe(Effect.mapError((e) => new CliError({ message: e.message })))),
     Effect.provide(logger),
     Logger.withMinimumLogLevel(level)
   )
   const fiber = Effect.runFork(program)
-  const stop = () => void Effect.runFork(Fiber.interrupt(fiber))
-  process.once("SIGINT", stop)
-  process.once("SIGTERM", stop)
+  // `on`, not `once`: Ctrl-C under `npm start` delivers SIGINT twice (the terminal's to the group,
+  // and npm's forwarded copy); the second must not kill the process in the middle of stopping.
+  let stopping = false
+  const stop = () => {
+    if (stopping) return
+    stopping = true
+    Effect.runFork(Fiber.interrupt(fiber))
+  }
+  process.on("SIGINT", stop)
+  process.on("SIGTERM", stop)
   const exit = await Effect.runPromise(Fiber.await(fiber))
   process.off("SIGINT", stop)
   process.off("SIGTERM", stop)
+  if (ready && Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) process.stdout.write("a2a stack stopped\n")
   // Everything is closed; a handle some library left open must not keep the process alive.
   setTimeout(() => process.exit(), 2_000).unref()
   return Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause) ? Exit.void : (exit as Exit.Exit<void, CliError>)

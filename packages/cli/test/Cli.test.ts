@@ -36,7 +36,8 @@ const eventually = async <A>(check: () => Promise<A | undefined>, what: string, 
 
 beforeAll(async () => {
   broker = await startBroker()
-  token = await broker.token("acme", "peer")
+  // `a2a spawn` runs `command` agents: the peer token needs that permission (docs/security.md).
+  token = await broker.scopedToken("acme", ["peer"], ["spawn:command"])
 })
 afterAll(() => broker.close())
 
@@ -129,6 +130,53 @@ describe("a2a against a running broker", () => {
     expect(orders.some((f) => f.type === "stop" && f.spawnId === spawned.id)).toBe(true)
     ws.close()
   })
+
+  it("spawn --task: the order names the task and joins its team; the spawn's peer holds it and completes it with the spawn token; unknown and done tasks are refused", async () => {
+    const runnerToken = await broker.token("acme", "runner")
+    const ws = new WebSocket(`${broker.url.replace("http", "ws")}/ws/runner/r-task`, { headers: { authorization: `Bearer ${runnerToken}` } })
+    await new Promise((resolve) => ws.once("open", resolve))
+    const orders: Array<any> = []
+    ws.on("message", (data) => {
+      const frame = JSON.parse(String(data))
+      orders.push(frame)
+      if (frame.type === "spawn") ws.send(JSON.stringify({ type: "spawn_status", spawnId: frame.spawn.id, status: "running", pid: 778 }))
+    })
+    ws.send(JSON.stringify({ type: "hello", runner: { id: "r-task", host: "h", labels: {}, capacity: 4, presets: ["command"], version: "t" }, agents: [] }))
+    const c = client(broker, token)
+    try {
+      await eventually(async () => (await c.runners.list()).runners.find((r) => r.id === "r-task" && r.status === "online"), "the runner online")
+      const { peer: lead } = await c.peers.register({ name: "task-lead", teams: ["cli-queue"] })
+      const { task } = await c.tasks.create({ team: "cli-queue", title: "write the changelog", peer: lead.id })
+
+      const out = await a2a(["spawn", "--runner", "r-task", "--task", task.id, "--name", "scribe", "--", "node", "agent.js"])
+      expect(out.code, out.stderr).toBe(0)
+      expect(out.stdout).toMatch(new RegExp(`^spawn s_\\S+ \\S+ on runner r-task for task ${task.id}`))
+      const order = orders.find((f) => f.type === "spawn" && f.spawn.spec.task === task.id).spawn
+      expect(order.spec).toMatchObject({ name: "scribe", task: task.id, teams: ["cli-queue"] })
+
+      // The agent's side, with the order's spawn token: it registers, already holds the task, completes it.
+      const agent = client(broker, order.token)
+      try {
+        const { peer } = await agent.peers.register({ name: "scribe", spawnId: order.id, teams: order.spec.teams })
+        expect((await agent.tasks.get(task.id)).task).toMatchObject({ state: "claimed", assignee: peer.id, attempts: 1 })
+        const { task: done } = await agent.tasks.complete(task.id, { peer: peer.id, result: "changelog written" })
+        expect(done).toMatchObject({ state: "done", assignee: peer.id, result: "changelog written" })
+      } finally {
+        await agent.close()
+      }
+
+      const unknown = await a2a(["spawn", "--runner", "r-task", "--task", "t_missing", "--", "node", "agent.js"])
+      expect(unknown.code).toBe(1)
+      expect(unknown.stderr).toMatch(/^a2a: TaskNotFound: /)
+      const again = await a2a(["spawn", "--runner", "r-task", "--task", task.id, "--", "node", "agent.js"])
+      expect(again.code).toBe(1)
+      expect(again.stderr).toMatch(/^a2a: TaskConflict: /)
+      expect(orders.filter((f) => f.type === "spawn")).toHaveLength(1)
+    } finally {
+      await c.close()
+      ws.close()
+    }
+  }, 120_000)
 })
 
 describe("errors are one clear line with a non-zero exit", () => {
@@ -150,6 +198,55 @@ describe("errors are one clear line with a non-zero exit", () => {
     expect(r.stderr).toMatch(pattern)
   })
 
+  it("tasks: create (title from stdin too), list with filters, claim as the CLI's peer, complete, fail, cancel; clear refusals", async () => {
+    const c = client(broker, token)
+    const { peer: lead } = await c.peers.register({ name: "board-lead", teams: ["board"] })
+    const channel = c.connect(lead.id, { autoAck: true, presence: "none" })
+    const created: Array<any> = []
+    const saw = (n: number) => new Promise<void>((resolve) => channel.on("event", (e) => e.type === "task" && e.change === "created" && created.push(e) === n && resolve()))
+    const three = saw(3)
+    const first = await a2a(["tasks", "create", "--team", "board", "write", "the", "docs", "--priority", "5", "--label", "docs", "--body", "all of them"])
+    expect(first.code).toBe(0)
+    expect(first.stdout).toMatch(/^created t_\S+ "write the docs" @board: open\n$/)
+    const second = JSON.parse((await a2a(["tasks", "create", "--team", "board", "-", "--json"], { input: "from stdin\n" })).stdout)
+    expect(second).toMatchObject({ title: "from stdin", state: "open", priority: 0 })
+    const third = JSON.parse((await a2a(["tasks", "create", "--team", "board", "after", "--depends-on", second.id, "--max-attempts", "1", "--json"])).stdout)
+    expect(third.dependsOn).toEqual([second.id])
+    await three // the team was told of each one
+
+    const table = await a2a(["tasks", "--team", "board"])
+    expect(table.stdout.trim().split("\n")[0]).toMatch(/^TASK\s+STATE\s+PRI\s+TEAM\s+TITLE\s+ASSIGNEE\s+TRIES\s+LABELS\s+UPDATED$/)
+    expect(table.stdout.trim().split("\n")).toHaveLength(4)
+    expect(JSON.parse((await a2a(["tasks", "list", "--label", "docs", "--json"])).stdout).map((t: any) => t.title)).toEqual(["write the docs"])
+
+    // claim takes the highest priority first, as the CLI's peer (which joins the team)
+    const claimed = await a2a(["tasks", "claim", "--team", "board", "--as", "board-cli", "--lease", "120"])
+    expect(claimed.stdout).toMatch(/^claimed t_\S+ "write the docs" @board: claimed \(p_\S+\)\nall of them\n$/)
+    const docsId = /claimed (t_\S+)/.exec(claimed.stdout)![1]!
+    const done = JSON.parse((await a2a(["tasks", "complete", docsId, "--result", "-", "--as", "board-cli", "--json"], { input: "pushed to main\n" })).stdout)
+    expect(done).toMatchObject({ state: "done", result: "pushed to main" })
+    // another peer of the CLI cannot complete what it does not hold
+    const next = JSON.parse((await a2a(["tasks", "claim", "--team", "board", "--as", "board-cli", "--json"])).stdout)
+    expect(next.id).toBe(second.id)
+    const notMine = await a2a(["tasks", "complete", second.id, "--as", "someone-else"])
+    expect(notMine.code).toBe(1)
+    expect(notMine.stderr).toMatch(/^a2a: TaskConflict: /)
+    expect(JSON.parse((await a2a(["tasks", "fail", second.id, "--reason", "flaky", "--as", "board-cli", "--json"])).stdout)).toMatchObject({ state: "open", error: "flaky" })
+    const cancelled = await a2a(["tasks", "cancel", third.id, "--reason", "not needed"])
+    expect(cancelled.stdout).toContain("cancelled")
+    expect(JSON.parse((await a2a(["tasks", "--state", "cancelled", "--json"])).stdout).map((t: any) => t.id)).toEqual([third.id])
+
+    // nothing claimable is exit 1 with a clear line; bad input is a usage error (2)
+    const again = await a2a(["tasks", "claim", "--team", "nobody-here", "--as", "board-cli"])
+    expect(again.code).toBe(1)
+    expect(again.stderr).toBe("a2a: no claimable task on team nobody-here\n")
+    expect((await a2a(["tasks", "complete", "not an id"])).code).toBe(2)
+    expect((await a2a(["tasks", "create", "title"])).stderr).toContain("needs --team")
+    expect((await a2a(["tasks", "--state", "weird"])).code).toBe(2)
+    await channel.close()
+    await c.close()
+  }, 120_000)
+
   it("names the broker it cannot reach, and a bad token", async () => {
     const port = await new Promise<number>((resolve) => {
       const server = createServer().listen(0, "127.0.0.1", () => {
@@ -159,7 +256,9 @@ describe("errors are one clear line with a non-zero exit", () => {
     })
     const down = await a2a(["peers"], { env: { A2A_BROKER_URL: `http://127.0.0.1:${port}` } })
     expect(down.code).toBe(1)
-    expect(down.stderr).toBe(`a2a: cannot reach the broker at http://127.0.0.1:${port}/ (ECONNREFUSED)\n`)
+    // One line: where it looked, why, and how to get a broker there.
+    expect(down.stderr.trim().split("\n")).toHaveLength(1)
+    expect(down.stderr).toMatch(new RegExp(`^a2a: cannot reach the broker at http://127\\.0\\.0\\.1:${port}/ \\(ECONNREFUSED\\); no stack is running there: .*npm start.*--broker URL`))
     const bad = await a2a(["peers"], { env: { A2A_TOKEN: "not-a-token" } })
     expect(bad.code).toBe(1)
     expect(bad.stderr).toMatch(/^a2a: Unauthorized: /)

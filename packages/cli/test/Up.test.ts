@@ -4,9 +4,9 @@
  * started from that snippet talk to each other; Ctrl-C (SIGINT to the process group, as a
  * terminal sends it) stops everything, the runner's agents included, and leaves no process.
  *
- * The start script is `npm run build && <run>`; `npm test` has just built every package, and
- * rebuilding here would empty the `dist` folders other test files are using at the same moment,
- * so this runs `<run>` exactly (after checking the script has that shape).
+ * The start script (`scripts/start.mjs`) rebuilds only packages whose inputs changed; `npm test`
+ * has just built every package (and `npm run build` records their inputs' hashes), so it starts
+ * at once, printing nothing before the stack's summary (a rebuild would show a "building" line).
  */
 import { createBrokerClient } from "@mks/a2a"
 import { startFakeMessages } from "@mks/a2a-testing"
@@ -20,9 +20,15 @@ import * as Up from "../src/Up.js"
 import { cleanEnv, eventually, isAlive, mcpSession, ROOT, start, tempDir, type McpSession, type Proc } from "../../e2e/test/support.js"
 
 const script: string = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).scripts.start
-const shape = /^npm run build && (.+)$/.exec(script)
 // A2A_UP_TEST_COMMAND: try another build of the same command before the script points at it.
-const command = process.env.A2A_UP_TEST_COMMAND ?? shape?.[1] ?? script
+const command = process.env.A2A_UP_TEST_COMMAND ?? script
+const A2A = join(ROOT, "packages", "cli", "bin", "a2a.js")
+
+/** Run the `a2a` bin to its end. */
+const a2a = (args: ReadonlyArray<string>, env: Record<string, string>) =>
+  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
+    execFile(process.execPath, [A2A, ...args], { env, cwd: ROOT }, (error, stdout, stderr) => resolve({ code: error === null ? 0 : (error as any).code, stdout, stderr }))
+  )
 
 const groupAlive = (pgid: number) => {
   try {
@@ -51,7 +57,6 @@ describe("npm start", () => {
   })
 
   it("starts the stack, two sessions from the printed .mcp.json talk, and Ctrl-C stops it all", async () => {
-    expect(shape, `the start script builds, then runs the stack: ${script}`).not.toBeNull()
     // Ports 0: the machine may already run a stack on the default ports.
     stack = start("sh", ["-c", command], { env: cleanEnv({ HOME: home, A2A_BROKER_PORT: "0", A2A_RUNNER_PORT: "0", A2A_PROXY_PORT: "0" }), detached: true })
     await stack.line(/^Ctrl-C stops everything\.$/, 60_000)
@@ -65,6 +70,17 @@ describe("npm start", () => {
     expect(await stack.line(/^\s+claude --mcp-config '\{.*\}' --dangerously-load-development-channels server:a2a$/)).toBeTruthy()
     const server = snippet.mcpServers.a2a
     expect(server.env).toEqual({ A2A_BROKER_URL: brokerUrl, A2A_CHANNELS: "1" })
+    // Up to date after npm test's build: nothing rebuilt, nothing printed before the summary.
+    expect(stack.stderr()).not.toContain("building")
+
+    // Where it runs is recorded (URLs, no secret), and the CLI finds it without being told.
+    const record = JSON.parse(readFileSync(join(home, ".a2a", "stack.json"), "utf8"))
+    expect(record).toMatchObject({ broker: brokerUrl, dashboard: `${brokerUrl}/ui`, runner: runnerLine[1] })
+    expect(JSON.stringify(record)).not.toContain(readFileSync(tokenFile, "utf8").trim())
+    const found = await a2a(["peers", "--json"], cleanEnv({ HOME: home }))
+    expect(found.stderr).toBe("")
+    expect(found.code).toBe(0)
+    expect(Array.isArray(JSON.parse(found.stdout))).toBe(true)
 
     // Two sessions exactly as Claude Code would start them from the snippet (only a name added).
     for (const name of ["alice", "bob"]) {
@@ -98,6 +114,13 @@ describe("npm start", () => {
     await ctrlC(stack)
     expect(isAlive(agentPid!)).toBe(false)
     await expect(fetch(brokerUrl + "/healthz")).rejects.toThrow()
+    expect(stack.stdout().trim().split("\n").at(-1)).toBe("a2a stack stopped")
+    expect(existsSync(join(home, ".a2a", "stack.json"))).toBe(false)
+    // Nothing listens any more: the CLI says so and how to start a stack.
+    const refused = await a2a(["peers"], cleanEnv({ HOME: home, A2A_BROKER_URL: brokerUrl }))
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toContain("ECONNREFUSED")
+    expect(refused.stderr).toContain("no stack is running there: start one with `npm start`")
     expect(stack.stderr()).not.toMatch(/Error|internal error/)
     // SQLite closed cleanly: no WAL left behind.
     expect(existsSync(join(home, ".a2a", "broker.db-wal"))).toBe(false)
@@ -142,7 +165,7 @@ describe("npm start with providers", () => {
       await ctrlC(second.proc)
 
       // A provider without its key: one clear line, exit code 1, nothing left running.
-      const [file, ...args] = command.split(" ")
+      const [file, ...args] = ["sh", "-c", command]
       const failed = await new Promise<{ code: number | null; stderr: string }>((resolve) =>
         execFile(file!, args, { env: { ...env, LAB_KEY: "" }, cwd: ROOT }, (error, _stdout, stderr) => resolve({ code: error === null ? 0 : (error as any).code, stderr }))
       )
@@ -164,6 +187,25 @@ describe("npm start with providers", () => {
       rmSync(home, { recursive: true, force: true })
     }
   }, 120_000)
+})
+
+describe("npm start under npm", () => {
+  it("stops on SIGTERM or SIGINT sent to the npm process itself, with a last line", async () => {
+    for (const signal of ["SIGTERM", "SIGINT"] as const) {
+      const home = tempDir("a2a-up-npm-")
+      try {
+        const npm = start("npm", ["start", "--silent"], { env: cleanEnv({ HOME: home, A2A_BROKER_PORT: "0", A2A_RUNNER_PORT: "0" }) })
+        const brokerUrl = (await npm.line(/^\s+broker\s+(http:\/\/\S+)\s/, 60_000))[1]!
+        await npm.line(/^Ctrl-C stops everything\.$/)
+        process.kill(npm.pid, signal)
+        await npm.line(/^a2a stack stopped$/, 30_000)
+        await npm.exited
+        await expect(fetch(brokerUrl + "/healthz")).rejects.toThrow()
+      } finally {
+        rmSync(home, { recursive: true, force: true })
+      }
+    }
+  }, 180_000)
 })
 
 describe("Up.layer (in-process)", () => {
