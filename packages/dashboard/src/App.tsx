@@ -2,12 +2,14 @@ import { useEffect, useRef } from "preact/hooks"
 import { SessionContext, useSessionState } from "./hooks.js"
 import { href, navigate, onLinkClick, useRoute } from "./router.js"
 import type { Session } from "./session.js"
+import { A2aView } from "./views/A2a.js"
 import { AgentView } from "./views/Agent.js"
 import { ConversationsView } from "./views/Conversations.js"
 import { LoginView } from "./views/Login.js"
 import { PeersView } from "./views/Peers.js"
 import { RunnersView } from "./views/Runners.js"
 import { SpawnsView } from "./views/Spawns.js"
+import { TasksView } from "./views/Tasks.js"
 import { TeamsView } from "./views/Teams.js"
 
 const NAV: ReadonlyArray<{ path: string; label: string; key: string }> = [
@@ -15,7 +17,9 @@ const NAV: ReadonlyArray<{ path: string; label: string; key: string }> = [
   { path: "conversations", label: "Conversations", key: "2" },
   { path: "teams", label: "Teams", key: "3" },
   { path: "runners", label: "Runners", key: "4" },
-  { path: "spawns", label: "Spawns", key: "5" }
+  { path: "spawns", label: "Spawns", key: "5" },
+  { path: "a2a", label: "A2A", key: "6" },
+  { path: "tasks", label: "Tasks", key: "7" }
 ]
 
 export function App({ session }: { session: Session }) {
@@ -37,7 +41,7 @@ function Shell({ session }: { session: Session }) {
     if (stored !== undefined && session.get().phase === "login") void session.login(stored.token, stored.name)
   }, [session])
 
-  // Alt+1…5 switch views.
+  // Alt+1…7 switch views.
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => {
       if (!e.altKey || e.ctrlKey || e.metaKey) return
@@ -72,6 +76,12 @@ function Shell({ session }: { session: Session }) {
       break
     case "spawns":
       view = <SpawnsView />
+      break
+    case "a2a":
+      view = <A2aView />
+      break
+    case "tasks":
+      view = <TasksView initial={route.params.get("team") ?? undefined} />
       break
     case "agents":
       view = <AgentView peerId={decodeURIComponent(id ?? "")} />

@@ -2,7 +2,7 @@
  * The broker's HTTP API, same origin, with the session's bearer token. Every failure is an
  * `ApiError` carrying the broker's `{_tag, message}` (or a `NetworkError` when it is unreachable).
  */
-import type { Message, Peer, Runner, Spawn, SpawnSpec, Team, WireError } from "./wire.js"
+import type { Message, NewTask, Peer, Runner, Spawn, SpawnSpec, Task, TaskState, Team, WireError } from "./wire.js"
 
 export class ApiError extends Error {
   constructor(
@@ -42,6 +42,13 @@ export interface Api {
     readonly list: () => Promise<ReadonlyArray<Spawn>>
     readonly create: (spec: SpawnSpec) => Promise<Spawn>
     readonly stop: (id: string) => Promise<Spawn>
+  }
+  readonly tasks: {
+    readonly list: (filter: { team?: string; state?: TaskState; limit?: number }) => Promise<ReadonlyArray<Task>>
+    readonly create: (input: NewTask) => Promise<Task>
+    readonly cancel: (id: string, reason?: string) => Promise<Task>
+    /** To `peer` (a fresh lease), or back to `open` without one. */
+    readonly reassign: (id: string, peer?: string) => Promise<Task>
   }
 }
 
@@ -88,6 +95,16 @@ export const makeApi = (token: string, base = ""): Api => {
       list: () => call<{ spawns: ReadonlyArray<Spawn> }>("GET", "/api/spawn").then((r) => r.spawns),
       create: (spec) => call<{ spawn: Spawn }>("POST", "/api/spawn", spec).then((r) => r.spawn),
       stop: (id) => call<{ spawn: Spawn }>("DELETE", `/api/spawn/${seg(id)}`).then((r) => r.spawn)
+    },
+    tasks: {
+      list: (filter) => {
+        const query = new URLSearchParams()
+        for (const [k, v] of Object.entries(filter)) if (v !== undefined) query.set(k, String(v))
+        return call<{ tasks: ReadonlyArray<Task> }>("GET", `/api/tasks?${query}`).then((r) => r.tasks)
+      },
+      create: (input) => call<{ task: Task }>("POST", "/api/tasks", input).then((r) => r.task),
+      cancel: (id, reason) => call<{ task: Task }>("POST", `/api/tasks/${seg(id)}/cancel`, reason === undefined ? {} : { reason }).then((r) => r.task),
+      reassign: (id, peer) => call<{ task: Task }>("POST", `/api/tasks/${seg(id)}/reassign`, peer === undefined ? {} : { peer }).then((r) => r.task)
     }
   }
 }

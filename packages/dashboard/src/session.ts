@@ -3,7 +3,7 @@
  * registers, its live channel, and the fleet state built from the API and channel events.
  */
 import { ApiError, makeApi, type Api } from "./api.js"
-import { CloseCode, isFinal, parseServerFrame, type ClientFrame, type Message, type Peer, type PeerEvent, type Runner, type Spawn, type SpawnSpec, type Team } from "./wire.js"
+import { CloseCode, isFinal, isFinalTask, parseServerFrame, type ClientFrame, type Message, type NewTask, type Peer, type PeerEvent, type Runner, type Spawn, type SpawnSpec, type Task, type Team } from "./wire.js"
 
 const TOKEN_KEY = "a2a.dashboard.token"
 const NAME_KEY = "a2a.dashboard.operator"
@@ -30,6 +30,8 @@ export interface State {
   readonly teams: ReadonlyArray<Team>
   readonly runners: ReadonlyArray<Runner>
   readonly spawns: ReadonlyMap<string, Spawn>
+  /** Tasks of the boards looked at, by id: listed when a board is opened, then kept current by `task` events. */
+  readonly tasks: ReadonlyMap<string, Task>
   /** Messages the operator received or sent, oldest first, one per id. */
   readonly messages: ReadonlyArray<Message>
   /** The last failure of an action, shown in a status line. */
@@ -76,9 +78,17 @@ const initial: State = {
   teams: [],
   runners: [],
   spawns: new Map(),
+  tasks: new Map(),
   messages: [],
   notice: undefined
 }
+
+/** A board shows at most this many tasks of a team (the broker's largest page). */
+export const BOARD_LIMIT = 10_000
+
+/** Whether `incoming` is at least as fresh as `known` (a final state wins a tie: it never changes). */
+const fresher = (incoming: Task, known: Task | undefined): boolean =>
+  known === undefined || incoming.updatedAt > known.updatedAt || (incoming.updatedAt === known.updatedAt && !(isFinalTask(known.state) && !isFinalTask(incoming.state)))
 
 export class Session {
   private state: State = initial
@@ -94,6 +104,8 @@ export class Session {
   private refs = 0
   private readonly pending = new Map<string, { resolve: (m: Message) => void; reject: (e: Error) => void }>()
   private generation = 0
+  /** The team whose board is on screen (listed again after the channel reconnects). */
+  private board: string | undefined
 
   constructor(private readonly storage: Storage = sessionStorage) {}
 
@@ -215,7 +227,7 @@ export class Session {
     const generation = this.generation
     const scheme = location.protocol === "https:" ? "wss:" : "ws:"
     // Browsers cannot set headers on a WebSocket: the broker takes `?token=` on upgrades.
-    const url = `${scheme}//${location.host}/ws/broker/peer/${encodeURIComponent(operator.id)}?token=${encodeURIComponent(this.token)}`
+    const url = `${scheme}//${location.host}/ws/broker/peer/${encodeURIComponent(operator.id)}?presence=batched&token=${encodeURIComponent(this.token)}`
     const socket = new WebSocket(url)
     this.socket = socket
     this.set({ channel: "connecting" })
@@ -314,6 +326,16 @@ export class Session {
         this.set({ peers, operator })
         return
       }
+      case "peers_changed": {
+        const peers = new Map(this.state.peers)
+        let operator = this.state.operator
+        for (const peer of [...event.joined, ...event.updated]) peers.set(peer.id, peer)
+        // A peer that left (unregistered or gone) is shown offline, whatever its record says.
+        for (const peer of event.left) peers.set(peer.id, { ...peer, status: "offline" })
+        for (const peer of [...event.joined, ...event.updated, ...event.left]) if (peer.id === operator?.id) operator = peer
+        this.set({ peers, operator })
+        return
+      }
       case "team_changed":
         void this.refreshTeams()
         return
@@ -323,7 +345,22 @@ export class Session {
         this.set({ spawns })
         return
       }
+      case "task":
+        this.addTasks([event.task])
+        return
     }
+  }
+
+  private addTasks(incoming: ReadonlyArray<Task>) {
+    const tasks = new Map(this.state.tasks)
+    let changed = false
+    for (const task of incoming) {
+      if (fresher(task, tasks.get(task.id))) {
+        tasks.set(task.id, task)
+        changed = true
+      }
+    }
+    if (changed) this.set({ tasks })
   }
 
   // ---- messages ------------------------------------------------------------------------------
@@ -386,7 +423,7 @@ export class Session {
   }
 
   async refreshAll() {
-    await Promise.all([this.refreshPeers(), this.refreshTeams(), this.refreshPolled()])
+    await Promise.all([this.refreshPeers(), this.refreshTeams(), this.refreshPolled(), this.refreshBoard()])
   }
 
   async refreshPolled() {
@@ -458,6 +495,40 @@ export class Session {
     const operator = this.state.operator
     if (operator === undefined) return
     if ((await this.guarded("Leaving", () => this.client.teams.leave(name, operator.id))) !== undefined) await Promise.all([this.refreshTeams(), this.refreshPeers()])
+  }
+
+  // ---- the task board ------------------------------------------------------------------------
+
+  /** Show `team`'s board: list its tasks now (and again whenever the channel reconnects). */
+  async watchBoard(team: string | undefined) {
+    this.board = team
+    await this.refreshBoard()
+  }
+
+  /** List the board on screen again; `task` events keep it current in between (for the operator's teams). */
+  async refreshBoard() {
+    const team = this.board
+    if (team === undefined || this.api === undefined) return
+    const tasks = await this.guarded("Listing tasks", () => this.client.tasks.list({ team, limit: BOARD_LIMIT }))
+    if (tasks !== undefined) this.addTasks(tasks)
+  }
+
+  async createTask(input: Omit<NewTask, "peer">): Promise<Task | undefined> {
+    const operator = this.state.operator
+    const task = await this.guarded("Creating the task", () => this.client.tasks.create({ ...input, peer: operator?.id }))
+    if (task !== undefined) this.addTasks([task])
+    return task
+  }
+
+  async cancelTask(id: string, reason?: string) {
+    const task = await this.guarded("Cancelling the task", () => this.client.tasks.cancel(id, reason))
+    if (task !== undefined) this.addTasks([task])
+  }
+
+  /** Hand the task to `peer` (a member of its team), or put it back to `open` without one. */
+  async reassignTask(id: string, peer?: string) {
+    const task = await this.guarded("Reassigning the task", () => this.client.tasks.reassign(id, peer))
+    if (task !== undefined) this.addTasks([task])
   }
 
   clearNotice() {

@@ -94,6 +94,48 @@ export interface Runner {
   readonly lastSeenAt: string
 }
 
+export type TaskState = "open" | "claimed" | "done" | "failed" | "cancelled"
+
+/** The board's columns, in order. */
+export const TASK_STATES: ReadonlyArray<TaskState> = ["open", "claimed", "done", "failed", "cancelled"]
+
+export const isFinalTask = (state: TaskState) => state === "done" || state === "failed" || state === "cancelled"
+
+/** A task on a team's board (docs/tasks.md). */
+export interface Task {
+  readonly id: string
+  readonly team: string
+  readonly title: string
+  readonly body: string
+  readonly priority: number
+  readonly labels: ReadonlyArray<string>
+  readonly state: TaskState
+  readonly assignee?: string
+  readonly leaseExpiresAt?: string
+  readonly attempts: number
+  readonly maxAttempts: number
+  readonly dependsOn: ReadonlyArray<string>
+  readonly result?: string
+  readonly error?: string
+  readonly note?: string
+  readonly createdBy: string
+  readonly createdAt: string
+  readonly updatedAt: string
+}
+
+export type TaskChange = "created" | "claimed" | "done" | "failed" | "released" | "cancelled" | "reassigned" | "lease_expired"
+
+export interface NewTask {
+  readonly team: string
+  readonly title: string
+  readonly body?: string
+  readonly priority?: number
+  readonly labels?: ReadonlyArray<string>
+  readonly dependsOn?: ReadonlyArray<string>
+  readonly maxAttempts?: number
+  readonly peer?: string
+}
+
 /** `{"_tag", "message", ...}` — every broker error body. */
 export interface WireError {
   readonly _tag: string
@@ -105,6 +147,10 @@ export type PeerEvent =
   | { readonly type: "peer_joined" | "peer_left" | "peer_updated"; readonly peer: Peer; readonly at: string }
   | { readonly type: "team_changed"; readonly team: string; readonly change: "created" | "joined" | "left"; readonly peerId?: string; readonly at: string }
   | { readonly type: "spawn_status"; readonly spawn: Spawn; readonly at: string }
+  /** A change on the board of a team the operator is a member of. */
+  | { readonly type: "task"; readonly change: TaskChange; readonly task: Task; readonly at: string }
+  /** Presence changes coalesced by the broker (the dashboard's socket asks for `?presence=batched`). */
+  | { readonly type: "peers_changed"; readonly joined: ReadonlyArray<Peer>; readonly left: ReadonlyArray<Peer>; readonly updated: ReadonlyArray<Peer>; readonly at: string }
 
 export type ServerFrame =
   | { readonly type: "hello"; readonly peer: Peer; readonly cursor: number }
