@@ -15,7 +15,8 @@ const sign = (user, tenant) => createHmac("sha256", secret).update(`${user}.${te
 const tokenFor = (user, tenant) => `${user}.${tenant}.${sign(user, tenant)}`
 
 // The custom authenticator: a valid signature gives a peer of that tenant; anything else goes
-// on to the broker's own tokens (the admin token in <home>/broker.token keeps working).
+// on to the broker's own tokens (the admin token in <home>/broker.token keeps working). Spawned
+// agents' tokens need nothing here: the broker tries them after any authenticator.
 const AppAuthenticator = Layer.effect(
   Authenticator.Authenticator,
   Effect.gen(function* () {

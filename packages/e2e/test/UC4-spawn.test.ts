@@ -5,7 +5,7 @@
  */
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { a2aMcp, BIN, cleanEnv, createToken, isAlive, startBroker, startServer, tempDir, type McpSession } from "./support.js"
+import { a2aMcp, BIN, cleanEnv, createScopedToken, createToken, isAlive, startBroker, startServer, tempDir, type McpSession } from "./support.js"
 
 const AGENT = join(import.meta.dirname, "fixtures", "agent.mjs")
 
@@ -18,7 +18,7 @@ describe("UC4: spawn, talk, stop", () => {
     const runnerToken = await createToken(broker.home, "default", "runner")
     const dataDir = tempDir("a2a-e2e-runner-")
     runner = await startServer(BIN.runner, ["--data-dir", dataDir, "--api-key", "e2e-runner-key-0123", "--id", "box-1", "--broker", broker.url, "--token", runnerToken], cleanEnv({ A2A_HOME: join(dataDir, "home") }))
-    lead = await a2aMcp(broker, await createToken(broker.home, "default", "peer"), "lead")
+    lead = await a2aMcp(broker, await createScopedToken(broker.home, "default", ["peer"], ["spawn:command"]), "lead")
   })
   afterAll(async () => {
     await lead?.close()

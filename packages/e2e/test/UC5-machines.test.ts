@@ -6,7 +6,7 @@
 import { existsSync, readdirSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { a2aMcp, BIN, cleanEnv, createToken, isAlive, startBroker, startServer, tempDir, type McpSession } from "./support.js"
+import { a2aMcp, BIN, cleanEnv, createScopedToken, createToken, isAlive, startBroker, startServer, tempDir, type McpSession } from "./support.js"
 
 const AGENT = join(import.meta.dirname, "fixtures", "agent.mjs")
 
@@ -26,7 +26,7 @@ describe("UC5: two machines, three peers", () => {
       )
       runners.push({ ...runner, dataDir })
     }
-    cat = await a2aMcp(broker, await createToken(broker.home, "default", "peer"), "cat")
+    cat = await a2aMcp(broker, await createScopedToken(broker.home, "default", ["peer"], ["spawn:command"]), "cat")
   })
   afterAll(async () => {
     await cat?.close()

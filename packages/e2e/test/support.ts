@@ -222,6 +222,15 @@ export const createToken = async (home: string, tenant: string, ...roles: Array<
   return stdout.trim()
 }
 
+/** The built `a2a-broker token create` with permission scopes (`--scope`, docs/security.md). */
+export const createScopedToken = async (home: string, tenant: string, roles: ReadonlyArray<string>, scopes: ReadonlyArray<string>) => {
+  const { execFile } = await import("node:child_process")
+  const { promisify } = await import("node:util")
+  const args = ["token", "create", "--home", home, "--tenant", tenant, ...roles.flatMap((r) => ["--role", r]), ...scopes.flatMap((s) => ["--scope", s])]
+  const { stdout } = await promisify(execFile)(process.execPath, [BIN.broker, ...args], { env: cleanEnv({ A2A_HOME: home }) })
+  return stdout.trim()
+}
+
 /** A session of the built `a2a-mcp` on a broker. */
 export const a2aMcp = (broker: { url: string }, token: string, name: string, options: { readonly channels?: boolean; readonly env?: Record<string, string>; readonly home?: string } = {}) =>
   mcpSession(process.execPath, [BIN.mcp], cleanEnv({ HOME: options.home ?? tempDir("a2a-e2e-session-"), A2A_BROKER_URL: broker.url, A2A_TOKEN: token, A2A_PEER_NAME: name, ...options.env }), { channels: options.channels ?? true })

@@ -35,6 +35,25 @@ export interface TestPeer {
   readonly nextMessage: (predicate?: (m: MessageJson) => boolean, timeoutMs?: number) => Promise<MessageJson>
   /** The first event (received or still to come) that matches. */
   readonly event: (predicate: (e: EventJson) => boolean, timeoutMs?: number) => Promise<EventJson>
+  /** The task board as this peer (docs/tasks.md): it creates, claims and holds tasks under its own id. */
+  readonly tasks: TestPeerTasks
+}
+
+type TaskJson = PromiseClient.TaskJson
+type TaskEventJson = Extract<EventJson, { type: "task" }>
+
+/** Task board helpers of a {@link TestPeer}. */
+export interface TestPeerTasks {
+  /** Put a task on a team's board, created by this peer. */
+  readonly create: (team: string, title: string, extra?: { body?: string; priority?: number; labels?: ReadonlyArray<string>; dependsOn?: ReadonlyArray<string>; maxAttempts?: number }) => Promise<TaskJson>
+  /** Claim the team's next task as this peer; `null` when there is none. */
+  readonly claimNext: (team: string, options?: { labels?: ReadonlyArray<string>; leaseMs?: number }) => Promise<TaskJson | null>
+  readonly heartbeat: (id: string, note?: string) => Promise<TaskJson>
+  readonly complete: (id: string, result?: string) => Promise<TaskJson>
+  readonly fail: (id: string, reason?: string) => Promise<TaskJson>
+  readonly release: (id: string) => Promise<TaskJson>
+  /** The first `task` event (received or still to come) with this change (and task id). */
+  readonly event: (change: TaskEventJson["change"], taskId?: string, timeoutMs?: number) => Promise<TaskEventJson>
 }
 
 export interface TestStack {
@@ -145,7 +164,24 @@ export const startStack = async (options: StartOptions = {}): Promise<TestStack>
           `a message to ${name}`,
           timeoutMs
         ),
-      event: (predicate, timeoutMs = 10_000) => waiting(() => events.find(predicate), subscribe, `an event at ${name}`, timeoutMs)
+      event: (predicate, timeoutMs = 10_000) => waiting(() => events.find(predicate), subscribe, `an event at ${name}`, timeoutMs),
+      tasks: {
+        create: (team, title, extra = {}) =>
+          c.tasks.create({ team, title, ...extra, labels: extra.labels === undefined ? undefined : [...extra.labels], dependsOn: extra.dependsOn === undefined ? undefined : [...extra.dependsOn], peer: peer.id }).then((r) => r.task),
+        claimNext: (team, options = {}) =>
+          c.tasks.claimNext({ team, peer: peer.id, labels: options.labels === undefined ? undefined : [...options.labels], leaseMs: options.leaseMs }).then((r) => r.task),
+        heartbeat: (id, note) => c.tasks.heartbeat(id, { peer: peer.id, note }).then((r) => r.task),
+        complete: (id, result) => c.tasks.complete(id, { peer: peer.id, result }).then((r) => r.task),
+        fail: (id, reason) => c.tasks.fail(id, { peer: peer.id, reason }).then((r) => r.task),
+        release: (id) => c.tasks.release(id, { peer: peer.id }).then((r) => r.task),
+        event: (change, taskId, timeoutMs = 10_000) =>
+          waiting(
+            () => events.find((e): e is TaskEventJson => e.type === "task" && e.change === change && (taskId === undefined || e.task.id === taskId)),
+            subscribe,
+            `a task ${change} event at ${name}`,
+            timeoutMs
+          )
+      }
     }
   }
 

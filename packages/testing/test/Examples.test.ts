@@ -1,6 +1,6 @@
 /**
  * Every example in `examples/` (besides ping-pong, run by the broker's suite) runs here, so none
- * can rot: embed-broker as a program, test-harness as its own vitest run, proxy-providers with
+ * can rot: embed-broker and embed-in-your-app as programs, test-harness as its own vitest run, proxy-providers with
  * the built `a2a-proxy` (as shipped, then pointed at local fakes to check its routing table).
  */
 import { execFile, spawn } from "node:child_process"
@@ -25,6 +25,20 @@ describe("examples", () => {
     expect(lines[0]).toMatch(/^broker embedded at http:\/\/127\.0\.0\.1:\d+$/)
     expect(lines.slice(1)).toEqual(['bob got "hello from an app token" from alice', "a forged token gets 401 Unauthorized", "broker stopped"])
   })
+
+  it("embed-in-your-app: the broker mounted beside an app's own routes, core's memory stores, an authenticator that knows no spawn tokens, a real runner's agent registering with its spawn token", async () => {
+    const { stdout } = await run(process.execPath, [join(EXAMPLES, "embed-in-your-app", "index.mjs")], { timeout: 90_000 })
+    const lines = stdout.trim().split("\n")
+    expect(lines[0]).toMatch(/^app listening at http:\/\/127\.0\.0\.1:\d+$/)
+    expect(lines.slice(1)).toEqual([
+      "GET /hello -> from the app",
+      "spawned shouter: registered with its spawn token",
+      'shouter answered "HELLO FROM THE APP"',
+      "shouter stopped",
+      "a forged token gets 401 Unauthorized",
+      "app stopped"
+    ])
+  }, 120_000)
 
   it("test-harness: its vitest suite passes against @mks/a2a-testing", async () => {
     const { stdout } = await run(process.execPath, [join(ROOT, "node_modules", "vitest", "vitest.mjs"), "run", "--root", join(EXAMPLES, "test-harness"), "--reporter", "json"], {

@@ -35,6 +35,19 @@ describe("startStack (Promise face)", () => {
     expect((await alice.nextMessage()).body).toBe("to everyone")
   })
 
+  it("peers share a team task board: the helpers create, claim and complete, and await task events", async () => {
+    const lead = await stack.peer("lead", { teams: ["board"] })
+    const hand = await stack.peer("hand", { teams: ["board"] })
+    const task = await lead.tasks.create("board", "write the changelog", { priority: 1 })
+    await hand.tasks.event("created", task.id)
+    const claimed = await hand.tasks.claimNext("board")
+    expect(claimed).toMatchObject({ id: task.id, state: "claimed", assignee: hand.id })
+    expect(await lead.tasks.claimNext("board")).toBeNull()
+    await hand.tasks.complete(task.id, "done, see CHANGELOG.md")
+    const done = await lead.tasks.event("done", task.id)
+    expect(done.task.result).toBe("done, see CHANGELOG.md")
+  })
+
   it("the proxy forwards to the fake with the provider's key and meters a virtual key", async () => {
     const { key, record } = await stack.proxy!.createKey({ name: "test" })
     const client = new Anthropic({ baseURL: stack.proxy!.url, apiKey: key, maxRetries: 0 })
