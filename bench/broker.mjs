@@ -36,6 +36,7 @@ import {
   settledRss,
   sleep,
   startBroker,
+  startProcess,
   startRelay,
   summarize,
   summarizeCpuProfile,
@@ -52,11 +53,13 @@ const { values: flags } = parseArgs({
     only: { type: "string" }
   }
 })
-const only = new Set((flags.only ?? "latency,throughput,memory").split(","))
+const only = new Set((flags.only ?? "latency,throughput,memory,http").split(","))
 
 const CONFIG = flags.quick
   ? { peers: 100, rate: 1000, lowRate: 100, warmupMs: 500, durationMs: 2000, senders: 10, window: 50, idlePeers: 1000, drainMs: 5000 }
   : { peers: 100, rate: 1000, lowRate: 100, warmupMs: 1000, durationMs: 5000, senders: 10, window: 50, idlePeers: 5000, drainMs: 10_000 }
+/** The HTTP send path: sequential sends, then 16 senders flat out to one receiver. */
+const HTTP = flags.quick ? { sequential: 500, warmup: 100, senders: 16, durationMs: 3_000 } : { sequential: 2_000, warmup: 200, senders: 16, durationMs: 8_000 }
 
 if (flags.window !== undefined) CONFIG.window = Number(flags.window)
 
@@ -79,6 +82,13 @@ const DEFINITIONS = {
   relay:
     "bench/lib.mjs ws-relay: a `ws` server in its own process that forwards each send frame to the target socket by id " +
     "as a message frame and drops acks; no persistence, auth, answers or schema decoding",
+  http:
+    "HTTP send path, keep-alive fetch from this process. sequential: one sender, `POST /api/messages` one at a time " +
+    "(answered after the message is durable), latency from request to answer; flat out: 16 senders each looping " +
+    "sends for durationMs to ONE receiver that holds a channel and acks every message (cumulative ack per frame); " +
+    "msg/s = messages the receiver got / durationMs; refused = answers other than 201 (InboxFull would show here); " +
+    "CPU per message = the server's user+system CPU during the run / messages accepted. Baseline: bench/http-sqlite.mjs, " +
+    "an HTTP server in front of SQLite (the shape of claude-peers-mcp): one prepared INSERT per POST, same senders",
   loadGenerator: "this process (one Node thread) for both servers; the servers and it share the machine's CPUs"
 }
 
@@ -450,6 +460,104 @@ const memoryRun = async (makeTarget, count) => {
   }
 }
 
+// ---- 4. the HTTP send path ----------------------------------------------------------------------
+
+/** Sequential sends, then `HTTP.senders` flat out; `send(i)` posts one message and resolves to its status. */
+const httpLoad = async (pid, send, delivered) => {
+  for (let i = 0; i < HTTP.warmup; i++) await send(0)
+  const latencies = []
+  for (let i = 0; i < HTTP.sequential; i++) {
+    const t = performance.now()
+    const status = await send(0)
+    latencies.push(performance.now() - t)
+    if (status !== 201) throw new Error(`sequential send answered ${status}`)
+  }
+  const statuses = new Map()
+  let accepted = 0
+  const before = delivered()
+  const cpuBefore = cpuTimeMs(pid)
+  const started = performance.now()
+  const deadline = started + HTTP.durationMs
+  await Promise.all(
+    Array.from({ length: HTTP.senders }, async (_, i) => {
+      while (performance.now() < deadline) {
+        const status = await send(i)
+        statuses.set(status, (statuses.get(status) ?? 0) + 1)
+        if (status === 201) accepted++
+      }
+    })
+  )
+  const elapsed = performance.now() - started
+  const cpu = cpuTimeMs(pid) - cpuBefore
+  return {
+    sequential: summarize(latencies),
+    senders: HTTP.senders,
+    accepted,
+    refused: [...statuses].filter(([s]) => s !== 201).reduce((n, [, c]) => n + c, 0),
+    statuses: Object.fromEntries(statuses),
+    msgPerSec: ((delivered() - before) * 1000) / elapsed,
+    acceptedPerSec: (accepted * 1000) / elapsed,
+    cpuMsPerMsg: accepted > 0 ? cpu / accepted : NaN
+  }
+}
+
+/** The broker: senders and one receiver registered, the receiver's channel acks every message. */
+const httpBroker = async () => {
+  const target = await brokerTarget()
+  try {
+    const [receiver, ...senders] = await target.register(HTTP.senders + 1, "http")
+    let received = 0
+    let lastSeq = 0
+    const ws = new WebSocket(target.socketUrl(receiver), { headers: target.headers, perMessageDeflate: false })
+    await new Promise((resolve, reject) => {
+      ws.on("message", (data) => {
+        const frame = JSON.parse(data.toString())
+        if (frame.type === "hello") return resolve()
+        if (frame.type === "message") {
+          received++
+          lastSeq = frame.message.seq
+          ws.send(`{"type":"ack","upTo":${lastSeq}}`)
+        }
+      })
+      ws.once("error", reject)
+    })
+    const headers = { ...target.headers, "content-type": "application/json" }
+    const url = `${target.proc.url}/api/messages`
+    const send = async (i) => {
+      const res = await fetch(url, { method: "POST", headers, body: JSON.stringify({ from: senders[i], to: receiver, body: PAD }) })
+      await res.arrayBuffer()
+      return res.status
+    }
+    const out = await httpLoad(target.pid, send, () => received)
+    ws.close()
+    return out
+  } finally {
+    await target.stop()
+  }
+}
+
+/** The baseline: the same senders against bench/http-sqlite.mjs (durable inserts, nobody pushed). */
+const httpBaseline = async () => {
+  const dir = tempDir("a2a-bench-http-sqlite-")
+  const server = await startProcess(process.execPath, [join(import.meta.dirname, "http-sqlite.mjs"), join(dir, "relay.db")], {
+    ready: /http-sqlite listening on (\d+)/,
+    name: "http-sqlite"
+  })
+  try {
+    const url = `http://127.0.0.1:${server.match[1]}/send`
+    let inserted = 0
+    const send = async (i) => {
+      const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ from: `s${i}`, to: "receiver", body: PAD }) })
+      await res.arrayBuffer()
+      if (res.status === 201) inserted++
+      return res.status
+    }
+    return await httpLoad(server.pid, send, () => inserted)
+  } finally {
+    await server.stop()
+  }
+}
+
 // ---- the latency and throughput loads, each on a fresh target ---------------------------------
 
 /** Start a target, register and connect `CONFIG.peers` peers, run `load(fleet)`, stop it. */
@@ -524,7 +632,33 @@ const main = async () => {
     details.brokerMemory = await memoryRun(brokerTarget, idlePeers)
   }
 
+  if (only.has("http")) {
+    log(`http-sqlite baseline: ${HTTP.sequential} sequential sends, then ${HTTP.senders} senders for ${HTTP.durationMs} ms`)
+    details.httpBaseline = await httpBaseline()
+    log(`broker: ${HTTP.sequential} sequential HTTP sends, then ${HTTP.senders} senders to one acking receiver for ${HTTP.durationMs} ms`)
+    details.http = await httpBroker()
+  }
+
   const results = []
+  if (details.http) {
+    const ours = details.http
+    const base = details.httpBaseline
+    for (const p of ["p50", "p99"]) {
+      results.push(result({ name: `sequential HTTP send latency ${p}`, ours: ours.sequential[p], baseline: base.sequential[p], unit: "ms", target: null, met: null }))
+    }
+    results.push(
+      result({
+        name: `${HTTP.senders} HTTP senders → 1 acking receiver: msg/s delivered (baseline: durable inserts/s)`,
+        ours: ours.msgPerSec,
+        baseline: base.msgPerSec,
+        unit: "msg/s",
+        target: "≥ 2× baseline, none refused",
+        met: ours.msgPerSec >= 2 * base.msgPerSec && ours.refused === 0,
+        refused: ours.refused
+      }),
+      result({ name: "server CPU per HTTP message", ours: ours.cpuMsPerMsg, baseline: base.cpuMsPerMsg, unit: "ms", target: "≤ 0.2 ms", met: ours.cpuMsPerMsg <= 0.2 })
+    )
+  }
   if (details.broker?.latency) {
     const ours = details.broker.latency.latencyMs
     const base = details.relay.latency.latencyMs
@@ -587,7 +721,7 @@ const main = async () => {
   printTable(results, [
     ["name", "benchmark"],
     ["ours", "broker"],
-    ["baseline", "relay"],
+    ["baseline", "relay / http-sqlite"],
     ["ratio", "ratio"],
     ["unit", "unit"],
     ["target", "target"],

@@ -2,13 +2,24 @@
  * Scale-out benchmarks (issue 7), all in one run so the figures share the machine's load:
  *
  *  1. delivery throughput and latency (p50/p99, send → push) with one broker on SQLite (the
- *     baseline), one broker on PostgreSQL, and two brokers on one PostgreSQL database with
- *     every sender on one instance and its receiver on the other;
- *  2. the proxy's quota check (reserve + settle of one request) with the PostgreSQL store
- *     against the file store (the memory meter behind `UsageFile`), sequential and 50 at once.
+ *     baseline), one broker on PostgreSQL, and two and three brokers on one PostgreSQL database
+ *     with every sender on the first instance and the receivers spread over the others (every
+ *     message crosses instances); for each, the CPU that every broker process and the
+ *     PostgreSQL server spent per message delivered, and the capacity model of
+ *     docs/scaling.md checked against the measured 2- and 3-broker rates;
+ *  2. cross-instance send → push latency at a fixed open-loop rate (200 msg/s) between two
+ *     brokers on PostgreSQL: the send time is in the body, the receiver on the other instance;
+ *  3. the proxy's quota check (reserve + settle of one request) with the PostgreSQL store
+ *     against the file store (the memory meter behind `UsageFile`), sequential and 50 at once,
+ *     and a key whose quota is smaller than the attempts made on it 50 at once (admitted
+ *     requests must never hold more than the quota).
  *
  * Each delivery run: `pairs` senders keep at most `window` messages in flight to their
  * receiver (a message is done when the receiver got it); receivers ack every 100 messages.
+ * CPU is read from /proc/<pid>/stat at the start and end of the measured window: every broker
+ * process, every process of this machine whose comm or cmdline is postgres (minus backends
+ * connected to databases other than this run's, e.g. tests running meanwhile), and this process
+ * (the load generator).
  * PostgreSQL is the local server (`A2A_TEST_PG_URL`, default postgres://postgres@127.0.0.1:5432/postgres);
  * a database is created for the run and dropped after it. Without a server the PostgreSQL rows
  * are reported as not run. Results: bench/results/scale.json.
@@ -19,13 +30,15 @@ import { WebSocket } from "ws"
 import { createRequire } from "node:module"
 import { parseArgs } from "node:util"
 import { join } from "node:path"
-import { readFileSync } from "node:fs"
-import { BROKER_CLI, DIE_WITH_PARENT, log, machine, printTable, result, roundAll, ROOT, startProcess, summarize, tempDir, writeResults } from "./lib.mjs"
+import { readdirSync, readFileSync } from "node:fs"
+import { cpus } from "node:os"
+import { BROKER_CLI, cpuTimeMs, DIE_WITH_PARENT, log, machine, printTable, result, round, roundAll, ROOT, sleep, startProcess, summarize, tempDir, writeResults } from "./lib.mjs"
 
 const { values: flags } = parseArgs({ options: { quick: { type: "boolean", default: false } } })
 const CONFIG = flags.quick
-  ? { pairs: 10, window: 20, warmupMs: 500, durationMs: 2_000, quotaOps: 300 }
-  : { pairs: 20, window: 20, warmupMs: 1_000, durationMs: 5_000, quotaOps: 2_000 }
+  ? { pairs: 10, window: 20, warmupMs: 500, durationMs: 2_000, quotaOps: 300, latencyRate: 200, latencyMs: 3_000, quotaCap: 50 }
+  : { pairs: 20, window: 20, warmupMs: 1_000, durationMs: 5_000, quotaOps: 2_000, latencyRate: 200, latencyMs: 10_000, quotaCap: 200 }
+const CORES = cpus().length
 
 const require = createRequire(join(ROOT, "packages", "broker", "package.json"))
 const pg = require(createRequire(require.resolve("@effect/sql-pg")).resolve("pg"))
@@ -93,18 +106,82 @@ const open = (url, token, peer) =>
     ws.once("error", reject)
   })
 
-/** Closed-loop delivery: senders on instance 0, their receivers on the last instance. */
+// ---- CPU accounting -------------------------------------------------------------------------------
+
+/** CPU time (ms) of every process on this machine whose comm or cmdline is postgres, by pid. */
+const postgresCpu = () => {
+  const byPid = new Map()
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const comm = readFileSync(`/proc/${entry}/comm`, "utf8").trim()
+      const isPg = comm === "postgres" || /^postgres(\0|:|\s|$)|\/postgres(\0|\s|$)/.test(readFileSync(`/proc/${entry}/cmdline`, "utf8"))
+      if (!isPg) continue
+      const ms = cpuTimeMs(entry)
+      if (Number.isFinite(ms)) byPid.set(Number(entry), ms)
+    } catch {}
+  }
+  return byPid
+}
+
+/** Busy and total jiffies of the whole machine (first line of /proc/stat). */
+const machineCpu = () => {
+  const [, ...fields] = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/)
+  const n = fields.map(Number)
+  const idle = n[3] + (n[4] ?? 0)
+  const total = n.slice(0, 8).reduce((a, b) => a + b, 0)
+  return { busy: total - idle, total }
+}
+
+/** Everything the CPU figures of a window need, read at one instant. */
+const cpuSnapshot = (brokers) => ({
+  brokers: brokers.map((b) => cpuTimeMs(b.pid)),
+  postgres: pgReachable ? postgresCpu() : new Map(),
+  self: process.cpuUsage(),
+  machine: machineCpu()
+})
+
+/**
+ * CPU of a window in ms: brokers (sum), postgres (every postgres process present at the end,
+ * minus what it had at the start; backends connected to other databases than this run's are
+ * left out and their CPU reported as `otherDbMs`), the load generator and the machine's busy share.
+ */
+const cpuDelta = async (start, end) => {
+  const brokerMs = end.brokers.reduce((sum, v, i) => sum + (v - start.brokers[i]), 0)
+  let postgresMs = null
+  let otherDbMs = null
+  if (pgReachable) {
+    const foreign = new Set()
+    const activity = await admin("SELECT pid, datname FROM pg_stat_activity").catch(() => ({ rows: [] }))
+    for (const row of activity.rows) if (row.datname !== null && row.datname !== "postgres" && !databases.includes(row.datname)) foreign.add(Number(row.pid))
+    postgresMs = 0
+    otherDbMs = 0
+    for (const [pid, ms] of end.postgres) {
+      const d = ms - (start.postgres.get(pid) ?? 0)
+      if (foreign.has(pid)) otherDbMs += d
+      else postgresMs += d
+    }
+  }
+  const selfMs = (end.self.user - start.self.user + end.self.system - start.self.system) / 1000
+  const busyPct = (100 * (end.machine.busy - start.machine.busy)) / Math.max(1, end.machine.total - start.machine.total)
+  // The rest of the machine's busy time (10 ms jiffies): other processes and kernel work (e.g.
+  // loopback networking in softirq) that no process above was charged for.
+  const otherMs = (end.machine.busy - start.machine.busy) * 10 - brokerMs - (postgresMs ?? 0) - (otherDbMs ?? 0) - selfMs
+  return { brokerMs, postgresMs, otherDbMs, selfMs, busyPct, otherMs }
+}
+
+/** Closed-loop delivery: senders on instance 0, their receivers spread over the others (all on instance 0 when alone). */
 const delivery = async (label, cluster) => {
   const { brokers, token } = cluster
   const first = brokers[0].url
-  const last = brokers[brokers.length - 1].url
+  const receiverUrl = (i) => (brokers.length === 1 ? first : brokers[1 + (i % (brokers.length - 1))].url)
   const senders = []
   const receivers = []
   for (let i = 0; i < CONFIG.pairs; i++) {
     const s = (await post(first, token, "/api/peers", { name: `s${i}` })).peer.id
     const r = (await post(first, token, "/api/peers", { name: `r${i}` })).peer.id
     senders.push({ id: s, ws: await open(first, token, s), inflight: 0 })
-    receivers.push({ id: r, ws: await open(last, token, r) })
+    receivers.push({ id: r, ws: await open(receiverUrl(i), token, r) })
   }
   const latencies = []
   let running = true
@@ -136,13 +213,98 @@ const delivery = async (label, cluster) => {
   const started = performance.now()
   windowStart = started + CONFIG.warmupMs
   windowEnd = windowStart + CONFIG.durationMs
+  let cpuStart
+  let cpuEnd
+  setTimeout(() => (cpuStart = cpuSnapshot(brokers)), windowStart - performance.now())
+  setTimeout(() => (cpuEnd = cpuSnapshot(brokers)), windowEnd - performance.now())
   senders.forEach((_, i) => pump(i))
-  await new Promise((r) => setTimeout(r, CONFIG.warmupMs + CONFIG.durationMs))
+  await sleep(CONFIG.warmupMs + CONFIG.durationMs + 50)
   running = false
+  const cpu = await cpuDelta(cpuStart, cpuEnd)
   for (const p of [...senders, ...receivers]) p.ws.close()
   const stats = summarize(latencies.sort((a, b) => a - b))
-  const row = { label, instances: brokers.length, msgPerS: Math.round(done / (CONFIG.durationMs / 1000)), ...roundAll({ p50Ms: stats.p50, p99Ms: stats.p99, maxMs: stats.max }) }
-  log(`${label}: ${row.msgPerS} msg/s, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms`)
+  const perMsgUs = (ms) => (ms === null || done === 0 ? null : (ms * 1000) / done)
+  const row = {
+    label,
+    db: cluster.db,
+    instances: brokers.length,
+    msgPerS: Math.round(done / (CONFIG.durationMs / 1000)),
+    delivered: done,
+    ...roundAll({
+      p50Ms: stats.p50,
+      p99Ms: stats.p99,
+      maxMs: stats.max,
+      brokerCpuUsPerMsg: perMsgUs(cpu.brokerMs),
+      dbCpuUsPerMsg: perMsgUs(cluster.db === "postgres" ? cpu.postgresMs : null),
+      loadGenCpuUsPerMsg: perMsgUs(cpu.selfMs),
+      brokerCpuMs: cpu.brokerMs,
+      dbCpuMs: cpu.postgresMs,
+      dbCpuOtherDatabasesMs: cpu.otherDbMs,
+      loadGenCpuMs: cpu.selfMs,
+      otherCpuMs: cpu.otherMs,
+      machineBusyPct: cpu.busyPct
+    })
+  }
+  log(
+    `${label}: ${row.msgPerS} msg/s, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms; CPU/msg broker ${row.brokerCpuUsPerMsg} µs, db ${row.dbCpuUsPerMsg} µs, load generator ${row.loadGenCpuUsPerMsg} µs; machine ${row.machineBusyPct} % busy`
+  )
+  return row
+}
+
+/** Open-loop cross-instance latency: `rate` msg/s from senders on instance 0 to receivers on instance 1. */
+const openLoopLatency = async (cluster, rate, durationMs, pairs = 4) => {
+  const { brokers, token } = cluster
+  const senders = []
+  const receivers = []
+  for (let i = 0; i < pairs; i++) {
+    const s = (await post(brokers[0].url, token, "/api/peers", { name: `ls${i}` })).peer.id
+    const r = (await post(brokers[0].url, token, "/api/peers", { name: `lr${i}` })).peer.id
+    senders.push(await open(brokers[0].url, token, s))
+    receivers.push({ id: r, ws: await open(brokers[1].url, token, r) })
+  }
+  const warmupMs = 1_000
+  const latencies = []
+  let windowStart = Infinity
+  let windowEnd = Infinity
+  let sentInWindow = 0
+  receivers.forEach((r) =>
+    r.ws.on("message", (data) => {
+      const frame = JSON.parse(String(data))
+      if (frame.type !== "message") return
+      const now = performance.now()
+      const at = Number(frame.message.body.split(" ")[1])
+      if (at >= windowStart && at < windowEnd) latencies.push(now - at)
+      if (frame.message.seq % 100 === 0) r.ws.send(JSON.stringify({ type: "ack", upTo: frame.message.seq }))
+    })
+  )
+  const t0 = performance.now()
+  windowStart = t0 + warmupMs
+  windowEnd = windowStart + durationMs
+  let sent = 0
+  // Every millisecond, send what the schedule says is due (rate × elapsed): the rate does not
+  // slow down when the broker does.
+  while (performance.now() < windowEnd) {
+    const due = Math.floor(((performance.now() - t0) * rate) / 1000)
+    while (sent < due) {
+      const now = performance.now()
+      senders[sent % pairs].send(JSON.stringify({ type: "send", to: receivers[sent % pairs].id, body: `${sent} ${now.toFixed(3)}` }))
+      if (now >= windowStart && now < windowEnd) sentInWindow++
+      sent++
+    }
+    await sleep(1)
+  }
+  await sleep(1_000) // the last ones arrive
+  for (const ws of [...senders, ...receivers.map((r) => r.ws)]) ws.close()
+  const stats = summarize(latencies)
+  const row = {
+    label: `postgres, 2 brokers, ${rate} msg/s open loop (cross-instance)`,
+    instances: 2,
+    rateMsgPerS: rate,
+    sent: sentInWindow,
+    received: latencies.length,
+    ...roundAll({ p50Ms: stats.p50, p99Ms: stats.p99, maxMs: stats.max })
+  }
+  log(`${row.label}: ${row.received}/${row.sent} received, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms, max ${row.maxMs} ms`)
   return row
 }
 
@@ -166,24 +328,56 @@ const proxyQuota = async (label, build) => {
   const t0 = performance.now()
   await Effect.runPromise(Effect.forEach(Array.from({ length: CONFIG.quotaOps }, (_, i) => i), (i) => once(`k_par_${i % 10}`), { concurrency: 50, discard: true }))
   const parallelPerS = CONFIG.quotaOps / ((performance.now() - t0) / 1000)
+  // One key whose quota (tokensPer5h) fits `quotaCap` holds of 100 tokens, and 4× as many
+  // attempts on it, 50 at once, each holding its bound until all are done: at most quotaCap
+  // may be admitted, and the tokens held may never exceed the quota.
+  const capKey = "k_cap"
+  const capLimits = { tokensPer5h: CONFIG.quotaCap * 100, requestsPerMinute: 1e9 }
+  const attempts = CONFIG.quotaCap * 4
+  const outcomes = await Effect.runPromise(
+    Effect.forEach(Array.from({ length: attempts }, (_, i) => i), () => Effect.either(meter.reserve(capKey, capLimits, 100)), { concurrency: 50 })
+  )
+  const admitted = outcomes.filter((o) => o._tag === "Right").map((o) => o.right)
+  const refused = outcomes.filter((o) => o._tag === "Left" && o.left._tag === "RateLimited").length
+  const held = (await Effect.runPromise(meter.snapshot(capKey))).reservedTokens
+  await Effect.runPromise(Effect.forEach(admitted, (r) => meter.release(r), { concurrency: 50, discard: true }))
   await Effect.runPromise(Scope.close(scope, Exit.void))
   const stats = summarize(times.sort((a, b) => a - b))
-  const row = { label, ...roundAll({ meanMs: stats.mean, p50Ms: stats.p50, p99Ms: stats.p99, checksPerS50: parallelPerS }) }
-  log(`${label}: reserve+settle mean ${row.meanMs} ms, p99 ${row.p99Ms} ms; ${row.checksPerS50}/s with 50 at once`)
+  const cap = { quotaTokens: capLimits.tokensPer5h, attempts, admitted: admitted.length, refused, heldTokens: held, withinQuota: admitted.length * 100 <= capLimits.tokensPer5h && held <= capLimits.tokensPer5h }
+  const row = { label, ...roundAll({ meanMs: stats.mean, p50Ms: stats.p50, p99Ms: stats.p99, checksPerS50: parallelPerS }), cap }
+  log(
+    `${label}: reserve+settle mean ${row.meanMs} ms, p99 ${row.p99Ms} ms; ${row.checksPerS50}/s with 50 at once; cap ${cap.quotaTokens} tokens: ${cap.admitted}/${attempts} admitted, ${cap.refused} refused, ${cap.heldTokens} held`
+  )
   return row
 }
 
 const runs = []
 const quota = []
+let latency = null
 try {
   log(`delivery: ${CONFIG.pairs} pairs x window ${CONFIG.window}, ${CONFIG.durationMs} ms after ${CONFIG.warmupMs} ms warm-up`)
   for (const [label, db, instances] of [
     ["sqlite, 1 broker", "sqlite", 1],
-    ...(pgReachable ? [["postgres, 1 broker", "pg", 1], ["postgres, 2 brokers (cross-instance)", "pg", 2]] : [])
+    ...(pgReachable
+      ? [
+          ["postgres, 1 broker", "pg", 1],
+          ["postgres, 2 brokers (cross-instance)", "pg", 2],
+          ["postgres, 3 brokers (cross-instance)", "pg", 3]
+        ]
+      : [])
   ]) {
     const cluster = await startCluster(db === "pg" ? await createDatabase() : "sqlite", instances)
+    cluster.db = db === "pg" ? "postgres" : "sqlite"
     try {
       runs.push(await delivery(label, cluster))
+    } finally {
+      await cluster.stop()
+    }
+  }
+  if (pgReachable) {
+    const cluster = await startCluster(await createDatabase(), 2)
+    try {
+      latency = await openLoopLatency(cluster, CONFIG.latencyRate, CONFIG.latencyMs)
     } finally {
       await cluster.stop()
     }
@@ -206,7 +400,65 @@ const rows = runs.map((r) =>
 const fileQuota = quota.find((q) => q.label.startsWith("file"))
 for (const q of quota) rows.push(result({ name: `quota check ${q.label}: mean`, ours: q.meanMs, baseline: fileQuota.meanMs, unit: "ms", target: "reported", met: true, p99Ms: q.p99Ms, checksPerS50: q.checksPerS50 }))
 
-printTable(runs, [["label", "delivery"], ["instances", "instances"], ["msgPerS", "msg/s"], ["p50Ms", "p50 ms"], ["p99Ms", "p99 ms"], ["maxMs", "max ms"]])
+// ---- targets ---------------------------------------------------------------------------------------
+
+const pgRun = (n) => runs.find((r) => r.db === "postgres" && r.instances === n)
+const pg1 = pgRun(1)
+let capacity = null
+if (pg1 !== undefined) {
+  rows.push(result({ name: "delivery postgres, 1 broker vs sqlite, 1 broker: msg/s", ours: pg1.msgPerS, baseline: base.msgPerS, unit: "msg/s", target: ">= 0.6x sqlite", met: pg1.msgPerS >= 0.6 * base.msgPerS }))
+  for (const n of [2, 3]) {
+    const r = pgRun(n)
+    rows.push(
+      result({ name: `broker CPU per message, ${n} brokers vs 1 (postgres)`, ours: r.brokerCpuUsPerMsg, baseline: pg1.brokerCpuUsPerMsg, unit: "µs/msg", target: "<= 1.3x 1 broker", met: r.brokerCpuUsPerMsg <= 1.3 * pg1.brokerCpuUsPerMsg })
+    )
+  }
+  for (const n of [1, 2, 3]) {
+    const r = pgRun(n)
+    rows.push(
+      result({ name: `database CPU per message vs broker CPU per message, ${n} broker${n > 1 ? "s" : ""}`, ours: r.dbCpuUsPerMsg, baseline: r.brokerCpuUsPerMsg, unit: "µs/msg", target: "<= 0.25x broker", met: r.dbCpuUsPerMsg <= 0.25 * r.brokerCpuUsPerMsg })
+    )
+  }
+  // docs/scaling.md, "Capacity model": with b and d the 1-broker costs, N brokers on their own
+  // cores deliver min(N/b, cores_db/d). Here brokers, PostgreSQL and the load generator share
+  // this machine's cores, so the prediction is the machine's CPU over the whole cost of a
+  // message (b + d + the load generator's g), the same for every N when the costs do not grow.
+  const b = pg1.brokerCpuUsPerMsg
+  const d = pg1.dbCpuUsPerMsg
+  const g = pg1.loadGenCpuUsPerMsg
+  const oneMachine = (CORES * 1e6) / (b + d + g)
+  const ownCores = (n) => Math.min((n * 1e6) / b, (CORES * 1e6) / d)
+  capacity = {
+    cores: CORES,
+    bUsPerMsg: b,
+    dUsPerMsg: d,
+    loadGenUsPerMsg: g,
+    formula: "one machine: cores x 1e6 / (b + d + g); own cores: min(N x 1e6 / b, cores x 1e6 / d)",
+    rows: [1, 2, 3].map((n) => ({ instances: n, measuredMsgPerS: pgRun(n).msgPerS, ...roundAll({ oneMachineMsgPerS: oneMachine, ownCoresMsgPerS: ownCores(n), error: oneMachine / pgRun(n).msgPerS - 1 }) }))
+  }
+  for (const n of [2, 3]) {
+    const measured = pgRun(n).msgPerS
+    rows.push(
+      result({ name: `capacity model (one machine) vs measured, ${n} brokers: msg/s`, ours: oneMachine, baseline: measured, unit: "msg/s", target: "within 25 % of measured", met: Math.abs(oneMachine / measured - 1) <= 0.25, ownCoresMsgPerS: round(ownCores(n)) })
+    )
+  }
+}
+if (latency !== null)
+  rows.push(
+    result({ name: `cross-instance send→push p99 at ${latency.rateMsgPerS} msg/s (2 brokers, postgres)`, ours: latency.p99Ms, baseline: 10, unit: "ms", target: "p99 <= 10 ms", met: latency.p99Ms <= 10 && latency.received === latency.sent, p50Ms: latency.p50Ms, sent: latency.sent, received: latency.received })
+  )
+const pgQuota = quota.find((q) => q.label.startsWith("postgres"))
+if (pgQuota !== undefined) {
+  rows.push(result({ name: "proxy quota checks per second, postgres, 50 in flight", ours: pgQuota.checksPerS50, baseline: 10_000, unit: "checks/s", target: ">= 10,000", met: pgQuota.checksPerS50 >= 10_000 }))
+}
+for (const q of quota)
+  rows.push(
+    result({ name: `quota never exceeded, ${q.label}: admitted of ${q.cap.attempts} (quota fits ${q.cap.quotaTokens / 100})`, ours: q.cap.admitted, baseline: q.cap.quotaTokens / 100, unit: "requests", target: "admitted <= quota, held tokens <= quota", met: q.cap.withinQuota, heldTokens: q.cap.heldTokens, refused: q.cap.refused })
+  )
+
+printTable(runs, [["label", "delivery"], ["instances", "instances"], ["msgPerS", "msg/s"], ["p50Ms", "p50 ms"], ["p99Ms", "p99 ms"], ["maxMs", "max ms"], ["brokerCpuUsPerMsg", "broker µs/msg"], ["dbCpuUsPerMsg", "db µs/msg"], ["loadGenCpuUsPerMsg", "loadgen µs/msg"], ["otherCpuMs", "other CPU ms"], ["machineBusyPct", "busy %"]])
+if (latency !== null) printTable([latency], [["label", "latency"], ["sent", "sent"], ["received", "received"], ["p50Ms", "p50 ms"], ["p99Ms", "p99 ms"], ["maxMs", "max ms"]])
 printTable(quota, [["label", "quota check"], ["meanMs", "mean ms"], ["p50Ms", "p50 ms"], ["p99Ms", "p99 ms"], ["checksPerS50", "/s, 50 at once"]])
-const file = writeResults("scale", { machine: machine(), config: CONFIG, postgres: pgReachable ? "ran" : "NOT RUN (no server)", results: rows, delivery: runs, quota })
+printTable(rows.filter((r) => r.target !== "reported"), [["name", "target row"], ["ours", "ours"], ["baseline", "baseline"], ["ratio", "ratio"], ["target", "target"], ["met", "met"]])
+const file = writeResults("scale", { machine: machine(), config: CONFIG, postgres: pgReachable ? "ran" : "NOT RUN (no server)", results: rows, delivery: runs, latency, capacity, quota })
 log(`wrote ${file}`)

@@ -1,0 +1,181 @@
+/**
+ * Footprint benchmark (issue 13): how fast each bin starts and how much memory it holds idle,
+ * against same-run baselines.
+ *
+ * - MCP server: spawn → `initialize` → first `tools/list` answered (official SDK client over
+ *   stdio, as Claude Code starts it), then idle RSS. Baseline: a bare `@modelcontextprotocol/sdk`
+ *   stdio server with one tool (this file, mode `bare-mcp`), started and measured the same way.
+ * - broker, proxy, runner: spawn → the "listening" line on stdout, then idle RSS (median of five
+ *   readings 200 ms apart, one second after ready).
+ * - `--help` of every bin (broker, proxy, runner, MCP server, CLI): spawn → exit.
+ * - Baseline for start and exit times: `node -e ''` (the floor of any Node process here).
+ * Each figure is the median of `--runs` starts (default 5; `--quick` 2).
+ *
+ *   node bench/footprint.mjs [--quick] [--runs N]
+ */
+import { spawn } from "node:child_process"
+import { writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { parseArgs } from "node:util"
+import {
+  BROKER_CLI,
+  DIE_WITH_PARENT,
+  log,
+  machine,
+  percentile,
+  printTable,
+  result,
+  ROOT,
+  rssKiB,
+  settledRss,
+  sleep,
+  startBroker,
+  startProcess,
+  tempDir,
+  writeResults
+} from "./lib.mjs"
+
+const SELF = fileURLToPath(import.meta.url)
+
+// ---- mode: the bare MCP SDK stdio server with one tool (the baseline) ----------------------------
+if (process.argv[2] === "bare-mcp") {
+  const { McpServer } = await import("@modelcontextprotocol/sdk/server/mcp.js")
+  const { StdioServerTransport } = await import("@modelcontextprotocol/sdk/server/stdio.js")
+  const server = new McpServer({ name: "bare", version: "1.0.0" })
+  server.tool("ping", "Answers pong.", async () => ({ content: [{ type: "text", text: "pong" }] }))
+  await server.connect(new StdioServerTransport())
+} else {
+  await main()
+}
+
+async function main() {
+  const { values } = parseArgs({ options: { quick: { type: "boolean", default: false }, runs: { type: "string" } } })
+  const RUNS = Number(values.runs ?? (values.quick ? 2 : 5))
+  const loadavgAtStart = machine().loadavg
+  const { Client } = await import("@modelcontextprotocol/sdk/client/index.js")
+  const { StdioClientTransport } = await import("@modelcontextprotocol/sdk/client/stdio.js")
+  const bin = (pkg) => join(ROOT, "packages", pkg, "dist", "cli.js")
+  const median = (xs) => percentile([...xs].sort((a, b) => a - b), 50)
+
+  /** Spawn → exit, in ms. */
+  const runToExit = (args) =>
+    new Promise((resolve, reject) => {
+      const started = performance.now()
+      const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] })
+      let stderr = ""
+      child.stderr.on("data", (c) => (stderr += c))
+      child.once("exit", (code) => (code === 0 ? resolve(performance.now() - started) : reject(new Error(`${args.join(" ")} exited ${code}: ${stderr}`))))
+    })
+  const exitTimes = async (args) => {
+    const times = []
+    for (let i = 0; i < RUNS; i++) times.push(await runToExit(args))
+    return median(times)
+  }
+
+  /** Spawn → `tools/list` answered, then idle RSS. */
+  const mcpStart = async (args, env) => {
+    const starts = []
+    const rss = []
+    for (let i = 0; i < RUNS; i++) {
+      const transport = new StdioClientTransport({ command: process.execPath, args, env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env }, stderr: "ignore" })
+      const client = new Client({ name: "footprint", version: "1.0.0" })
+      const started = performance.now()
+      await client.connect(transport)
+      const { tools } = await client.listTools()
+      starts.push(performance.now() - started)
+      if (tools.length === 0) throw new Error("no tools listed")
+      await sleep(1_000)
+      rss.push(await settledRss(transport.pid))
+      await client.close()
+    }
+    return { startMs: median(starts), idleRssMiB: median(rss) / 1024 }
+  }
+
+  /** Spawn → the ready line, then idle RSS. */
+  const serverStart = async (name, start) => {
+    const starts = []
+    const rss = []
+    for (let i = 0; i < RUNS; i++) {
+      const proc = await start()
+      starts.push(performance.now() - proc.startedAt)
+      await sleep(1_000)
+      rss.push(await settledRss(proc.pid))
+      await proc.stop()
+    }
+    log(`${name}: start ${median(starts).toFixed(0)} ms, idle ${(median(rss) / 1024).toFixed(1)} MiB`)
+    return { startMs: median(starts), idleRssMiB: median(rss) / 1024 }
+  }
+
+  log("node -e ''")
+  const nodeStartMs = await exitTimes(["-e", ""])
+  const nodeRss = await (async () => {
+    const proc = await startProcess(process.execPath, ["-e", 'console.log("ready");setInterval(()=>{},1e9)'], { ready: /ready/, name: "node" })
+    await sleep(1_000)
+    const kib = await settledRss(proc.pid)
+    await proc.stop()
+    return kib / 1024
+  })()
+
+  log("bare MCP SDK server")
+  const bare = await mcpStart([SELF, "bare-mcp"], {})
+
+  const broker = await startBroker()
+  log("a2a-mcp")
+  const mcp = await mcpStart([bin("mcp")], { A2A_BROKER_URL: broker.url, A2A_TOKEN: broker.token, A2A_PEER_NAME: "footprint" })
+
+  const brokerStart = await serverStart("a2a-broker", () => {
+    const home = tempDir("a2a-bench-footprint-broker-")
+    return startProcess(process.execPath, [DIE_WITH_PARENT, BROKER_CLI, "--port", "0", "--home", home], {
+      ready: /a2a-broker listening on/,
+      env: { ...process.env, A2A_HOME: home },
+      name: "a2a-broker"
+    })
+  })
+  const proxyStart = await serverStart("a2a-proxy", () => {
+    const home = tempDir("a2a-bench-footprint-proxy-")
+    const config = join(home, "proxy.json")
+    writeFileSync(config, JSON.stringify({ providers: [{ name: "fake", baseUrl: "http://127.0.0.1:9", apiKeyEnv: "BENCH_PROVIDER_KEY" }], default: "fake" }))
+    return startProcess(process.execPath, [DIE_WITH_PARENT, bin("proxy"), "--port", "0", "--config", config], {
+      ready: /a2a-proxy listening on/,
+      env: { ...process.env, A2A_HOME: home, A2A_PROXY_ADMIN_TOKEN: "bench-admin", BENCH_PROVIDER_KEY: "sk-bench" },
+      name: "a2a-proxy"
+    })
+  })
+  const runnerStart = await serverStart("a2a-runner", () =>
+    startProcess(process.execPath, [DIE_WITH_PARENT, bin("runner"), "--port", "0", "--data-dir", tempDir("a2a-bench-footprint-runner-"), "--api-key", "bench-key", "--broker", broker.url, "--token", broker.token, "--id", `fp-${Date.now()}`], {
+      ready: /listening on/,
+      name: "a2a-runner"
+    })
+  )
+  await broker.stop()
+
+  const help = {}
+  for (const pkg of ["broker", "proxy", "runner", "mcp", "cli"]) {
+    log(`${pkg} --help`)
+    help[pkg] = await exitTimes([bin(pkg), "--help"])
+  }
+
+  const results = [
+    result({ name: "MCP server start → tools/list", ours: mcp.startMs, baseline: bare.startMs, unit: "ms", target: "≤ 1.3× bare SDK server", met: mcp.startMs <= 1.3 * bare.startMs }),
+    result({ name: "MCP server idle RSS", ours: mcp.idleRssMiB, baseline: bare.idleRssMiB, unit: "MiB", target: "≤ 1.2× bare SDK server", met: mcp.idleRssMiB <= 1.2 * bare.idleRssMiB }),
+    result({ name: "broker start → listening", ours: brokerStart.startMs, baseline: nodeStartMs, unit: "ms", target: "≤ 400 ms", met: brokerStart.startMs <= 400 }),
+    result({ name: "broker idle RSS", ours: brokerStart.idleRssMiB, baseline: nodeRss, unit: "MiB", target: "≤ 80 MiB", met: brokerStart.idleRssMiB <= 80 }),
+    result({ name: "proxy start → listening", ours: proxyStart.startMs, baseline: nodeStartMs, unit: "ms" }),
+    result({ name: "proxy idle RSS", ours: proxyStart.idleRssMiB, baseline: nodeRss, unit: "MiB" }),
+    result({ name: "runner start → listening", ours: runnerStart.startMs, baseline: nodeStartMs, unit: "ms" }),
+    result({ name: "runner idle RSS", ours: runnerStart.idleRssMiB, baseline: nodeRss, unit: "MiB" }),
+    ...Object.entries(help).map(([pkg, ms]) => result({ name: `${pkg === "cli" ? "a2a" : pkg} --help → exit`, ours: ms, baseline: nodeStartMs, unit: "ms" }))
+  ]
+  printTable(results, [["name", "figure"], ["ours", "ours"], ["baseline", "baseline"], ["ratio", "ratio"], ["unit", "unit"], ["target", "target"], ["met", "met"]])
+  const file = writeResults("footprint", {
+    benchmark: "footprint",
+    description: "Start → ready and idle RSS of each bin (median of runs); baselines: a bare @modelcontextprotocol/sdk stdio server with one tool (MCP rows), `node -e ''` (other rows)",
+    config: { runs: RUNS },
+    machine: { ...machine(), loadavgAtStart },
+    baselines: { nodeStartMs, nodeIdleRssMiB: nodeRss, bareMcp: bare },
+    results
+  })
+  log(`wrote ${file}`)
+  process.exit(0)
+}
