@@ -24,17 +24,22 @@
  * a database is created for the run and dropped after it. Without a server the PostgreSQL rows
  * are reported as not run. Results: bench/results/scale.json.
  *
- *   node bench/scale.mjs [--quick]
+ *   node bench/scale.mjs [--quick] [--only quota]
+ *
+ * `--only quota` runs section 3 alone and merges its figures into the existing
+ * bench/results/scale.json (the delivery and latency figures of the last full run are kept).
  */
 import { WebSocket } from "ws"
 import { createRequire } from "node:module"
 import { parseArgs } from "node:util"
 import { join } from "node:path"
-import { readdirSync, readFileSync } from "node:fs"
+import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { cpus } from "node:os"
 import { BROKER_CLI, cpuTimeMs, DIE_WITH_PARENT, log, machine, printTable, result, round, roundAll, ROOT, sleep, startProcess, summarize, tempDir, writeResults } from "./lib.mjs"
 
-const { values: flags } = parseArgs({ options: { quick: { type: "boolean", default: false } } })
+const { values: flags } = parseArgs({ options: { quick: { type: "boolean", default: false }, only: { type: "string" } } })
+if (flags.only !== undefined && flags.only !== "quota") throw new Error(`--only ${flags.only}: only "quota" can be run alone`)
+const ONLY_QUOTA = flags.only === "quota"
 const CONFIG = flags.quick
   ? { pairs: 10, window: 20, warmupMs: 500, durationMs: 2_000, quotaOps: 300, latencyRate: 200, latencyMs: 3_000, quotaCap: 50 }
   : { pairs: 20, window: 20, warmupMs: 1_000, durationMs: 5_000, quotaOps: 2_000, latencyRate: 200, latencyMs: 10_000, quotaCap: 200 }
@@ -355,8 +360,8 @@ const runs = []
 const quota = []
 let latency = null
 try {
-  log(`delivery: ${CONFIG.pairs} pairs x window ${CONFIG.window}, ${CONFIG.durationMs} ms after ${CONFIG.warmupMs} ms warm-up`)
-  for (const [label, db, instances] of [
+  if (!ONLY_QUOTA) log(`delivery: ${CONFIG.pairs} pairs x window ${CONFIG.window}, ${CONFIG.durationMs} ms after ${CONFIG.warmupMs} ms warm-up`)
+  for (const [label, db, instances] of ONLY_QUOTA ? [] : [
     ["sqlite, 1 broker", "sqlite", 1],
     ...(pgReachable
       ? [
@@ -374,7 +379,7 @@ try {
       await cluster.stop()
     }
   }
-  if (pgReachable) {
+  if (pgReachable && !ONLY_QUOTA) {
     const cluster = await startCluster(await createDatabase(), 2)
     try {
       latency = await openLoopLatency(cluster, CONFIG.latencyRate, CONFIG.latencyMs)
@@ -456,9 +461,20 @@ for (const q of quota)
     result({ name: `quota never exceeded, ${q.label}: admitted of ${q.cap.attempts} (quota fits ${q.cap.quotaTokens / 100})`, ours: q.cap.admitted, baseline: q.cap.quotaTokens / 100, unit: "requests", target: "admitted <= quota, held tokens <= quota", met: q.cap.withinQuota, heldTokens: q.cap.heldTokens, refused: q.cap.refused })
   )
 
-printTable(runs, [["label", "delivery"], ["instances", "instances"], ["msgPerS", "msg/s"], ["p50Ms", "p50 ms"], ["p99Ms", "p99 ms"], ["maxMs", "max ms"], ["brokerCpuUsPerMsg", "broker µs/msg"], ["dbCpuUsPerMsg", "db µs/msg"], ["loadGenCpuUsPerMsg", "loadgen µs/msg"], ["otherCpuMs", "other CPU ms"], ["machineBusyPct", "busy %"]])
+if (pgQuota !== undefined && fileQuota !== undefined)
+  rows.push(result({ name: "quota checks per second, 50 in flight: postgres vs file store (same run)", ours: pgQuota.checksPerS50, baseline: fileQuota.checksPerS50, unit: "checks/s", target: "reported", met: true }))
+
+if (runs.length > 0) printTable(runs, [["label", "delivery"], ["instances", "instances"], ["msgPerS", "msg/s"], ["p50Ms", "p50 ms"], ["p99Ms", "p99 ms"], ["maxMs", "max ms"], ["brokerCpuUsPerMsg", "broker µs/msg"], ["dbCpuUsPerMsg", "db µs/msg"], ["loadGenCpuUsPerMsg", "loadgen µs/msg"], ["otherCpuMs", "other CPU ms"], ["machineBusyPct", "busy %"]])
 if (latency !== null) printTable([latency], [["label", "latency"], ["sent", "sent"], ["received", "received"], ["p50Ms", "p50 ms"], ["p99Ms", "p99 ms"], ["maxMs", "max ms"]])
 printTable(quota, [["label", "quota check"], ["meanMs", "mean ms"], ["p50Ms", "p50 ms"], ["p99Ms", "p99 ms"], ["checksPerS50", "/s, 50 at once"]])
-printTable(rows.filter((r) => r.target !== "reported"), [["name", "target row"], ["ours", "ours"], ["baseline", "baseline"], ["ratio", "ratio"], ["target", "target"], ["met", "met"]])
-const file = writeResults("scale", { machine: machine(), config: CONFIG, postgres: pgReachable ? "ran" : "NOT RUN (no server)", results: rows, delivery: runs, latency, capacity, quota })
+printTable(rows.filter((r) => r.target !== "reported" || r.name.includes("same run")), [["name", "target row"], ["ours", "ours"], ["baseline", "baseline"], ["ratio", "ratio"], ["target", "target"], ["met", "met"]])
+const isQuotaRow = (name) => name.startsWith("quota ") || name.startsWith("proxy quota ")
+const previous = ONLY_QUOTA && existsSync(join(ROOT, "bench", "results", "scale.json")) ? JSON.parse(readFileSync(join(ROOT, "bench", "results", "scale.json"), "utf8")) : undefined
+const file = writeResults(
+  "scale",
+  previous !== undefined
+    ? // Section 3 alone: keep the last full run's other figures, replace the quota ones.
+      { ...previous, results: [...previous.results.filter((r) => !isQuotaRow(r.name)), ...rows], quota, quotaRun: { machine: machine(), config: CONFIG, postgres: pgReachable ? "ran" : "NOT RUN (no server)", at: new Date().toISOString() } }
+    : { machine: machine(), config: CONFIG, postgres: pgReachable ? "ran" : "NOT RUN (no server)", results: rows, delivery: runs, latency, capacity, quota }
+)
 log(`wrote ${file}`)
