@@ -95,16 +95,22 @@ export const startBrokerProcess = (home: string, args: ReadonlyArray<string> = [
     })
     const exited = new Promise<number | NodeJS.Signals | null>((done) => child.once("exit", (code, signal) => done(signal ?? code)))
     let stderr = ""
+    let listening = false
     child.stderr!.on("data", (chunk) => (stderr += chunk))
     const lines = createInterface({ input: child.stdout! })
     lines.on("line", (line) => {
       const match = /listening on (http:\/\/[^\s]+)/.exec(line)
       if (match) {
+        listening = true
         const url = match[1]!
         resolve({ url, port: Number(new URL(url).port), child, exited })
       }
     })
-    child.once("exit", (code) => reject(new Error(`broker exited (${code}) before listening: ${stderr}`)))
+    child.once("exit", (code, signal) => {
+      reject(new Error(`broker exited (${code}) before listening: ${stderr}`))
+      // A broker that dies on its own while a test still uses it: say why (a killed one is expected).
+      if (listening && signal === null && code !== 0) console.error(`broker (${args.join(" ")}) exited with ${code}:\n${stderr.slice(-4_000)}`)
+    })
   })
 
 /** A Promise client with a token. */

@@ -147,6 +147,10 @@ export const apply = (server: Server, limits: ServerLimits, options: { readonly 
   if (options.upgrades === true) {
     server.on("upgrade", (request) => {
       pending.delete(request.socket)
+      // Node's server drops its own `error` listener when it hands a socket to `upgrade`, and the
+      // WebSocket server adds one only once the (async) checks before the upgrade are done: a
+      // client that resets in between was an unhandled `error` event, and the process died.
+      request.socket.on("error", () => request.socket.destroy())
     })
   }
   return { pending: () => pending.size, refused: () => refused }
