@@ -102,10 +102,7 @@ export class AgentLog {
   /** Append output (as the pty gives it). */
   write(chunk: string): void {
     if (chunk.length === 0) return
-    this.appendFile(chunk)
-    this.backlog += chunk
-    if (this.backlog.length > this.options.backlogBytes * 2) this.backlog = this.backlog.slice(-this.options.backlogBytes)
-    this.atLineStart = chunk.endsWith("\n")
+    this.appendRaw(chunk)
     if (this.closed) return
     const now = (this.options.now ?? Date.now)()
     if (now - this.lastOutput >= FRAME_GAP_MS) this.afterParse(() => this.read(true))
@@ -121,10 +118,7 @@ export class AgentLog {
   /** A line the runner itself writes (start, exit, restart notes): in the files and the terminal backlog, and a line of its own. */
   note(text: string): void {
     const line = `[a2a-runner] ${text}`
-    const raw = `${this.atLineStart ? "" : "\r\n"}${line}\r\n`
-    this.appendFile(raw)
-    this.backlog += raw
-    this.atLineStart = true
+    this.appendRaw(`${this.atLineStart ? "" : "\r\n"}${line}\r\n`)
     // After the output before it has been read.
     this.afterParse(() => this.pushLine(line))
   }
@@ -136,7 +130,7 @@ export class AgentLog {
 
   /** A new process starts: a clean screen (its predecessor may have left the alternate screen on). */
   reset(): void {
-    this.afterParse(() => this.read(true))
+    this.flush()
     if (this.closed) return
     this.screen.write("\u001bc", () => {
       this.shown.clear()
@@ -170,6 +164,14 @@ export class AgentLog {
   onLine(listener: (line: string) => void): () => void {
     this.listeners.add(listener)
     return () => this.listeners.delete(listener)
+  }
+
+  /** Raw bytes for the files and the terminal backlog (bounded). */
+  private appendRaw(raw: string): void {
+    this.appendFile(raw)
+    this.backlog += raw
+    if (this.backlog.length > this.options.backlogBytes * 2) this.backlog = this.backlog.slice(-this.options.backlogBytes)
+    this.atLineStart = raw.endsWith("\n")
   }
 
   private afterParse(f: () => void): void {
