@@ -54,6 +54,15 @@ const inOrder = <E>(inbound: Queue.Queue<string | Uint8Array>, handle: (data: st
     Effect.forkScoped
   )
 
+/**
+ * The 1001 a closing broker sends on a socket, given at most a second. It runs in an
+ * `onInterrupt` finalizer, which is uninterruptible: without `interruptible` the timeout could not
+ * cancel a write that waits for a socket that never opened (a client that reset during the
+ * upgrade), and that one socket kept the broker from stopping on SIGTERM.
+ */
+const goingAway = (write: (chunk: Uint8Array | string | Socket.CloseEvent) => Effect.Effect<void, Socket.SocketError>) =>
+  write(new Socket.CloseEvent(ChannelFrame.CloseCode.goingAway, "broker shutting down")).pipe(Effect.interruptible, Effect.timeout("1 second"), Effect.ignore)
+
 /** What {@link preflight} resolves: the request, its URL, who sent it, the token and the `:id` path parameter. */
 export interface Preflight {
   readonly request: HttpServerRequest.HttpServerRequest
@@ -265,7 +274,7 @@ const peerChannel = Effect.gen(function* () {
         Effect.onInterrupt(() =>
           raw !== undefined
             ? Effect.sync(() => close(ChannelFrame.CloseCode.goingAway, "broker shutting down"))
-            : write(new Socket.CloseEvent(ChannelFrame.CloseCode.goingAway, "broker shutting down")).pipe(Effect.timeout("1 second"), Effect.ignore)
+            : goingAway(write)
         )
       )
     })
@@ -364,7 +373,7 @@ const runnerLink = (links: RunnerLinks) => Effect.gen(function* () {
       )
       yield* Deferred.await(ended).pipe(
         Effect.onInterrupt(() =>
-          write(new Socket.CloseEvent(ChannelFrame.CloseCode.goingAway, "broker shutting down")).pipe(Effect.timeout("1 second"), Effect.ignore)
+          goingAway(write)
         )
       )
     })

@@ -23,6 +23,7 @@
 import { Config, Effect } from "effect"
 import type { Server } from "node:http"
 import type { Socket } from "node:net"
+import { WebSocket, WebSocketServer } from "ws"
 
 export interface ServerLimits {
   /** Milliseconds to receive a request's headers (default 10,000). */
@@ -145,6 +146,7 @@ export const apply = (server: Server, limits: ServerLimits, options: { readonly 
   })
   // Only for a server that upgrades (an `upgrade` listener makes node hand upgrades to it).
   if (options.upgrades === true) {
+    settleAbortedUpgrades()
     server.on("upgrade", (request) => {
       pending.delete(request.socket)
       // Node's server drops its own `error` listener when it hands a socket to `upgrade`, and the
@@ -154,6 +156,47 @@ export const apply = (server: Server, limits: ServerLimits, options: { readonly 
     })
   }
   return { pending: () => pending.size, refused: () => refused }
+}
+
+const settles = Symbol.for("@mks/a2a/ws-upgrade-settles")
+
+/**
+ * Make every `WebSocketServer.handleUpgrade` end in exactly one callback. `ws` gives up on an
+ * upgrade whose socket is already dead (the client reset it during the checks before the
+ * upgrade), whose headers are invalid, or that arrives while the server closes: it destroys the
+ * socket and never calls back. `@effect/platform-node` waits for that callback in an
+ * uninterruptible acquire, so each such upgrade left a fiber behind for good (a reset flood grew
+ * memory without bound) and a broker that had seen one did not stop on SIGTERM. Here the callback
+ * gets an already closed WebSocket instead (its `close` event, code 1006, follows on the next
+ * turn), which ends the waiting fiber like a client that left at once. Patches the prototype
+ * once per process (every `ws` server in it gets the same guarantee); idempotent.
+ */
+export const settleAbortedUpgrades = (): void => {
+  const proto = WebSocketServer.prototype as unknown as Record<PropertyKey, unknown> & {
+    handleUpgrade: (request: unknown, socket: Socket, head: Buffer, cb: (ws: WebSocket, request: unknown) => void) => void
+  }
+  if (proto[settles] === true) return
+  proto[settles] = true
+  const handleUpgrade = proto.handleUpgrade
+  proto.handleUpgrade = function (this: WebSocketServer, request, socket, head, cb) {
+    let settled = false
+    const giveUp = () => {
+      if (settled) return
+      settled = true
+      socket.off("close", giveUp)
+      const dead = new WebSocket(null as unknown as string, undefined, {}) as WebSocket & { emitClose: () => void }
+      cb(dead, request)
+      setImmediate(() => dead.emitClose())
+    }
+    socket.once("close", giveUp)
+    handleUpgrade.call(this, request, socket, head, (ws, upgraded) => {
+      settled = true
+      socket.off("close", giveUp)
+      cb(ws, upgraded)
+    })
+    // Destroyed (and its `close` emitted) before this call: no `close` event is coming any more.
+    if (!settled && socket.closed) setImmediate(giveUp)
+  }
 }
 
 /**
