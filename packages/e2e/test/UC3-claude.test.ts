@@ -7,10 +7,10 @@
  */
 import { createBrokerClient } from "@mks/a2a"
 import { FakeMessages, startFakeMessages } from "@mks/a2a-testing"
-import { writeFileSync } from "node:fs"
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { BIN, cleanEnv, createToken, startBroker, startServer, tempDir } from "./support.js"
+import { BIN, cleanEnv, createToken, eventually, startBroker, startServer, tempDir } from "./support.js"
 
 const SEND = "mcp__a2a__send_peer_message"
 
@@ -57,6 +57,35 @@ describe("UC3 with two real Claude Code sessions", () => {
     await fake?.close()
   })
 
+  /** Claude Code's own MCP logs of the sessions (under the runner's HOME), newest lines last. */
+  const claudeMcpLogs = (): Array<{ file: string; text: string }> => {
+    const logs = join(runnerDir, ".cache", "claude-cli-nodejs")
+    if (!existsSync(logs)) return []
+    return readdirSync(logs, { recursive: true, encoding: "utf8" })
+      .filter((file) => file.endsWith(".jsonl"))
+      .map((file) => ({ file, text: readFileSync(join(logs, file), "utf8") }))
+  }
+  const channelHandlers = () => claudeMcpLogs().filter((l) => l.text.includes("Channel notifications registered")).length
+
+  /** On a failed wait: what each session's screen showed and what the model saw, so a CI failure says where the message stopped. */
+  const diagnose = async (error: unknown): Promise<never> => {
+    const auth = { authorization: "Bearer e2e-runner-key-claude" }
+    const lines: Array<string> = [String(error)]
+    try {
+      const { agents } = (await (await fetch(runner.url + "/agents", { headers: auth })).json()) as { agents: Array<{ id: string; status: string }> }
+      for (const a of agents) {
+        const { lines: log } = (await (await fetch(`${runner.url}/agents/${a.id}/logs?n=80`, { headers: auth })).json()) as { lines: Array<string> }
+        lines.push(`--- agent ${a.id} (${a.status}), last ${log.length} log lines:`, ...log)
+      }
+    } catch (e) {
+      lines.push(`(runner logs unavailable: ${String(e)})`)
+    }
+    // Claude Code's own MCP log of each session (connection, the MCP server's stderr, each channel notification).
+    for (const { file, text } of claudeMcpLogs()) lines.push(`--- ${file}:`, ...text.split("\n").slice(-60).map((l) => l.slice(0, 400)))
+    lines.push(`--- ${fake.requests.length} model requests:`, ...fake.requests.map((r) => JSON.stringify(r.lastUserText.slice(-300))))
+    throw new Error(lines.join("\n"))
+  }
+
   it("a channel message from one session arrives in the other's model request, and the answer comes back", async () => {
     const boss = createBrokerClient({ url: broker.url, token: broker.adminToken })
     try {
@@ -87,20 +116,23 @@ describe("UC3 with two real Claude Code sessions", () => {
       for (const name of ["claude-1", "claude-2"]) {
         spawns.push((await boss.spawn.create({ runner: "claude-box", preset: "claude", name, prompt: `You are ${name}. Wait for messages.`, requestedBy: me.id })).spawn)
       }
-      const [one, two] = await Promise.all(spawns.map((s) => registered(s.id)))
+      const [one, two] = await Promise.all(spawns.map((s) => registered(s.id))).catch(diagnose)
       // Both sessions started and talked to the model once (their first prompt).
-      await fake.waitFor((r) => r.lastUserText.includes("You are claude-2. Wait for messages."), { timeoutMs: 60_000, what: "claude-2's first prompt" })
+      await fake.waitFor((r) => r.lastUserText.includes("You are claude-2. Wait for messages."), { timeoutMs: 60_000, what: "claude-2's first prompt" }).catch(diagnose)
+      // … and both have their channel handler in place: Claude Code registers it a moment after the
+      // MCP handshake (~0.5 s on a busy machine) and drops a notification that comes sooner.
+      await eventually(() => channelHandlers() >= 2 || undefined, "both sessions' \"Channel notifications registered\"", 60_000).catch(diagnose)
 
       await boss.messages.send({ from: me.id, to: one.peerId, body: "KICKOFF: send PING to claude-2" })
       // claude-1's model got the kickoff as a channel turn and called send_peer_message …
-      const kicked = await fake.waitFor((r) => /<channel [^>]*>[\s\S]*KICKOFF: send PING to claude-2/.test(r.lastUserText) && r.tools.includes(SEND), { timeoutMs: 90_000, what: "the kickoff in claude-1's model request" })
+      const kicked = await fake.waitFor((r) => /<channel [^>]*>[\s\S]*KICKOFF: send PING to claude-2/.test(r.lastUserText) && r.tools.includes(SEND), { timeoutMs: 90_000, what: "the kickoff in claude-1's model request" }).catch(diagnose)
       expect(kicked.lastUserText).toContain('from_name="boss"')
       // … so claude-2's model request carries claude-1's message as a <channel> turn …
-      const ping = await fake.waitFor((r) => /<channel [^>]*from_name="claude-1"[^>]*>[\s\S]*PING from claude-1/.test(r.lastUserText), { timeoutMs: 90_000, what: "claude-1's PING in claude-2's model request" })
+      const ping = await fake.waitFor((r) => /<channel [^>]*from_name="claude-1"[^>]*>[\s\S]*PING from claude-1/.test(r.lastUserText), { timeoutMs: 90_000, what: "claude-1's PING in claude-2's model request" }).catch(diagnose)
       expect(ping.lastUserText).toContain('source="a2a"')
       expect(ping.lastUserText).toContain(`from_id="${one.peerId}"`)
       // … and claude-2's answer arrives in claude-1's model request.
-      const pong = await fake.waitFor((r) => /<channel [^>]*from_name="claude-2"[^>]*>[\s\S]*PONG from claude-2/.test(r.lastUserText), { timeoutMs: 90_000, what: "claude-2's PONG in claude-1's model request" })
+      const pong = await fake.waitFor((r) => /<channel [^>]*from_name="claude-2"[^>]*>[\s\S]*PONG from claude-2/.test(r.lastUserText), { timeoutMs: 90_000, what: "claude-2's PONG in claude-1's model request" }).catch(diagnose)
       expect(pong.lastUserText).toContain(`from_id="${two.peerId}"`)
       // Every model request went through the proxy (the fake sees the provider's key, never the virtual one).
       expect(new Set(fake.requests.map((r) => r.headers["x-api-key"]))).toEqual(new Set(["sk-fake-upstream"]))
