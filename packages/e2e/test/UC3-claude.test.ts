@@ -13,6 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { BIN, cleanEnv, createToken, eventually, startBroker, startServer, tempDir } from "./support.js"
 
 const SEND = "mcp__a2a__send_peer_message"
+/** The runner API key, for starting the runner and for reading its agents' logs on a failure. */
+const RUNNER_KEY = "e2e-runner-key-claude"
 
 /** The model: a channel message asking for a PING makes it send one; a PING makes it answer PONG. */
 const model: FakeMessages.Script = (r) => {
@@ -45,7 +47,7 @@ describe("UC3 with two real Claude Code sessions", () => {
     runnerDir = tempDir("a2a-e2e-uc3c-runner-")
     runner = await startServer(
       BIN.runner,
-      ["--data-dir", runnerDir, "--api-key", "e2e-runner-key-claude", "--id", "claude-box", "--broker", broker.url, "--token", await createToken(broker.home, "default", "runner"),
+      ["--data-dir", runnerDir, "--api-key", RUNNER_KEY, "--id", "claude-box", "--broker", broker.url, "--token", await createToken(broker.home, "default", "runner"),
         "--proxy", proxy.url, "--proxy-key", key, "--claude-bin", BIN.claude, "--mcp-command", `${process.execPath} ${BIN.mcp}`],
       cleanEnv({ HOME: runnerDir, A2A_HOME: join(runnerDir, "home") })
     )
@@ -69,7 +71,7 @@ describe("UC3 with two real Claude Code sessions", () => {
 
   /** On a failed wait: what each session's screen showed and what the model saw, so a CI failure says where the message stopped. */
   const diagnose = async (error: unknown): Promise<never> => {
-    const auth = { authorization: "Bearer e2e-runner-key-claude" }
+    const auth = { authorization: `Bearer ${RUNNER_KEY}` }
     const lines: Array<string> = [String(error)]
     try {
       const { agents } = (await (await fetch(runner.url + "/agents", { headers: auth })).json()) as { agents: Array<{ id: string; status: string }> }
