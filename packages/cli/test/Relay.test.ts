@@ -142,8 +142,10 @@ describe("a2a tail --logs and a2a attach, relayed by the broker", () => {
       // Raw mode: Ctrl-C goes to the agent (the shell drops the line), it does not end `a2a`.
       // The ^C must reach a running foreground job: `sleeping-now` is printed by the job itself
       // (already in the foreground process group), which then becomes `sleep`.
+      // Typed while the shell is still printing its prompt, the line is echoed first and the
+      // job's output then follows the late prompt on the same row ("$ sleeping-now").
       term.write("sh -c 'echo sleeping-now; exec sleep 30'\r")
-      await until(/^sleeping-now$/m)
+      await until(/(^|\$ )sleeping-now$/m)
       term.write("\u0003")
       await until(/\^C/)
       term.write("echo after-ctrl-c\r")
