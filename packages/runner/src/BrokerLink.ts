@@ -8,7 +8,7 @@
  * and live lines of a spawn's agent, and its pseudo-terminal, multiplexed by stream id.
  */
 import { Codec, Errors, RunnerFrame, RunnerPolicy } from "@mks/a2a"
-import { Context, Effect, Layer, Runtime, Schema } from "effect"
+import { Context, Duration, Effect, Layer, Runtime, Schedule, Schema } from "effect"
 import { hostname } from "node:os"
 import WebSocket from "ws"
 import type { Agent, AgentStatus } from "./Agent.js"
@@ -58,8 +58,6 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
     let state: LinkState = "connecting"
     let ws: WebSocket | undefined
     let closing = false
-    let attempt = 0
-    let reconnectTimer: ReturnType<typeof setTimeout> | undefined
     let heartbeat: ReturnType<typeof setInterval> | undefined
     let openWaiters: Array<() => void> = []
     /** Reports made while the link was down, last one per spawn. */
@@ -170,22 +168,18 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
       }
     }
 
-    const scheduleReconnect = () => {
-      if (closing) return
-      const wait = Math.min(config.reconnect.maxMs, config.reconnect.initialMs * 2 ** attempt) * (0.8 + Math.random() * 0.4)
-      attempt = Math.min(attempt + 1, 16)
-      reconnectTimer = setTimeout(connect, wait)
-    }
-
-    const connect = () => {
-      reconnectTimer = undefined
-      if (closing) return
+    /**
+     * One link, from dialling to close: succeeds with how it ended (never fails). Interrupting it
+     * closes the socket with 1001.
+     */
+    const linkOnce = Effect.async<{ readonly opened: boolean; readonly code: number }>((resume) => {
       state = "connecting"
+      let opened = false
       const url = `${broker.url.replace(/^http/, "ws").replace(/\/+$/, "")}/ws/runner/${encodeURIComponent(config.id)}`
       const socket = new WebSocket(url, { headers: { authorization: `Bearer ${broker.token}` } })
       ws = socket
       socket.on("open", () => {
-        attempt = 0
+        opened = true
         state = "open"
         socket.send(JSON.stringify(hello()))
         for (const frame of pending.values()) socket.send(JSON.stringify(frame))
@@ -211,31 +205,45 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
         relay.closeAll()
         if (heartbeat !== undefined) clearInterval(heartbeat)
         heartbeat = undefined
-        if (code === RunnerFrame.LinkCloseCode.replaced) {
+        if (ws === socket) ws = undefined
+        resume(Effect.succeed({ opened, code }))
+      })
+      return Effect.sync(() => socket.close(1001, "runner shutting down"))
+    })
+
+    // Reconnects: initialMs doubling up to maxMs, ±20 % jitter so a fleet of runners does not
+    // redial in lockstep after a broker restart; a link that opened starts the backoff over.
+    const backoff = Schedule.exponential(Duration.millis(config.reconnect.initialMs)).pipe(
+      Schedule.union(Schedule.spaced(Duration.millis(config.reconnect.maxMs))),
+      Schedule.jittered
+    )
+    const links = Effect.gen(function* () {
+      let driver = yield* Schedule.driver(backoff)
+      for (;;) {
+        const outcome = yield* linkOnce
+        if (outcome.code === RunnerFrame.LinkCloseCode.replaced) {
           // Another runner linked with this id: linking again would evict it in turn, for ever.
           log(`another runner linked to ${broker.url} as runner ${config.id} and took over; this runner stays unlinked (its agents keep running): give each runner its own --id`, "error")
-          closing = true
+          state = "closed"
+          return
         }
-        if (ws === socket) {
-          ws = undefined
-          state = closing ? "closed" : "connecting"
-        }
-        scheduleReconnect()
-      })
-    }
+        state = "connecting"
+        if (outcome.opened) driver = yield* Schedule.driver(backoff)
+        yield* Effect.ignore(driver.next(outcome))
+      }
+    })
 
-    connect()
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         closing = true
         state = "closed"
         offStatus()
         relay.closeAll()
-        if (reconnectTimer !== undefined) clearTimeout(reconnectTimer)
         if (heartbeat !== undefined) clearInterval(heartbeat)
-        ws?.close(1001, "runner shutting down")
       })
     )
+    // Forked after the finalizer above, so it is interrupted (closing the socket) before that runs.
+    yield* Effect.forkScoped(links)
     return {
       state: () => state,
       whenOpen: () => (state === "open" ? Promise.resolve() : new Promise<void>((resolve) => openWaiters.push(resolve)))
