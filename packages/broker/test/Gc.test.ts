@@ -7,7 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { http, startBroker, type TestBroker } from "./harness.js"
 import { FrameSocket, pollUntil, wsUrl } from "./probe.js"
 
-const PEER_TIMEOUT = 300
+// The keep-alive touches open sockets every third of this: an event-loop stall longer than two
+// thirds of it (seen at 300 ms on a machine at load 12) would let GC expire a connected peer.
+const PEER_TIMEOUT = 1_000
 const RUNNER_STALE_AFTER = 300
 
 describe("GC with short timeouts", () => {
