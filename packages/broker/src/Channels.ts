@@ -7,7 +7,7 @@ import { HttpApiBuilder, HttpRouter, HttpServerRequest, HttpServerResponse, Sock
 import { NodeHttpServerRequest } from "@effect/platform-node"
 import type { Duplex } from "node:stream"
 import { Authenticator, ChannelFrame, ChannelHub, ChannelSession, Codec, Errors, Ids, Inbox, Principal, RunnerFrame } from "@mks/a2a"
-import { Deferred, Effect, Queue, Runtime, Schema, Scope, Stream } from "effect"
+import { Deferred, Effect, Exit, type Fiber, FiberSet, Queue, Runtime, Schema, Scope, Stream } from "effect"
 import { BrokerConfig } from "./BrokerConfig.js"
 import { Bus } from "./Bus.js"
 import { Connections } from "./Connections.js"
@@ -133,7 +133,14 @@ export const capPayload = (request: HttpServerRequest.HttpServerRequest, bytes: 
 export const SLOW_CONSUMER_BYTES = 16 * 1024 * 1024
 
 
-const peerChannel = Effect.gen(function* () {
+/**
+ * Runs a peer socket's lifetime in a fiber of the channel layer's own (see `layer`): the request
+ * fiber returns once the socket is open, so an idle socket does not keep the request's fiber,
+ * its stack of provided contexts and fiber-ref copies alive (measured ~70 → ~45 KiB per idle peer).
+ */
+type RunLifetime = <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+
+const peerChannel = (runLifetime: RunLifetime) => Effect.gen(function* () {
   const bus = yield* Bus
   const hub = yield* ChannelHub.ChannelHub
   const inbox = yield* Inbox.Inbox
@@ -154,12 +161,12 @@ const peerChannel = Effect.gen(function* () {
   const tokenId = yield* tokens.idOf(token)
 
   const socket = yield* request.upgrade.pipe(Effect.mapError(() => new Errors.InvalidRequest({ message: "expected a WebSocket upgrade" })))
-  yield* Effect.scoped(
+  const opened = yield* Deferred.make<void>()
+  const lifetime = Effect.scoped(
     Effect.gen(function* () {
       const write = yield* socket.writer
       const runtime = yield* Effect.runtime<never>()
       const ended = yield* Deferred.make<void>()
-      const opened = yield* Deferred.make<void>()
       let raw: RawSocket | undefined
       let closing = false
 
@@ -279,6 +286,9 @@ const peerChannel = Effect.gen(function* () {
       )
     })
   )
+  runLifetime(lifetime.pipe(Effect.ensuring(Deferred.done(opened, Exit.void))))
+  // Until the upgrade is done the response must not be written (it would go out on the socket).
+  yield* Deferred.await(opened)
   return HttpServerResponse.empty()
 })
 
@@ -390,7 +400,9 @@ export const layer = HttpApiBuilder.Router.use((router) =>
     const services = yield* Effect.context<
       Bus | BrokerConfig | Metrics | ChannelHub.ChannelHub | Inbox.Inbox | Authenticator.Authenticator | Connections | TokenStore | Relay
     >()
-    yield* router.get("/ws/broker/peer/:id", refuse(peerChannel).pipe(Effect.provide(services)))
+    // Peer sockets live in this layer's fibers; closing it (broker shutdown) interrupts them: 1001.
+    const runLifetime: RunLifetime = yield* FiberSet.makeRuntime<never>()
+    yield* router.get("/ws/broker/peer/:id", refuse(peerChannel(runLifetime)).pipe(Effect.provide(services)))
     const links: RunnerLinks = new Map()
     yield* router.get("/ws/runner/:id", refuse(runnerLink(links)).pipe(Effect.provide(services)))
   })
