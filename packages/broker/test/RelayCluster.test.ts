@@ -14,7 +14,8 @@ import { createDatabase, pgEnabled, type TestDatabase } from "../../../test-supp
 import { eventually, FIXTURES, type RunnerProcess, startRunner } from "../../runner/test/helpers.js"
 import { openRelay, refusedRelay } from "../../runner/test/relay.js"
 import { HOP_HEADER } from "../src/RelayForward.js"
-import { client, http, startBroker, tempHome, type TestBroker } from "./harness.js"
+import { client, http, startBroker, startBrokerProcess, tempHome, type TestBroker } from "./harness.js"
+import { runCli } from "./probe.js"
 
 const SHELL = join(FIXTURES, "shell-agent.mjs")
 
@@ -26,7 +27,7 @@ const LONG = 30_000
 
 /** A runner link speaking raw frames, announcing the relay. */
 const fakeRunner = (url: string, token: string, id: string) =>
-  new Promise<{ ws: WebSocket; next: (type: string) => Promise<any> }>((resolve, reject) => {
+  new Promise<{ ws: WebSocket; next: (type: string) => Promise<any>; send: (frame: unknown) => void }>((resolve, reject) => {
     const ws = new WebSocket(`${url.replace("http", "ws")}/ws/runner/${id}`, { headers: { authorization: `Bearer ${token}` } })
     const frames: Array<any> = []
     const waiting: Array<{ type: string; resolve: (f: any) => void }> = []
@@ -41,6 +42,7 @@ const fakeRunner = (url: string, token: string, id: string) =>
       ws.send(JSON.stringify({ type: "hello", runner: { id, host: "fake", labels: {}, capacity: 2, presets: ["command"], version: "test" }, agents: [], features: ["relay"] }))
       resolve({
         ws,
+        send: (frame) => ws.send(JSON.stringify(frame)),
         next: (type) =>
           new Promise((res) => {
             const i = frames.findIndex((f) => f.type === type)
@@ -164,8 +166,8 @@ if (!enabled) {
     }, 60_000)
 
     it("a holder that cannot be reached is 4503; a forwarded socket is never forwarded again", async () => {
-      // A third instance advertising a URL where nothing listens.
-      const c = await startBroker({ home, db: db.url, advertiseUrl: "http://127.0.0.1:1" })
+      // A third instance (the CLI, with its flag) advertising a URL where nothing listens.
+      const c = await startBrokerProcess(home, ["--db", db.url, "--advertise-url", "http://127.0.0.1:1"])
       try {
         const fake = await fakeRunner(c.url, runnerToken, "rt-far")
         const admin = client(b, b.adminToken)
@@ -184,8 +186,78 @@ if (!enabled) {
         fake.ws.close()
         await admin.close()
       } finally {
-        await c.close()
+        c.child.kill("SIGTERM")
+        await c.exited
       }
+    }, 60_000)
+
+    it("both sides close together: frames reach the runner's link on A, a client leaving B stops the stream there, a link dropping on A fails the socket on B", async () => {
+      const admin = client(b, b.adminToken)
+      const fake = await fakeRunner(a.url, runnerToken, "rt-fake")
+      await eventually(async () => (await admin.runners.list()).runners.find((r) => r.id === "rt-fake" && r.status === "online"), "rt-fake online", LONG)
+      const created = await admin.spawn.create({ runner: "rt-fake", command: "true" })
+      await fake.next("spawn")
+      const id = created.spawn.id
+
+      const leaving = await openRelay(b.url, `/ws/broker/spawns/${id}/terminal?cols=90&rows=20`, viewerToken)
+      // Typed at once: kept while B finds the holder, then sent in order.
+      leaving.send({ type: "input", data: "ls\r" })
+      leaving.send({ type: "resize", cols: 91, rows: 21 })
+      const open = await fake.next("term_open")
+      expect(open).toMatchObject({ spawnId: id, cols: 90, rows: 20 })
+      expect(await fake.next("term_input")).toEqual({ type: "term_input", stream: open.stream, data: "ls\r" })
+      expect(await fake.next("term_resize")).toEqual({ type: "term_resize", stream: open.stream, cols: 91, rows: 21 })
+      fake.send({ type: "term_output", stream: open.stream, data: "file-a\r\n" })
+      await leaving.untilOutput(/file-a/, LONG)
+      leaving.ws.close()
+      expect(await fake.next("stream_close")).toEqual({ type: "stream_close", stream: open.stream })
+
+      const logs = await openRelay(b.url, `/ws/broker/spawns/${id}/logs?n=3`, viewerToken)
+      const logsOpen = await fake.next("logs_open")
+      expect(logsOpen).toMatchObject({ spawnId: id, n: 3 })
+      fake.send({ type: "log", stream: logsOpen.stream, lines: ["one", "two"] })
+      fake.send({ type: "stream_end", stream: logsOpen.stream, reason: "the agent exited", status: "exited", exitCode: 0 })
+      expect((await logs.closed).code).toBe(1000)
+      expect(logs.lines()).toEqual(["one", "two"])
+      expect(logs.frames.at(-1)).toEqual({ type: "end", reason: "the agent exited", status: "exited", exitCode: 0 })
+
+      const dropped = await openRelay(b.url, `/ws/broker/spawns/${id}/terminal`, viewerToken)
+      await fake.next("term_open")
+      fake.ws.terminate()
+      expect((await dropped.closed).code).toBe(4503)
+      expect(dropped.frames.at(-1).error.message).toMatch(/disconnected/)
+      await admin.close()
+    }, 60_000)
+
+    it("a client of B that does not read is cut off (4008) by B without backing up the runner link", async () => {
+      const slow = await openRelay(b.url, `/ws/broker/spawns/${spawnId}/terminal`, viewerToken)
+      const watcher = await openRelay(a.url, `/ws/broker/spawns/${spawnId}/logs?n=0`, viewerToken)
+      const socket = (slow.ws as unknown as { _socket: { pause: () => void; resume: () => void } })._socket
+      slow.send({ type: "input", data: "head -c 16000000 /dev/zero | tr '\\0' y; echo; echo flood-$((2+3))\r" })
+      socket.pause()
+      await watcher.untilLine(/(^|\s)flood-5$/, 90_000)
+      socket.resume()
+      expect((await slow.closed).code).toBe(4008)
+      const received = slow.output().length
+      expect(received).toBeLessThan(16_000_000)
+      console.log(`slow client of B cut off after ${(received / 1e6).toFixed(1)} MB of 16 MB`)
+      watcher.ws.close()
+      const next = await openRelay(b.url, `/ws/broker/spawns/${spawnId}/terminal`, viewerToken)
+      next.send({ type: "input", data: "echo after-$((3+4))\r" })
+      await next.untilOutput(shellLine("after-7"), LONG)
+      next.ws.close()
+    }, 150_000)
+
+    it("revoking the static token closes its sockets on B with 4003", async () => {
+      const created = await runCli(["token", "create", "--home", home, "--tenant", "default", "--role", "peer", "--scope", "attach:any", "--name", "relay-revoke"])
+      expect(created.code, created.stderr).toBe(0)
+      const token = created.stdout.trim()
+      const term = await openRelay(b.url, `/ws/broker/spawns/${spawnId}/terminal`, token)
+      term.send({ type: "input", data: "echo revocable\r" })
+      await term.untilOutput(shellLine("revocable"), LONG)
+      const id = (JSON.parse((await runCli(["token", "list", "--json", "--home", home])).stdout) as Array<{ id: string; name?: string }>).find((t) => t.name === "relay-revoke")!.id
+      expect((await runCli(["token", "revoke", id, "--home", home])).code).toBe(0)
+      expect(await term.closed).toEqual({ code: 4003, reason: "credentials revoked" })
     }, 60_000)
 
     it("stop through B: the terminal through B gets exit and a normal close, the log its end", async () => {
