@@ -93,6 +93,8 @@ export interface Upstream {
 
 /** How long the holder may take to answer the upgrade. */
 const HANDSHAKE_TIMEOUT_MS = 15_000
+/** How long the holder may take to answer our close before the socket is dropped. */
+const CLOSE_GRACE_MS = 2_000
 
 /**
  * Open the relay socket `path` (path and query, as the client asked) on the holder, for the
@@ -158,8 +160,10 @@ export const connect = (holder: Holder, path: string, token: string, from: strin
     },
     close: () => {
       if (!finish()) return
-      if (ws.readyState === WebSocket.OPEN) ws.close(1000)
-      else ws.terminate()
+      if (ws.readyState !== WebSocket.OPEN) return ws.terminate()
+      ws.close(1000)
+      // A holder that does not answer the close must not hold the socket (or a stopping process) for ws's 30 s.
+      setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref()
     }
   }
 }
