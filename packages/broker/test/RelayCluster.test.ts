@@ -3,9 +3,12 @@
  * real `a2a-runner` process (real shell agent) linked to instance A, viewers on instance B.
  * B checks everything as it does for a local runner, then pipes the socket to A (which checks
  * the credential again): the log, `echo hi` in the terminal, a resize, the runner's errors and
- * the end of the agent all come through B; refusals are the same on both instances; a holder
+ * the end of the agent all come through B, also for the built `a2a tail --logs` / `a2a attach`;
+ * closing either side closes the other; B cuts off a client that stops reading (4008) and
+ * closes a revoked token's socket (4003); refusals are the same on both instances; a holder
  * that cannot be reached is `4503`, and a forwarded socket is never forwarded again.
  */
+import { spawn as spawnProcess } from "node:child_process"
 import { rmSync } from "node:fs"
 import { join } from "node:path"
 import WebSocket from "ws"
@@ -24,6 +27,38 @@ const shellLine = (text: string) => new RegExp(`(^|\\$ )${text}$`, "m")
 
 /** Generous deadlines: the machine has 2 cores and other suites may run at once. */
 const LONG = 30_000
+
+const A2A_CLI = join(import.meta.dirname, "..", "..", "cli", "dist", "cli.js")
+
+/** The built `a2a` CLI against `broker`, stdin piped: its stdout/stderr so far, a wait for text (never a sleep), its exit. */
+const a2a = (broker: { url: string }, token: string, args: ReadonlyArray<string>) => {
+  const child = spawnProcess(process.execPath, [A2A_CLI, ...args], {
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", A2A_BROKER_URL: broker.url, A2A_TOKEN: token },
+    stdio: ["pipe", "pipe", "pipe"]
+  })
+  const out = { stdout: "", stderr: "" }
+  const waiters = new Set<() => void>()
+  child.stdout.on("data", (d) => ((out.stdout += d), waiters.forEach((w) => w())))
+  child.stderr.on("data", (d) => ((out.stderr += d), waiters.forEach((w) => w())))
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+  const until = (re: RegExp, where: "stdout" | "stderr" = "stdout") =>
+    new Promise<void>((resolve, reject) => {
+      const check = () => {
+        // eslint-disable-next-line no-control-regex
+        if (!re.test(out[where].replace(/\u001b\[[0-?]*[ -/]*[@-~]|\r/g, ""))) return
+        waiters.delete(check)
+        clearTimeout(timer)
+        resolve()
+      }
+      const timer = setTimeout(() => {
+        waiters.delete(check)
+        reject(new Error(`timed out waiting for ${re}; stdout ${JSON.stringify(out.stdout.slice(-1_000))}, stderr ${JSON.stringify(out.stderr.slice(-1_000))}`))
+      }, 45_000)
+      waiters.add(check)
+      check()
+    })
+  return { child, until, exited }
+}
 
 /** A runner link speaking raw frames, announcing the relay. */
 const fakeRunner = (url: string, token: string, id: string) =>
@@ -133,6 +168,20 @@ if (!enabled) {
       term.ws.close()
       expect((await term.closed).code).toBe(1005)
     }, 60_000)
+
+    // Before the flood below, which pushes the agent's first line out of the log's 1 MiB history.
+    it("the CLI through B: `a2a tail --logs` shows a line typed through `a2a attach`; Ctrl-] detaches", async () => {
+      const tail = a2a(b, viewerToken, ["tail", "--logs", spawnId, "--n", "1000"])
+      await tail.until(/^agent shelly says hello$/m)
+      const session = a2a(b, viewerToken, ["attach", spawnId])
+      await session.until(/attached/, "stderr")
+      session.child.stdin.write("echo cli-$((6*7))\n")
+      await tail.until(/(^|\s)cli-42$/m)
+      session.child.stdin.write("\u001d")
+      expect(await session.exited).toBe(0)
+      tail.child.kill("SIGINT")
+      await tail.exited
+    }, 120_000)
 
     it("unauthorized viewers are refused on both instances, with the same status and error", async () => {
       const peerOnly = await a.token("default", "peer") // `attach` for its own spawns only
