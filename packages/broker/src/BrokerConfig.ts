@@ -32,6 +32,12 @@ export interface BrokerConfigShape {
   readonly db: string
   /** URL spawned agents use to reach this broker; defaults to `http://<host>:<port>`. */
   readonly publicUrl?: string | undefined
+  /**
+   * URL the other instances of a PostgreSQL cluster reach this one at, for the relay of logs and
+   * terminals (`--advertise-url`, `A2A_BROKER_ADVERTISE_URL`); defaults to the listening address,
+   * `127.0.0.1` / `::1` when listening on a wildcard address. Unused on SQLite.
+   */
+  readonly advertiseUrl?: string | undefined
   readonly oidc?: OidcConfig | undefined
   /** A peer with no socket and no heartbeat for this long goes offline (default 60 s). */
   readonly peerTimeout: number

@@ -19,6 +19,7 @@ import * as Http from "./Http.js"
 import * as Metrics from "./Metrics.js"
 import * as Oidc from "./Oidc.js"
 import * as Relay from "./Relay.js"
+import * as RelayForward from "./RelayForward.js"
 import * as RelaySockets from "./RelaySockets.js"
 import * as AuditRoute from "./AuditRoute.js"
 import * as Store from "./Store.js"
@@ -227,6 +228,8 @@ const appLayer = Layer.effect(
 ).pipe(
   Layer.provide(Channels.layer),
   Layer.provide(RelaySockets.layer),
+  // The URL the other instances of a PostgreSQL cluster reach this one at (relay forwarding).
+  Layer.provide(RelayForward.advertiseLayer),
   Layer.provide(AuditRoute.layer),
   Layer.provide(Ui.layer),
   Layer.provide(A2aGateway.routes),

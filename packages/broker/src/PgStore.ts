@@ -31,6 +31,9 @@
  *   register through any instance, and a revocation holds everywhere.
  * - The spawn plane is in the database too (`PgSpawnPlane.ts`): an order made through any
  *   instance reaches the runner through the instance holding its link (`NOTIFY a2a_runner`).
+ * - Each instance records the URL the others reach it at (`a2a_instances`, refreshed every 30 s,
+ *   removed on shutdown, pruned an hour after it stopped being refreshed): a relay socket for a
+ *   runner linked elsewhere is piped to the holder (`RelayForward.ts`).
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
@@ -44,6 +47,7 @@ import { BrokerConfig } from "./BrokerConfig.js"
 import * as PgGroupCommit from "./PgGroupCommit.js"
 import * as PgPeerLookup from "./PgPeerLookup.js"
 import * as PgSpawnPlane from "./PgSpawnPlane.js"
+import * as RelayForward from "./RelayForward.js"
 import * as SqlStore from "./SqlStore.js"
 import * as SqlTaskBoard from "./SqlTaskBoard.js"
 import type { Stores } from "./Store.js"
@@ -65,6 +69,9 @@ const GC_LOCK = 0x0a2a0002
 const INLINE_EVENT_BYTES = 7_500
 /** Rows a pump reads per query. */
 const PUMP_PAGE = 500
+/** How often an instance refreshes its `a2a_instances` row, and how long an unrefreshed row is kept. */
+const INSTANCE_REFRESH_MS = 30_000
+const INSTANCE_RETENTION_MS = 60 * 60 * 1000
 /** Events kept in `a2a_events` for instances that read them late. */
 const EVENT_RETENTION_MS = 60_000
 
@@ -73,6 +80,8 @@ const PG_MIGRATIONS = [
   // Spawn tokens of the cluster: the SHA-256 of the secret, never the secret.
   `CREATE TABLE IF NOT EXISTS a2a_spawn_tokens (hash TEXT PRIMARY KEY, spawn_id TEXT NOT NULL, record TEXT NOT NULL)`,
   `CREATE INDEX IF NOT EXISTS a2a_spawn_tokens_spawn ON a2a_spawn_tokens (spawn_id)`,
+  // The base URL each instance is reached at by the others (the relay of logs and terminals, RelayForward.ts).
+  `CREATE TABLE IF NOT EXISTS a2a_instances (instance TEXT PRIMARY KEY, url TEXT NOT NULL, seen_at BIGINT NOT NULL)`,
   ...PgSpawnPlane.MIGRATIONS
 ]
 
@@ -514,6 +523,41 @@ const make = (url: string) =>
         )
       )
 
+    // ---- the relay's directory: which instance holds a runner's link, and its URL ----
+    let advertised: string | undefined
+    const upsertInstance = Effect.suspend(() =>
+      advertised === undefined
+        ? Effect.void
+        : sql`INSERT INTO a2a_instances (instance, url, seen_at) VALUES (${instance}, ${advertised}, ${Date.now()})
+            ON CONFLICT (instance) DO UPDATE SET url = excluded.url, seen_at = excluded.seen_at`.pipe(Effect.asVoid)
+    )
+    yield* upsertInstance.pipe(
+      Effect.catchAllCause((cause) => Effect.logWarning("could not refresh this instance's relay URL", cause)),
+      Effect.repeat(Schedule.spaced(Duration.millis(INSTANCE_REFRESH_MS))),
+      Effect.forkScoped
+    )
+    // A stopping instance takes its row away (a killed one's row ages out in prune).
+    yield* Effect.addFinalizer(() =>
+      sql`DELETE FROM a2a_instances WHERE instance = ${instance}`.pipe(Effect.timeoutOption(1_000), Effect.ignore)
+    )
+    const directory: RelayForward.RelayDirectoryService = {
+      instance,
+      advertise: (url) =>
+        Effect.suspend(() => {
+          advertised = url
+          return upsertInstance
+        }).pipe(Effect.catchAllCause((cause) => Effect.logWarning("could not record this instance's relay URL", cause))),
+      holderOf: (tenant, runner) =>
+        sql<{ instance: string; url: string | null }>`SELECT r.instance, i.url FROM a2a_runners r LEFT JOIN a2a_instances i ON i.instance = r.instance
+          WHERE r.tenant = ${tenant} AND r.id = ${runner} AND r.instance IS NOT NULL`.pipe(
+          Effect.map((rows) => {
+            const row = rows[0]
+            return row === undefined || row.url === null ? undefined : { instance: row.instance, url: row.url }
+          }),
+          Effect.catchAllCause((cause) => Effect.as(Effect.logWarning("could not look up the instance holding a runner", cause), undefined))
+        )
+    }
+
     const lookup = yield* PgPeerLookup.make
     const peers: PeerRegistry.PeerRegistryService = {
       ...peersBase,
@@ -555,6 +599,7 @@ const make = (url: string) =>
         asLeader(
           Effect.gen(function* () {
             yield* orDie(sql`DELETE FROM a2a_events WHERE created_at < ${Date.now() - EVENT_RETENTION_MS}`)
+            yield* orDie(sql`DELETE FROM a2a_instances WHERE seen_at < ${Date.now() - INSTANCE_RETENTION_MS}`)
             return yield* inboxBase.prune(cutoff)
           }),
           0
@@ -571,6 +616,7 @@ const make = (url: string) =>
       // Claims are atomic across instances (FOR UPDATE SKIP LOCKED, SqlTaskBoard.ts); the sweep may run on every instance.
       Context.add(TaskBoard.TaskBoard, yield* SqlTaskBoard.make("pg")),
       Context.add(PgCluster, { instance, listener, commits: writer.stats }),
+      Context.add(RelayForward.RelayDirectory, directory),
       Context.add(SharedSpawnTokens, spawnTokens)
     )
   })
@@ -579,7 +625,7 @@ const make = (url: string) =>
 const CONNECT_TIMEOUT = "2 seconds"
 
 /** PostgreSQL at `url`: the shared store of a cluster of brokers (spawn plane included). */
-export const layer = (url: string): Layer.Layer<Stores | PgCluster | SharedSpawnTokens, Errors.ServiceUnavailable, BrokerConfig> =>
+export const layer = (url: string): Layer.Layer<Stores | PgCluster | SharedSpawnTokens | RelayForward.RelayDirectory, Errors.ServiceUnavailable, BrokerConfig> =>
   Layer.scopedContext(make(url)).pipe(
     Layer.provide(
       PgClient.layer({ url: Redacted.make(PostgresUrl.withSessionDefaults(url)), connectTimeout: CONNECT_TIMEOUT, maxConnections: 10, idleTimeout: "30 seconds", applicationName: "a2a-broker" })

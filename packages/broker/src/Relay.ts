@@ -5,8 +5,9 @@
  * spawn's runner, and the runner's answers (`log`, `term_output`, `stream_end`, `stream_error`)
  * are routed back to it by stream id. A link that goes away ends its streams with an error.
  *
- * Links are those of this broker process: with several broker instances, an agent's log is
- * reachable through the instance its runner is linked to (others answer `ServiceUnavailable`).
+ * Links are those of this broker process: with several broker instances (PostgreSQL), a client
+ * socket on an instance without the runner's link is piped to the instance holding it
+ * (`RelayForward.ts`); this service only ever opens streams on local links.
  */
 import { Errors, Ids, RunnerFrame } from "@mks/a2a"
 import { Context, Effect, Layer, Runtime, Scope } from "effect"

@@ -8,15 +8,20 @@
  * runner that is not linked, or does not know the spawn, is an `error` frame and a close code
  * (`RunnerFrame.RelayCloseCode`); a client that does not read is cut off (4008) and the
  * runner told to stop the stream, so it never backs up the runner's link.
+ *
+ * With several instances on PostgreSQL, a socket whose runner is linked to another instance is
+ * checked here all the same, then piped to that instance (`RelayForward.ts`), which checks the
+ * credential again; the frames and close codes are the holder's, the slow-client cut is ours.
  */
 import { HttpApiBuilder, HttpServerResponse, Socket } from "@effect/platform"
 import { Authenticator, Codec, Errors, Ids, Permission, RunnerFrame } from "@mks/a2a"
-import { Deferred, Effect, Runtime, Schedule, Schema } from "effect"
+import { Deferred, Effect, Option, Runtime, Schedule, Schema } from "effect"
 import { BrokerConfig } from "./BrokerConfig.js"
 import { Bus } from "./Bus.js"
 import * as Channels from "./Channels.js"
 import { TOKEN_POLL_MS } from "./Connections.js"
 import { Relay, type RelayStream, type StreamSink } from "./Relay.js"
+import * as RelayForward from "./RelayForward.js"
 import { TokenStore } from "./TokenStore.js"
 
 /**
@@ -39,6 +44,8 @@ const decodeN = queryInt("n", 0, RunnerFrame.MAX_LOG_TAIL, 200)
 const decodeCols = queryInt("cols", 1, 1_000, 120)
 const decodeRows = queryInt("rows", 1, 1_000, 40)
 const decodeClientFrame = Codec.decodeJson(RunnerFrame.RelayClientFrame)
+/** Client frames kept while the stream is being opened (a paste, a few keys and a resize fit). */
+const MAX_EARLY_FRAMES = 256
 const encodeLogs = Codec.encodeJson(RunnerFrame.RelayLogsFrame)
 const encodeTerminal = Codec.encodeJson(RunnerFrame.RelayTerminalFrame)
 
@@ -50,13 +57,18 @@ const relaySocket = (kind: Kind) =>
     const relay = yield* Relay
     const config = yield* BrokerConfig
     const tokens = yield* TokenStore
+    const directory = Option.getOrUndefined(yield* Effect.serviceOption(RelayForward.RelayDirectory))
     const { request, url, principal, id, token } = yield* Channels.preflight
+    // A socket another instance forwarded here (it did the checks below too, and does them again here).
+    const hop = request.headers[RelayForward.HOP_HEADER]
     const spawnId = yield* decodeSpawnId(id)
     // Other tenants' spawns are 404 (existence does not leak).
     const spawn = yield* bus.spawns.get(principal.tenant, spawnId)
     // `attach` reaches the principal's own spawns, `attach:any` every spawn of the tenant (Permission.ts).
+    // A forwarded socket is recorded on both instances; the holder's entry names the viewer's instance.
+    const detail = hop !== undefined && /^[0-9a-f]{1,32}$/.test(hop) ? `${kind} via instance ${hop}` : kind
     const record = (result: "allowed" | "refused", error?: string) =>
-      bus.audit.record({ tenant: principal.tenant, actor: principal.subject, action: "attach", spawnId, runnerId: spawn.runnerId, detail: kind, result, ...(error !== undefined ? { error } : {}) })
+      bus.audit.record({ tenant: principal.tenant, actor: principal.subject, action: "attach", spawnId, runnerId: spawn.runnerId, detail, result, ...(error !== undefined ? { error } : {}) })
     yield* Permission.authorizeAttach(principal, spawn).pipe(Effect.tapError((e) => record("refused", `${e._tag}: ${e.message}`)))
     yield* record("allowed")
     const open =
@@ -75,6 +87,18 @@ const relaySocket = (kind: Kind) =>
         let raw: ReturnType<typeof Channels.rawSocketOf>
         let closing = false
         let stream: RelayStream | undefined
+        /**
+         * Client frames that came before the stream was open (finding the instance that holds
+         * the runner's link takes a query): kept, in order, and sent once it is.
+         */
+        let early: Array<RunnerFrame.RelayClientFrame> | undefined = []
+        const apply = (frame: RunnerFrame.RelayClientFrame) => (frame.type === "input" ? stream?.input(frame.data) : stream?.resize(frame.cols, frame.rows))
+        const started = (opened: RelayStream | undefined) => {
+          stream = opened
+          const queued = early ?? []
+          early = undefined
+          for (const frame of queued) apply(frame)
+        }
 
         const close = (code: number, reason: string) => {
           if (closing) return
@@ -118,7 +142,11 @@ const relaySocket = (kind: Kind) =>
           }
           if (Channels.nestsDeeperThan(text)) return refuse(Channels.tooDeep())
           return decodeClientFrame(text).pipe(
-            Effect.map((frame) => (frame.type === "input" ? stream?.input(frame.data) : stream?.resize(frame.cols, frame.rows))),
+            Effect.flatMap((frame) => {
+              if (early === undefined) return Effect.sync(() => apply(frame))
+              if (early.length >= MAX_EARLY_FRAMES) return refuse(new Errors.ServiceUnavailable({ message: "the terminal is still opening: frame dropped, send it again" }))
+              return Effect.sync(() => void early?.push(frame))
+            }),
             Effect.catchAll(refuse)
           )
         }
@@ -148,10 +176,49 @@ const relaySocket = (kind: Kind) =>
         yield* Deferred.await(opened)
         if (closing) return
 
+        /**
+         * The runner's link is held by another instance (PostgreSQL): pipe this socket to the
+         * same path there, frames as they are both ways, its close code ours.
+         */
+        const forward = (holder: RelayForward.Holder, directory: RelayForward.RelayDirectoryService) => {
+          // The checked query, never the browser's `?token=` (the credential goes as a header).
+          const path = `${url.pathname}${open.kind === "logs" ? `?n=${open.n}` : `?cols=${open.cols}&rows=${open.rows}`}`
+          const upstream = RelayForward.connect(holder, path, token, directory.instance, spawn.runnerId, {
+            opened: () => {},
+            frame: out,
+            closed: (code, reason) => {
+              stream = undefined // ended by the holder: nothing to close there
+              close(code, reason.slice(0, 120))
+            },
+            failed: (error) => {
+              stream = undefined
+              fail(error)
+            }
+          })
+          const remote: RelayStream = {
+            id: 0,
+            input: (data) => upstream.send(JSON.stringify({ type: "input", data })),
+            resize: (cols, rows) => upstream.send(JSON.stringify({ type: "resize", cols, rows })),
+            close: upstream.close
+          }
+          return remote
+        }
+
         const opening = yield* Effect.either(relay.open(principal.tenant, spawn.runnerId, open, sink))
-        if (opening._tag === "Left") fail(opening.left)
-        else if (closing) opening.right.close()
-        else stream = opening.right
+        if (opening._tag === "Right") {
+          if (closing) opening.right.close()
+          else started(opening.right)
+        } else if (directory === undefined || hop !== undefined) fail(opening.left)
+        else {
+          // Not linked here: is it linked to another instance of the cluster?
+          const holder = yield* directory.holderOf(principal.tenant, spawn.runnerId)
+          if (closing) return
+          if (holder === undefined || holder.instance === directory.instance) fail(opening.left)
+          else started(forward(holder, directory))
+        }
+        early = undefined
+        // Whatever ends this socket's scope closes the stream (local or forwarded).
+        yield* Effect.addFinalizer(() => Effect.sync(() => stream?.close()))
 
         // A revoked static token closes the socket (as the peer channel's 4003).
         if (tokenId !== undefined) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * a2a-broker [--port 4200] [--host 127.0.0.1] [--db FILE|:memory:|memory|postgres://…] [--home DIR] [--public-url URL]
+ * a2a-broker [--port 4200] [--host 127.0.0.1] [--db FILE|:memory:|memory|postgres://…] [--home DIR] [--public-url URL] [--advertise-url URL]
  * a2a-broker token create --tenant T --role R [--scope P …] [--name N]   (prints the token alone on stdout)
  * a2a-broker token list [--json]
  * a2a-broker token revoke ID
@@ -15,7 +15,7 @@ import * as BrokerServer from "./BrokerServer.js"
 import * as TokenStore from "./TokenStore.js"
 import { VERSION } from "./version.js"
 
-const usage = `usage: a2a-broker [--port N] [--host H] [--db FILE|:memory:|memory|postgres://…] [--home DIR] [--public-url URL]
+const usage = `usage: a2a-broker [--port N] [--host H] [--db FILE|:memory:|memory|postgres://…] [--home DIR] [--public-url URL] [--advertise-url URL]
        a2a-broker token create --tenant T --role admin|peer|runner [--role …] [--scope PERMISSION …] [--name N]
        a2a-broker token list [--json]
        a2a-broker token revoke ID`
@@ -35,6 +35,7 @@ const { values, positionals } = (() => {
         db: { type: "string" },
         home: { type: "string" },
         "public-url": { type: "string" },
+        "advertise-url": { type: "string" },
         tenant: { type: "string" },
         role: { type: "string", multiple: true },
         scope: { type: "string", multiple: true },
@@ -78,6 +79,10 @@ const config = BrokerConfig.make({
   host: values.host ?? env.A2A_BROKER_HOST ?? "127.0.0.1",
   db: values.db ?? env.A2A_BROKER_DB ?? join(home, "broker.db"),
   publicUrl: values["public-url"] ?? env.A2A_BROKER_PUBLIC_URL,
+  // A2A_BROKER_ADVERTISE_URL is read by the broker itself (RelayForward.ts); the flag wins.
+  ...(values["advertise-url"] !== undefined
+    ? { advertiseUrl: /^https?:\/\/[^/\s]+/i.test(values["advertise-url"]) ? values["advertise-url"] : fail(`--advertise-url must be an http:// or https:// URL, got "${values["advertise-url"]}"`) }
+    : {}),
   ...(env.A2A_AUDIT_RETENTION_DAYS !== undefined ? { auditRetention: auditDays(env.A2A_AUDIT_RETENTION_DAYS) } : {}),
   version: VERSION,
   // A2A_BROKER_HEADERS_TIMEOUT_MS, _REQUEST_TIMEOUT_MS, _KEEP_ALIVE_TIMEOUT_MS, _MAX_PENDING_CONNECTIONS, _LISTEN_BACKLOG.
