@@ -11,39 +11,12 @@ import { eventually, FIXTURES, type RunnerProcess, startRunner } from "../../run
 import { openRelay, refusedRelay } from "../../runner/test/relay.js"
 import { client, http, startBroker, type TestBroker } from "./harness.js"
 import { runCli } from "./probe.js"
+import { fakeRunner } from "./support.js"
 
 const SHELL = join(FIXTURES, "shell-agent.mjs")
 
 /** A line of shell output (the prompt may land before it: the shell and the pty's echo race). */
 const shellLine = (text: string) => new RegExp(`(^|\\$ )${text}$`, "m")
-
-/** A runner link speaking raw frames; announces the relay only when asked. */
-const fakeRunner = (url: string, token: string, id: string, features?: Array<string>) =>
-  new Promise<{ ws: WebSocket; next: (type: string) => Promise<any>; send: (frame: unknown) => void }>((resolve, reject) => {
-    const ws = new WebSocket(`${url.replace("http", "ws")}/ws/runner/${id}`, { headers: { authorization: `Bearer ${token}` } })
-    const frames: Array<any> = []
-    const waiting: Array<{ type: string; resolve: (f: any) => void }> = []
-    ws.on("message", (data) => {
-      const frame = JSON.parse(String(data))
-      const i = waiting.findIndex((w) => w.type === frame.type)
-      if (i >= 0) waiting.splice(i, 1)[0]!.resolve(frame)
-      else frames.push(frame)
-    })
-    ws.on("unexpected-response", (_req, res) => reject(new Error(`runner link refused: ${res.statusCode}`)))
-    ws.on("open", () => {
-      ws.send(JSON.stringify({ type: "hello", runner: { id, host: "fake", labels: {}, capacity: 2, presets: ["command"], version: "old" }, agents: [], ...(features ? { features } : {}) }))
-      resolve({
-        ws,
-        send: (frame) => ws.send(JSON.stringify(frame)),
-        next: (type) =>
-          new Promise((res) => {
-            const i = frames.findIndex((f) => f.type === type)
-            if (i >= 0) res(frames.splice(i, 1)[0])
-            else waiting.push({ type, resolve: res })
-          })
-      })
-    })
-  })
 
 describe("relay of agent logs and terminals through the broker", () => {
   let broker: TestBroker

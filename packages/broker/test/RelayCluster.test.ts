@@ -19,6 +19,7 @@ import { openRelay, refusedRelay } from "../../runner/test/relay.js"
 import { HOP_HEADER } from "../src/RelayForward.js"
 import { client, http, startBroker, startBrokerProcess, tempHome, type TestBroker } from "./harness.js"
 import { runCli } from "./probe.js"
+import { fakeRunner } from "./support.js"
 
 const SHELL = join(FIXTURES, "shell-agent.mjs")
 
@@ -59,34 +60,6 @@ const a2a = (broker: { url: string }, token: string, args: ReadonlyArray<string>
     })
   return { child, until, exited }
 }
-
-/** A runner link speaking raw frames, announcing the relay. */
-const fakeRunner = (url: string, token: string, id: string) =>
-  new Promise<{ ws: WebSocket; next: (type: string) => Promise<any>; send: (frame: unknown) => void }>((resolve, reject) => {
-    const ws = new WebSocket(`${url.replace("http", "ws")}/ws/runner/${id}`, { headers: { authorization: `Bearer ${token}` } })
-    const frames: Array<any> = []
-    const waiting: Array<{ type: string; resolve: (f: any) => void }> = []
-    ws.on("message", (data) => {
-      const frame = JSON.parse(String(data))
-      const i = waiting.findIndex((w) => w.type === frame.type)
-      if (i >= 0) waiting.splice(i, 1)[0]!.resolve(frame)
-      else frames.push(frame)
-    })
-    ws.on("unexpected-response", (_req, res) => reject(new Error(`runner link refused: ${res.statusCode}`)))
-    ws.on("open", () => {
-      ws.send(JSON.stringify({ type: "hello", runner: { id, host: "fake", labels: {}, capacity: 2, presets: ["command"], version: "test" }, agents: [], features: ["relay"] }))
-      resolve({
-        ws,
-        send: (frame) => ws.send(JSON.stringify(frame)),
-        next: (type) =>
-          new Promise((res) => {
-            const i = frames.findIndex((f) => f.type === type)
-            if (i >= 0) res(frames.splice(i, 1)[0])
-            else waiting.push({ type, resolve: res })
-          })
-      })
-    })
-  })
 
 /** A relay socket with extra headers: its frames and its close. */
 const rawRelay = (url: string, path: string, headers: Record<string, string>) =>
@@ -218,7 +191,7 @@ if (!enabled) {
       // A third instance (the CLI, with its flag) advertising a URL where nothing listens.
       const c = await startBrokerProcess(home, ["--db", db.url, "--advertise-url", "http://127.0.0.1:1"])
       try {
-        const fake = await fakeRunner(c.url, runnerToken, "rt-far")
+        const fake = await fakeRunner(c.url, runnerToken, "rt-far", ["relay"])
         const admin = client(b, b.adminToken)
         await eventually(async () => (await admin.runners.list()).runners.find((r) => r.id === "rt-far" && r.status === "online"), "rt-far online", LONG)
         const created = await admin.spawn.create({ runner: "rt-far", command: "true" })
@@ -242,7 +215,7 @@ if (!enabled) {
 
     it("both sides close together: frames reach the runner's link on A, a client leaving B stops the stream there, a link dropping on A fails the socket on B", async () => {
       const admin = client(b, b.adminToken)
-      const fake = await fakeRunner(a.url, runnerToken, "rt-fake")
+      const fake = await fakeRunner(a.url, runnerToken, "rt-fake", ["relay"])
       await eventually(async () => (await admin.runners.list()).runners.find((r) => r.id === "rt-fake" && r.status === "online"), "rt-fake online", LONG)
       const created = await admin.spawn.create({ runner: "rt-fake", command: "true" })
       await fake.next("spawn")

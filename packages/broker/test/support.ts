@@ -1,5 +1,6 @@
 /** Small awaiting helpers for channel tests: wait for the event, never sleep. */
 import type { PromiseClient } from "@mks/a2a"
+import WebSocket from "ws"
 
 type Channel = PromiseClient.PromiseChannel
 type MessageJson = PromiseClient.MessageJson
@@ -48,3 +49,31 @@ export const record = (channel: Channel) => {
 
 /** Resolves once the channel said hello. */
 export const opened = (channel: Channel) => new Promise<void>((resolve) => channel.on("open", () => resolve()))
+
+/** A runner link speaking raw frames (`hello` sent on open); announces the relay only when asked. */
+export const fakeRunner = (url: string, token: string, id: string, features?: Array<string>) =>
+  new Promise<{ ws: WebSocket; next: (type: string) => Promise<any>; send: (frame: unknown) => void }>((resolve, reject) => {
+    const ws = new WebSocket(`${url.replace("http", "ws")}/ws/runner/${id}`, { headers: { authorization: `Bearer ${token}` } })
+    const frames: Array<any> = []
+    const waiting: Array<{ type: string; resolve: (f: any) => void }> = []
+    ws.on("message", (data) => {
+      const frame = JSON.parse(String(data))
+      const i = waiting.findIndex((w) => w.type === frame.type)
+      if (i >= 0) waiting.splice(i, 1)[0]!.resolve(frame)
+      else frames.push(frame)
+    })
+    ws.on("unexpected-response", (_req, res) => reject(new Error(`runner link refused: ${res.statusCode}`)))
+    ws.on("open", () => {
+      ws.send(JSON.stringify({ type: "hello", runner: { id, host: "fake", labels: {}, capacity: 2, presets: ["command"], version: "test" }, agents: [], ...(features ? { features } : {}) }))
+      resolve({
+        ws,
+        send: (frame) => ws.send(JSON.stringify(frame)),
+        next: (type) =>
+          new Promise((res) => {
+            const i = frames.findIndex((f) => f.type === type)
+            if (i >= 0) res(frames.splice(i, 1)[0])
+            else waiting.push({ type, resolve: res })
+          })
+      })
+    })
+  })
