@@ -33,6 +33,8 @@ export default defineConfig([
     clean: false,
     noExternal: [/.*/],
     minify: true,
+    // See src/lazyGlobals.ts: keeps a read of the global FormData from loading Node's undici.
+    inject: ["src/lazyGlobals.ts"],
     esbuildOptions(options) {
       options.alias = { "@mks/a2a": fileURLToPath(new URL("../core/src/index.ts", import.meta.url)) }
     },
