@@ -11,7 +11,10 @@
  * - Baseline for start and exit times: `node -e ''` (the floor of any Node process here).
  * Each figure is the median of `--runs` starts (default 5; `--quick` 2).
  *
- *   node bench/footprint.mjs [--quick] [--runs N]
+ *   node bench/footprint.mjs [--quick] [--runs N] [--only mcp]
+ *
+ * `--only mcp` measures the two MCP rows alone (with their bare-server baseline) and prints them
+ * without writing bench/results/footprint.json: a quick check while working on the MCP server.
  */
 import { spawn } from "node:child_process"
 import { writeFileSync } from "node:fs"
@@ -50,7 +53,9 @@ if (process.argv[2] === "bare-mcp") {
 }
 
 async function main() {
-  const { values } = parseArgs({ options: { quick: { type: "boolean", default: false }, runs: { type: "string" } } })
+  const { values } = parseArgs({ options: { quick: { type: "boolean", default: false }, runs: { type: "string" }, only: { type: "string" } } })
+  const onlyMcp = values.only === "mcp"
+  if (values.only !== undefined && !onlyMcp) throw new Error(`--only takes mcp, not ${values.only}`)
   const RUNS = Number(values.runs ?? (values.quick ? 2 : 5))
   const loadavgAtStart = machine().loadavg
   const { Client } = await import("@modelcontextprotocol/sdk/client/index.js")
@@ -123,6 +128,16 @@ async function main() {
   const broker = await startBroker()
   log("a2a-mcp")
   const mcp = await mcpStart([bin("mcp")], { A2A_BROKER_URL: broker.url, A2A_TOKEN: broker.token, A2A_PEER_NAME: "footprint" })
+  if (onlyMcp) {
+    await broker.stop()
+    const rows = [
+      result({ name: "MCP server start → tools/list", ours: mcp.startMs, baseline: bare.startMs, unit: "ms", target: "≤ 1.3× bare SDK server", met: mcp.startMs <= 1.3 * bare.startMs }),
+      result({ name: "MCP server idle RSS", ours: mcp.idleRssMiB, baseline: bare.idleRssMiB, unit: "MiB", target: "≤ 1.2× bare SDK server", met: mcp.idleRssMiB <= 1.2 * bare.idleRssMiB })
+    ]
+    printTable(rows, [["name", "figure"], ["ours", "ours"], ["baseline", "baseline"], ["ratio", "ratio"], ["unit", "unit"], ["target", "target"], ["met", "met"]])
+    log(`load average at start ${loadavgAtStart.join(" ")}, now ${machine().loadavg.join(" ")}`)
+    process.exit(0)
+  }
 
   const brokerStart = await serverStart("a2a-broker", () => {
     const home = tempDir("a2a-bench-footprint-broker-")

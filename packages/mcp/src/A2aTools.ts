@@ -3,7 +3,10 @@
  * agents bridged onto the bus (message them with `send_peer_message`; their answers arrive as
  * ordinary messages) and the local peers reachable by A2A clients, with their card URLs.
  */
-import { FetchHttpClient, HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import * as HttpClientResponse from "@effect/platform/HttpClientResponse"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { A2a } from "@mks/a2a"
 import { Effect, Redacted, Schema } from "effect"
 import { describeError, Session } from "./Session.js"
@@ -36,7 +39,7 @@ export const listA2aAgents: Tool = {
         Effect.flatMap(HttpClientResponse.filterStatusOk),
         Effect.flatMap(HttpClientResponse.schemaBodyJson(RemoteAgents)),
         Effect.scoped,
-        Effect.provide(FetchHttpClient.layer),
+        Effect.provide(NodeHttpClient.layer),
         Effect.mapError((e) => new ToolError({ message: `list_a2a_agents: ${describeError(e)}` }))
       )
       const { peers } = yield* session.client.api.peers.list({ urlParams: {} }).pipe(Effect.mapError((e) => new ToolError({ message: `list_a2a_agents: ${describeError(e)}` })))

@@ -5,7 +5,7 @@
 import { BrokerClient } from "@mks/a2a"
 import { Config, ConfigError, Effect, Either, Option, Schema } from "effect"
 import { execFileSync } from "node:child_process"
-import { readFileSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 
@@ -76,8 +76,20 @@ const flag = (variable: string, fallback: boolean) =>
     Config.withDefault(fallback)
   )
 
-/** The git work tree containing `cwd`, or null (no git, or not in a repository). */
+/**
+ * The git work tree containing `cwd`, or null (not in a repository): the nearest directory at or
+ * above `cwd` holding a `.git` entry (a directory, or the file of a linked worktree or
+ * submodule), which is what `git rev-parse --show-toplevel` answers. Looking for it costs
+ * microseconds; spawning git before the MCP handshake cost 5–150 ms of every start (more on a
+ * busy machine). Only when `GIT_DIR` or `GIT_WORK_TREE` point elsewhere is git asked.
+ */
 export const gitRootOf = (cwd: string): string | null => {
+  if (process.env.GIT_DIR === undefined && process.env.GIT_WORK_TREE === undefined) {
+    for (let dir = Path.resolve(cwd); ; dir = Path.dirname(dir)) {
+      if (existsSync(Path.join(dir, ".git"))) return dir
+      if (Path.dirname(dir) === dir) return null
+    }
+  }
   try {
     const out = execFileSync("git", ["rev-parse", "--show-toplevel"], { cwd, stdio: ["ignore", "pipe", "ignore"], timeout: 2_000 })
     const root = out.toString("utf8").trim()

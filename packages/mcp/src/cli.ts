@@ -5,7 +5,9 @@
  */
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js"
 import { BrokerClient, StackRecord } from "@mks/a2a"
-import { NodeRuntime } from "@effect/platform-node"
+// Subpaths, not the package index: the index would pull every platform module into the bin.
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Deferred, Effect, Layer, Logger, LogLevel, Option } from "effect"
 import { fileURLToPath } from "node:url"
 import * as McpConfig from "./McpConfig.js"
@@ -123,7 +125,10 @@ const watchAgent = Effect.gen(function*() {
 const program = Effect.gen(function*() {
   const config = yield* McpConfig.read
   const transport = new StdioServerTransport()
-  yield* McpServer.serve(config, transport).pipe(Effect.provide(BrokerClient.layer(config.broker)))
+  // node:http rather than the fetch-based client of BrokerClient.layer: Node's fetch (undici)
+  // costs tens of milliseconds and several MiB when it loads on the first request.
+  const broker = Layer.effect(BrokerClient.BrokerClient, BrokerClient.make(config.broker)).pipe(Layer.provide(NodeHttpClient.layer))
+  yield* McpServer.serve(config, transport).pipe(Effect.provide(broker))
   const gone = yield* watchAgent
   yield* Effect.logDebug(`a2a-mcp ${VERSION} serving on stdio for broker ${config.broker.url}, agent pid ${initialParent}`)
   const why = yield* Deferred.await(gone)
