@@ -58,11 +58,15 @@ export const defaultHome = (): string => process.env.A2A_HOME ?? join(homedir(),
 /** A runner id from the host name, kept to the id alphabet. */
 export const defaultId = (): string => hostname().replace(/[^A-Za-z0-9_.:-]/g, "-").replace(/^[^A-Za-z0-9]+/, "") || "runner"
 
-/** argv of the installed `@mks/a2a-mcp` (its `dist/cli.js` under this Node), else `npx`. */
+/**
+ * argv of the installed `@mks/a2a-mcp` (its `dist/cli.js` under this Node, with the Node flags
+ * its own `--print-config` gives: a 2 MiB young generation, ~13 MiB less idle RSS per session),
+ * else `npx`.
+ */
 const defaultMcpCommand = (): ReadonlyArray<string> => {
   try {
     const pkg = createRequire(import.meta.url).resolve("@mks/a2a-mcp/package.json")
-    return [process.execPath, join(dirname(pkg), "dist", "cli.js")]
+    return [process.execPath, "--max-semi-space-size=2", join(dirname(pkg), "dist", "cli.js")]
   } catch {
     return ["npx", "-y", "@mks/a2a-mcp"]
   }
