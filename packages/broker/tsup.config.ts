@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs"
+import { fileURLToPath } from "node:url"
 import { defineConfig } from "tsup"
 
 const { version } = JSON.parse(readFileSync(new URL("./package.json", import.meta.url), "utf8"))
@@ -30,6 +31,10 @@ export default defineConfig([
     // Everything but the native and optional modules (tsup's `noExternal` wins over `external`).
     noExternal: [/^(?!(better\-sqlite3|@mks\/a2a\-dashboard|pg\-native)(\/|$))/],
     external: ["better-sqlite3", "@mks/a2a-dashboard", "pg-native"],
+    minify: true,
+    esbuildOptions(options) {
+      options.alias = { "@mks/a2a": fileURLToPath(new URL("../core/src/index.ts", import.meta.url)) }
+    },
     define: { __VERSION__: JSON.stringify(version) },
     // Bundled CommonJS dependencies (ws, …) call require() for node built-ins.
     banner: { js: 'import { createRequire as __a2aCreateRequire } from "node:module"; const require = __a2aCreateRequire(import.meta.url);' }

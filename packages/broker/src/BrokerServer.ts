@@ -4,7 +4,7 @@
  * `HttpApp` (`layerApp`) that a host mounts beside its own routes on its own server.
  */
 import { HttpApiBuilder, HttpApiError, HttpApp, HttpIncomingMessage, HttpRouter, HttpServer, HttpServerError, HttpServerRequest } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Authenticator, Errors, ServerLimits, SpawnTokens } from "@mks/a2a"
 import { Context, Effect, Layer, Option } from "effect"
 import { createServer, type Server } from "node:http"

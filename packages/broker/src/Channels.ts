@@ -4,7 +4,7 @@
  * ownership, role), so a refused socket gets a proper HTTP status and a JSON error body.
  */
 import { HttpApiBuilder, HttpRouter, HttpServerRequest, HttpServerResponse, Socket } from "@effect/platform"
-import { NodeHttpServerRequest } from "@effect/platform-node"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import type { Duplex } from "node:stream"
 import { Authenticator, ChannelFrame, ChannelHub, ChannelSession, Codec, Errors, Ids, Inbox, Principal, RunnerFrame } from "@mks/a2a"
 import { Deferred, Effect, Exit, type Fiber, FiberSet, Queue, Runtime, Schema, Scope, Stream } from "effect"

@@ -5,7 +5,7 @@
  * a2a-broker token list [--json]
  * a2a-broker token revoke ID
  */
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Permission, ServerLimits } from "@mks/a2a"
 import { Effect, Layer, Logger, LogLevel } from "effect"
 import { join } from "node:path"
