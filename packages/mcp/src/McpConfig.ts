@@ -40,6 +40,14 @@ export interface McpConfig {
    * declare it). Whoever enables channels in the client sets this; pushes are then acked.
    */
   readonly channels: boolean
+  /**
+   * `A2A_PUSH_SETTLE_MS` (default 2,000): how long after `initialized` pushes to Claude Code
+   * start. Claude Code 2.1.330 registers its channel handler a while after the MCP handshake
+   * (~0.45 s seen on a loaded machine) and silently drops a notification that arrives sooner;
+   * messages that arrive meanwhile wait, unacked, and are pushed in order once it has passed.
+   * Other clients are pushed to at once.
+   */
+  readonly pushSettleMs: number
   readonly cwd: string
   readonly gitRoot: string | null
   readonly host: string
@@ -153,6 +161,10 @@ export const read: Effect.Effect<McpConfig, ConfigError.ConfigError> = Effect.ge
   const unregisterOnExit = yield* flag("A2A_UNREGISTER_ON_EXIT", false)
   const push = yield* flag("A2A_PUSH", true)
   const channels = yield* flag("A2A_CHANNELS", false)
+  const pushSettleMs = yield* Config.integer("A2A_PUSH_SETTLE_MS").pipe(
+    Config.validate({ message: "A2A_PUSH_SETTLE_MS must be between 0 and 60000", validation: (ms) => ms >= 0 && ms <= 60_000 }),
+    Config.withDefault(2_000)
+  )
   const agentPidEnv = yield* Config.option(Config.integer("A2A_AGENT_PID"))
   const taskLeaseMs = yield* Config.integer("A2A_TASK_LEASE_MS").pipe(
     Config.validate({ message: "A2A_TASK_LEASE_MS must be between 300 and 3600000", validation: (ms) => ms >= 300 && ms <= 3_600_000 }),
@@ -170,6 +182,7 @@ export const read: Effect.Effect<McpConfig, ConfigError.ConfigError> = Effect.ge
     unregisterOnExit,
     push,
     channels,
+    pushSettleMs,
     cwd,
     gitRoot: gitRootOf(cwd),
     host: Os.hostname(),

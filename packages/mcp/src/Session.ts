@@ -27,6 +27,9 @@ import {
 } from "effect"
 import { candidates, deriveName, type McpConfig } from "./McpConfig.js"
 
+/** The `clientInfo.name` Claude Code gives in `initialize` (pushes to it wait `pushSettleMs`). */
+export const CLAUDE_CODE = "claude-code"
+
 /** What the MCP client told us in `initialize`. */
 export interface ClientInfo {
   /** The client's name (`claude-code`, …); the agent kind unless `A2A_AGENT` says otherwise. */
@@ -197,7 +200,10 @@ export const make = (
     const scope = yield* Effect.scope
     const state = yield* SubscriptionRef.make<SessionState>({ _tag: "Starting" })
     const registered = yield* Deferred.make<Peer.Peer>()
+    /** Whether this session pushes at all (client capability and `A2A_PUSH`), once `init` is known. */
     let pushing = false
+    /** Whether pushes go out now (Claude Code: only once `pushSettleMs` passed after `initialized`). */
+    let pushLive = false
     let pending: Array<Message.Message> = []
     let events: Array<ChannelFrame.PeerEvent> = []
     let waiters = 0
@@ -221,6 +227,19 @@ export const make = (
     const register = Effect.gen(function*() {
       const info = yield* Deferred.await(init)
       pushing = config.push && (info.channels || config.channels)
+      if (pushing) {
+        const settle = info.name === CLAUDE_CODE ? config.pushSettleMs : 0
+        if (settle === 0) pushLive = true
+        else {
+          yield* Effect.sleep(Duration.millis(settle)).pipe(
+            Effect.zipRight(Effect.suspend(() => {
+              pushLive = true
+              return flush
+            })),
+            Effect.forkIn(scope)
+          )
+        }
+      }
       const base = {
         summary: Option.getOrUndefined(config.summary),
         agent: Option.getOrElse(config.agent, () => info.name).slice(0, 64),
@@ -261,9 +280,38 @@ export const make = (
       )
     })
 
+    /**
+     * Push what waited for the settle time, in order (messages, then events), each message acked
+     * once written; stops at the first failure or when a tool is waiting (it takes them then).
+     */
+    const flush: Effect.Effect<void> = Effect.suspend(() => {
+      if (!pushLive || waiters > 0) return Effect.void
+      const message = pending[0]
+      if (message !== undefined) {
+        return notify(message.body, messageMeta(message)).pipe(
+          Effect.zipRight(Effect.suspend(() => {
+            if (pending[0] === message) pending = pending.slice(1)
+            return ack(message.seq)
+          })),
+          Effect.zipRight(flush),
+          Effect.catchAll(() => Effect.void)
+        )
+      }
+      const event = events[0]
+      if (event === undefined || (event.type !== "task" && event.type !== "spawn_status")) return Effect.void
+      const [text, meta] = event.type === "task" ? [taskText(event), taskMeta(event)] : [spawnText(event), spawnMeta(event)]
+      return notify(text, meta).pipe(
+        Effect.zipRight(Effect.suspend(() => {
+          if (events[0] === event) events = events.slice(1)
+          return flush
+        })),
+        Effect.catchAll(() => Effect.void)
+      )
+    })
+
     const deliver = (message: Message.Message) =>
       Effect.gen(function*() {
-        if (pushing && waiters === 0 && pending.length === 0) {
+        if (pushLive && waiters === 0 && pending.length === 0) {
           const pushed = yield* notify(message.body, messageMeta(message)).pipe(Effect.as(true), Effect.catchAll(() => Effect.succeed(false)))
           if (pushed) return yield* ack(message.seq)
         }
@@ -278,7 +326,7 @@ export const make = (
           if (myId === undefined || !taskEventFor(event, myId)) return
           if (event.change === "reassigned") held.add(event.task.id)
         }
-        if (pushing && waiters === 0) {
+        if (pushLive && waiters === 0 && events.length === 0) {
           const [text, meta] = event.type === "task" ? [taskText(event), taskMeta(event)] : [spawnText(event), spawnMeta(event)]
           const pushed = yield* notify(text, meta).pipe(Effect.as(true), Effect.catchAll(() => Effect.succeed(false)))
           if (pushed) return

@@ -43,6 +43,8 @@ Environment:
   A2A_CHANNELS=1   the client shows channel messages though it does not declare claude/channel
                    (Claude Code started with --dangerously-load-development-channels server:a2a)
   A2A_PUSH=0       never push messages, even to clients that declare claude/channel
+  A2A_PUSH_SETTLE_MS   ms after initialized before pushes to Claude Code begin (default 2000;
+                   it drops channel messages that arrive before its handler is registered)
   A2A_UNREGISTER_ON_EXIT=1   delete the peer and its inbox on exit (default: go offline, keep them)
 `
 

@@ -35,6 +35,8 @@ export interface SessionOptions {
   readonly name?: string
   readonly teams?: string
   readonly channels?: boolean
+  /** The `clientInfo.name` the client gives in `initialize` (default `a2a-test-client`). */
+  readonly clientName?: string
   readonly env?: Record<string, string>
   readonly cwd?: string
 }
@@ -53,7 +55,7 @@ export const startSession = async (options: SessionOptions): Promise<McpSession>
   let stderr = ""
   transport.stderr?.on("data", (chunk) => (stderr += String(chunk)))
   const client = new Client(
-    { name: "a2a-test-client", version: "1.0.0" },
+    { name: options.clientName ?? "a2a-test-client", version: "1.0.0" },
     { capabilities: options.channels === true ? { experimental: { "claude/channel": {} } } : {} }
   )
   const pushed: Array<Pushed> = []
