@@ -195,6 +195,8 @@ export const make = (deps: LeaseDeps) =>
     let local = 0
     let exactCount = 0
     let syncs = 0
+    /** Set when the scope closes: no new slices from then on. */
+    let closing = false
     const idleMs = Math.max(1_000, 5 * settings.flushMs)
 
     const stateOf = (key: Ids.KeyId, now: number): KeyState => {
@@ -278,7 +280,7 @@ export const make = (deps: LeaseDeps) =>
             const used = base.tokens + snap.tokens
             let leased = Math.max(0, u.leased - sweptTokens - (L - newLease))
             let grant = 0
-            if (mode.topUp && st.quota !== undefined) {
+            if (mode.topUp && !closing && st.quota !== undefined) {
               const free = st.quota - used - u.reserved - leased
               if (free >= settings.minFree && free > 0) grant = Math.floor(free / SLICE_SHARE)
             }
@@ -388,7 +390,7 @@ export const make = (deps: LeaseDeps) =>
         const admitted = tryLocal(st, held, now)
         if (admitted !== undefined) {
           // Running low: take the next slice in the background, before it runs out.
-          if (st.quota !== undefined && st.syncing === 0 && available(st) < st.lastSlice / 2 && now >= st.noSliceUntil)
+          if (!closing && st.quota !== undefined && st.syncing === 0 && available(st) < st.lastSlice / 2 && now >= st.noSliceUntil)
             runFork(Effect.ignore(sync(st, { topUp: true })))
           return Effect.succeed(admitted)
         }
@@ -470,16 +472,18 @@ export const make = (deps: LeaseDeps) =>
     // ---- the flush loop, the sweep of dead instances' leases, the final flush ----
 
     const tick = Effect.gen(function* () {
+      if (closing) return
       const now = yield* Clock.currentTimeMillis
       const work: Array<Effect.Effect<unknown, unknown>> = []
       for (const st of states.values()) {
         const hasPending = st.pending.requests > 0 || st.pending.tokens > 0 || st.pending.byModel.size > 0
         const idle = st.held === 0 && now - st.lastActive > idleMs
+        // Renew a lease well before an instance would stop using it (0.9 × TTL).
+        const renew = st.lease > 0 && st.deadline - now < settings.ttlMs * 0.6
+        const low = st.quota !== undefined && !idle && available(st) < st.lastSlice / 2 && now >= st.noSliceUntil
         if (idle && st.lease > 0) work.push(sync(st, { topUp: false, giveBack: "all" }))
-        else if (hasPending || st.lease > 0) {
-          const low = st.quota !== undefined && !idle && available(st) < st.lastSlice / 2 && now >= st.noSliceUntil
-          work.push(sync(st, { topUp: low }))
-        } else if (idle && st.holds.size === 0) states.delete(st.key)
+        else if (hasPending || renew || low) work.push(sync(st, { topUp: low }))
+        else if (idle && st.lease === 0 && st.holds.size === 0) states.delete(st.key)
       }
       yield* Effect.forEach(work, (w) => Effect.ignore(w), { concurrency: 4, discard: true })
     })
@@ -502,10 +506,10 @@ export const make = (deps: LeaseDeps) =>
     // On close: write what was settled here and give every lease back (bounded, so a database
     // that is away cannot hold the shutdown: its leases then lapse after `ttlMs`).
     yield* Effect.addFinalizer(() =>
-      Effect.forEach(Array.from(states.values()), (st) => Effect.ignore(sync(st, { topUp: false, giveBack: "all" })), { concurrency: 4, discard: true }).pipe(
-        Effect.timeoutOption("5 seconds"),
-        Effect.asVoid
-      )
+      Effect.suspend(() => {
+        closing = true
+        return Effect.forEach(Array.from(states.values()), (st) => Effect.ignore(sync(st, { topUp: false, giveBack: "all" })), { concurrency: 4, discard: true })
+      }).pipe(Effect.timeoutOption("5 seconds"), Effect.asVoid)
     )
 
     return { reserve, settle, release, snapshot, stats: () => ({ local, exact: exactCount, syncs }) } satisfies Leases
