@@ -379,7 +379,7 @@ const leaseCap = async (url, PgStore) => {
   const stores = []
   for (let i = 0; i < 2; i++) {
     const scope = Effect.runSync(Scope.make())
-    const ctx = await Effect.runPromise(Layer.buildWithScope(PgStore.layer(url), scope))
+    const ctx = await Effect.runPromise(Layer.buildWithScope(PgStore.layer(url, { leases: { enabled: true } }), scope))
     stores.push({ scope, ctx, meter: Context.get(ctx, UsageMeter.UsageMeter), admitted: 0, checks: 0 })
   }
   const t0 = performance.now()
@@ -475,13 +475,13 @@ try {
     const url = await createDatabase()
     // Same run, same database server: the exact path (leases off) with the limits it was
     // always measured with, then with the lease path's limits (a token quota only), then the
-    // lease path (the default), then the lease path across two instances until refused.
+    // lease path (A2A_PROXY_QUOTA_LEASES), then the lease path across two instances until refused.
     quota.push(await proxyQuota("postgres store, exact path (one conditional UPDATE each)", () => PgStore.layer(url, { leases: { enabled: false } })))
     quota.push(
       await proxyQuota("postgres store, exact path, token quota only", () => PgStore.layer(url, { leases: { enabled: false } }), { limits: { tokensPer5h: 1e12 } })
     )
     quota.push(
-      await proxyQuota("postgres store, quota leases (default), token quota only", () => PgStore.layer(url), { limits: { tokensPer5h: 1e12 }, parallelOps: CONFIG.leaseOps })
+      await proxyQuota("postgres store, quota leases, token quota only", () => PgStore.layer(url, { leases: { enabled: true } }), { limits: { tokensPer5h: 1e12 }, parallelOps: CONFIG.leaseOps })
     )
     leaseRun = await leaseCap(await createDatabase(), PgStore)
   }

@@ -34,7 +34,7 @@ import { Clock, Config, Effect, Runtime, Schedule, Schema } from "effect"
 
 /** The lease settings (env names documented in docs/proxy.md and docs/scaling.md). */
 export interface LeaseSettings {
-  /** `A2A_PROXY_QUOTA_LEASES` (default on): admit token-quota keys against local leases. */
+  /** `A2A_PROXY_QUOTA_LEASES` (default off, see docs/scaling.md): admit token-quota keys against local leases. */
   readonly enabled: boolean
   /** `A2A_PROXY_QUOTA_FLUSH_MS` (default 200): how often settled usage is written and leases renewed. */
   readonly flushMs: number
@@ -44,7 +44,7 @@ export interface LeaseSettings {
   readonly minFree: number
 }
 
-export const defaultSettings: LeaseSettings = { enabled: true, flushMs: 200, ttlMs: 30_000, minFree: 100_000 }
+export const defaultSettings: LeaseSettings = { enabled: false, flushMs: 200, ttlMs: 30_000, minFree: 100_000 }
 
 export const settingsConfig: Config.Config<LeaseSettings> = Config.all({
   enabled: Config.boolean("A2A_PROXY_QUOTA_LEASES").pipe(Config.withDefault(defaultSettings.enabled)),
@@ -485,7 +485,10 @@ export const make = (deps: LeaseDeps) =>
         else if (hasPending || renew || low) work.push(sync(st, { topUp: low }))
         else if (idle && st.lease === 0 && st.holds.size === 0) states.delete(st.key)
       }
-      yield* Effect.forEach(work, (w) => Effect.ignore(w), { concurrency: 4, discard: true })
+      yield* Effect.forEach(work, (w) => Effect.catchAllCause(w, (cause) => Effect.logWarning("quota lease flush failed (retried next interval)", cause)), {
+        concurrency: 4,
+        discard: true
+      })
     })
     yield* tick.pipe(Effect.repeat(Schedule.spaced(settings.flushMs)), Effect.interruptible, Effect.forkScoped)
 
