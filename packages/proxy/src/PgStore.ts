@@ -14,7 +14,7 @@
  * PostgreSQL row locks serialise concurrent admissions of one key across all proxies, so the
  * quota can never be overshot. Settle and release are one statement each as well.
  *
- * Quota leases (`internal/pgLeases.ts`, on by default, `A2A_PROXY_QUOTA_*`): for keys with a token
+ * Quota leases (`internal/pgLeases.ts`, off by default, `A2A_PROXY_QUOTA_*`): for keys with a token
  * quota and no request-count limit, each instance leases a slice of the free budget
  * (`a2a_proxy_leases`, summed in the usage row's `leased`) and admits against it in memory; the
  * statement above is then the exact path, taken below the minimum free budget, and it counts
