@@ -227,6 +227,10 @@ export const make = (deps: LeaseDeps) =>
     /** Admit here, without a round trip, if the lease covers the bound. */
     const tryLocal = (st: KeyState, bound: number, now: number): UsageMeter.Reservation | undefined => {
       if (st.blocked) return undefined
+      // A state the flush loop no longer tracks is never flushed nor renewed, and `settle` would not
+      // find it: nothing may be admitted on it (its lease row is the instance's, and the key's
+      // current state takes it over at its next sync).
+      if (states.get(st.key) !== st) return undefined
       if (st.quota !== undefined && (now >= st.deadline || available(st) < bound)) return undefined
       const id = `l_${instance}_${(counter++).toString(36)}`
       st.holds.set(id, bound)
@@ -387,6 +391,8 @@ export const make = (deps: LeaseDeps) =>
         const held = Math.ceil(bound)
         const st = stateOf(key, now)
         st.quota = quota
+        // Any request for the key is activity, admitted here or not (it may wait for a sync first).
+        st.lastActive = now
         const admitted = tryLocal(st, held, now)
         if (admitted !== undefined) {
           // Running low: take the next slice in the background, before it runs out.
@@ -477,7 +483,9 @@ export const make = (deps: LeaseDeps) =>
       const work: Array<Effect.Effect<unknown, unknown>> = []
       for (const st of states.values()) {
         const hasPending = st.pending.requests > 0 || st.pending.tokens > 0 || st.pending.byModel.size > 0
-        const idle = st.held === 0 && now - st.lastActive > idleMs
+        // Never idle while a sync is queued or running: requests may be waiting for it (the first
+        // slice: lease and holds are still 0), and dropping the state then would orphan it.
+        const idle = st.held === 0 && st.syncing === 0 && now - st.lastActive > idleMs
         // Renew a lease well before an instance would stop using it (0.9 × TTL).
         const renew = st.lease > 0 && st.deadline - now < settings.ttlMs * 0.6
         const low = st.quota !== undefined && !idle && available(st) < st.lastSlice / 2 && now >= st.noSliceUntil
