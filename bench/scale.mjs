@@ -41,8 +41,8 @@ const { values: flags } = parseArgs({ options: { quick: { type: "boolean", defau
 if (flags.only !== undefined && flags.only !== "quota") throw new Error(`--only ${flags.only}: only "quota" can be run alone`)
 const ONLY_QUOTA = flags.only === "quota"
 const CONFIG = flags.quick
-  ? { pairs: 10, window: 20, warmupMs: 500, durationMs: 2_000, quotaOps: 300, latencyRate: 200, latencyMs: 3_000, quotaCap: 50 }
-  : { pairs: 20, window: 20, warmupMs: 1_000, durationMs: 5_000, quotaOps: 2_000, latencyRate: 200, latencyMs: 10_000, quotaCap: 200 }
+  ? { pairs: 10, window: 20, warmupMs: 500, durationMs: 2_000, quotaOps: 300, leaseOps: 5_000, leaseCapChecks: 5_000, latencyRate: 200, latencyMs: 3_000, quotaCap: 50 }
+  : { pairs: 20, window: 20, warmupMs: 1_000, durationMs: 5_000, quotaOps: 2_000, leaseOps: 40_000, leaseCapChecks: 40_000, latencyRate: 200, latencyMs: 10_000, quotaCap: 200 }
 const CORES = cpus().length
 
 const require = createRequire(join(ROOT, "packages", "broker", "package.json"))
@@ -315,13 +315,12 @@ const openLoopLatency = async (cluster, rate, durationMs, pairs = 4) => {
 
 // ---- 2. the proxy's quota check ------------------------------------------------------------------
 
-const proxyQuota = async (label, build) => {
+const proxyQuota = async (label, build, { limits = { tokensPer5h: 1e12, requestsPerMinute: 1e9 }, parallelOps = CONFIG.quotaOps } = {}) => {
   const { Effect, Layer, Context, Scope, Exit } = await import(require.resolve("effect"))
   const { UsageMeter } = await import(join(ROOT, "packages", "core", "dist", "index.js"))
   const scope = Effect.runSync(Scope.make())
   const ctx = await Effect.runPromise(Layer.buildWithScope(build(), scope))
   const meter = Context.get(ctx, UsageMeter.UsageMeter)
-  const limits = { tokensPer5h: 1e12, requestsPerMinute: 1e9 }
   const usage = { inputTokens: 10, outputTokens: 20, cacheCreationInputTokens: 0, cacheReadInputTokens: 0 }
   const once = (key) => Effect.flatMap(meter.reserve(key, limits, 100), (r) => meter.settle(r, "m", usage))
   const times = []
@@ -331,13 +330,13 @@ const proxyQuota = async (label, build) => {
     times.push(performance.now() - t)
   }
   const t0 = performance.now()
-  await Effect.runPromise(Effect.forEach(Array.from({ length: CONFIG.quotaOps }, (_, i) => i), (i) => once(`k_par_${i % 10}`), { concurrency: 50, discard: true }))
-  const parallelPerS = CONFIG.quotaOps / ((performance.now() - t0) / 1000)
+  await Effect.runPromise(Effect.forEach(Array.from({ length: parallelOps }, (_, i) => i), (i) => once(`k_par_${i % 10}`), { concurrency: 50, discard: true }))
+  const parallelPerS = parallelOps / ((performance.now() - t0) / 1000)
   // One key whose quota (tokensPer5h) fits `quotaCap` holds of 100 tokens, and 4× as many
   // attempts on it, 50 at once, each holding its bound until all are done: at most quotaCap
   // may be admitted, and the tokens held may never exceed the quota.
   const capKey = "k_cap"
-  const capLimits = { tokensPer5h: CONFIG.quotaCap * 100, requestsPerMinute: 1e9 }
+  const capLimits = { ...limits, tokensPer5h: CONFIG.quotaCap * 100 }
   const attempts = CONFIG.quotaCap * 4
   const outcomes = await Effect.runPromise(
     Effect.forEach(Array.from({ length: attempts }, (_, i) => i), () => Effect.either(meter.reserve(capKey, capLimits, 100)), { concurrency: 50 })
@@ -346,18 +345,100 @@ const proxyQuota = async (label, build) => {
   const refused = outcomes.filter((o) => o._tag === "Left" && o.left._tag === "RateLimited").length
   const held = (await Effect.runPromise(meter.snapshot(capKey))).reservedTokens
   await Effect.runPromise(Effect.forEach(admitted, (r) => meter.release(r), { concurrency: 50, discard: true }))
+  const leaseStats = leaseStatsOf(ctx, Context)
   await Effect.runPromise(Scope.close(scope, Exit.void))
   const stats = summarize(times.sort((a, b) => a - b))
   const cap = { quotaTokens: capLimits.tokensPer5h, attempts, admitted: admitted.length, refused, heldTokens: held, withinQuota: admitted.length * 100 <= capLimits.tokensPer5h && held <= capLimits.tokensPer5h }
-  const row = { label, ...roundAll({ meanMs: stats.mean, p50Ms: stats.p50, p99Ms: stats.p99, checksPerS50: parallelPerS }), cap }
+  const row = { label, limits, parallelOps, ...roundAll({ meanMs: stats.mean, p50Ms: stats.p50, p99Ms: stats.p99, checksPerS50: parallelPerS }), cap, ...(leaseStats === undefined ? {} : { leaseStats }) }
   log(
     `${label}: reserve+settle mean ${row.meanMs} ms, p99 ${row.p99Ms} ms; ${row.checksPerS50}/s with 50 at once; cap ${cap.quotaTokens} tokens: ${cap.admitted}/${attempts} admitted, ${cap.refused} refused, ${cap.heldTokens} held`
   )
   return row
 }
 
+/** The lease path's counters (local admissions, exact ones, transactions), when the store has them. */
+const leaseStatsOf = (ctx, Context) => {
+  const tag = ctx.unsafeMap.get("@mks/a2a-proxy/PgLeaseStats")
+  return tag === undefined ? undefined : tag.stats()
+}
+
+/**
+ * The lease path across instances: two PostgreSQL stores (two proxies) on one key whose token
+ * quota fits `leaseCapChecks` requests of 100 tokens, 25 checks in flight on each (50 in all),
+ * every admitted request settled with its whole bound, until each worker is refused. The total
+ * admitted must not exceed the quota, nor the tokens the database counts once both closed
+ * (closing writes what each settled); checks/s is over the whole run (slices, flushes, the
+ * exact tail below `minFree` and the refusals included).
+ */
+const leaseCap = async (url, PgStore) => {
+  const { Effect, Layer, Context, Scope, Exit } = await import(require.resolve("effect"))
+  const { UsageMeter } = await import(join(ROOT, "packages", "core", "dist", "index.js"))
+  const quotaTokens = CONFIG.leaseCapChecks * 100
+  const limits = { tokensPer5h: quotaTokens }
+  const usage = { inputTokens: 70, outputTokens: 30, cacheCreationInputTokens: 0, cacheReadInputTokens: 0 }
+  const stores = []
+  for (let i = 0; i < 2; i++) {
+    const scope = Effect.runSync(Scope.make())
+    const ctx = await Effect.runPromise(Layer.buildWithScope(PgStore.layer(url, { leases: { enabled: true } }), scope))
+    stores.push({ scope, ctx, meter: Context.get(ctx, UsageMeter.UsageMeter), admitted: 0, checks: 0 })
+  }
+  const t0 = performance.now()
+  // The lease regime: until 80 % of the quota is admitted the free budget is far above
+  // `minFree`; the rest includes the exact tail and the refusals.
+  let at80 = null
+  const mark80 = () => {
+    if (at80 !== null || stores.reduce((n, s) => n + s.admitted, 0) < 0.8 * CONFIG.leaseCapChecks) return
+    at80 = { ms: performance.now() - t0, checks: stores.reduce((n, s) => n + s.checks, 0) }
+  }
+  await Promise.all(
+    stores.flatMap((s) =>
+      Array.from({ length: 25 }, async () => {
+        for (;;) {
+          s.checks++
+          const r = await Effect.runPromise(Effect.either(s.meter.reserve("k_lease_cap", limits, 100)))
+          if (r._tag === "Left") return
+          s.admitted++
+          mark80()
+          await Effect.runPromise(s.meter.settle(r.right, "m", usage))
+        }
+      })
+    )
+  )
+  const seconds = (performance.now() - t0) / 1000
+  const perStore = stores.map((s) => ({ admitted: s.admitted, checks: s.checks, ...leaseStatsOf(s.ctx, Context) }))
+  for (const s of stores) await Effect.runPromise(Scope.close(s.scope, Exit.void))
+  const [row] = (await (async () => {
+    const client = new pg.Client({ connectionString: url })
+    await client.connect()
+    try {
+      return (await client.query("SELECT tokens, leased FROM a2a_proxy_usage WHERE key_id = 'k_lease_cap'")).rows
+    } finally {
+      await client.end()
+    }
+  })())
+  const admitted = stores.reduce((n, s) => n + s.admitted, 0)
+  const checks = stores.reduce((n, s) => n + s.checks, 0)
+  const out = {
+    label: "postgres store, quota leases, 2 instances on one key until refused",
+    quotaTokens,
+    admitted,
+    admittedTokens: admitted * 100,
+    usedTokensInDb: Number(row?.tokens ?? 0),
+    leasedAfterClose: Number(row?.leased ?? 0),
+    checks,
+    seconds: round(seconds),
+    checksPerS50: round(checks / seconds),
+    checksPerS50Until80Pct: at80 === null ? null : round(at80.checks / (at80.ms / 1000)),
+    perStore,
+    withinQuota: admitted * 100 <= quotaTokens && Number(row?.tokens ?? 0) <= quotaTokens
+  }
+  log(`${out.label}: ${admitted} admitted (${out.admittedTokens} of ${quotaTokens} tokens; ${out.usedTokensInDb} in the database), ${out.checksPerS50} checks/s over the run, ${out.checksPerS50Until80Pct} checks/s until 80 % of the quota`)
+  return out
+}
+
 const runs = []
 const quota = []
+let leaseRun = null
 let latency = null
 try {
   if (!ONLY_QUOTA) log(`delivery: ${CONFIG.pairs} pairs x window ${CONFIG.window}, ${CONFIG.durationMs} ms after ${CONFIG.warmupMs} ms warm-up`)
@@ -392,7 +473,17 @@ try {
   quota.push(await proxyQuota("file store (memory meter, flushed to a file)", () => UsageFile.layer({ path: join(dir, "usage.json") })))
   if (pgReachable) {
     const url = await createDatabase()
-    quota.push(await proxyQuota("postgres store (one conditional UPDATE each)", () => PgStore.layer(url)))
+    // Same run, same database server: the exact path (leases off) with the limits it was
+    // always measured with, then with the lease path's limits (a token quota only), then the
+    // lease path (A2A_PROXY_QUOTA_LEASES), then the lease path across two instances until refused.
+    quota.push(await proxyQuota("postgres store, exact path (one conditional UPDATE each)", () => PgStore.layer(url, { leases: { enabled: false } })))
+    quota.push(
+      await proxyQuota("postgres store, exact path, token quota only", () => PgStore.layer(url, { leases: { enabled: false } }), { limits: { tokensPer5h: 1e12 } })
+    )
+    quota.push(
+      await proxyQuota("postgres store, quota leases, token quota only", () => PgStore.layer(url, { leases: { enabled: true } }), { limits: { tokensPer5h: 1e12 }, parallelOps: CONFIG.leaseOps })
+    )
+    leaseRun = await leaseCap(await createDatabase(), PgStore)
   }
 } finally {
   await dropDatabases()
@@ -452,9 +543,19 @@ if (latency !== null)
   rows.push(
     result({ name: `cross-instance send→push p99 at ${latency.rateMsgPerS} msg/s (2 brokers, postgres)`, ours: latency.p99Ms, baseline: 10, unit: "ms", target: "p99 <= 10 ms", met: latency.p99Ms <= 10 && latency.received === latency.sent, p50Ms: latency.p50Ms, sent: latency.sent, received: latency.received })
   )
-const pgQuota = quota.find((q) => q.label.startsWith("postgres"))
-if (pgQuota !== undefined) {
-  rows.push(result({ name: "proxy quota checks per second, postgres, 50 in flight", ours: pgQuota.checksPerS50, baseline: 10_000, unit: "checks/s", target: ">= 10,000", met: pgQuota.checksPerS50 >= 10_000 }))
+const pgQuota = quota.find((q) => q.label.startsWith("postgres store, exact path (one"))
+const pgExactTokens = quota.find((q) => q.label.startsWith("postgres store, exact path, token"))
+const pgLease = quota.find((q) => q.label.startsWith("postgres store, quota leases"))
+if (pgLease !== undefined) {
+  rows.push(
+    result({ name: "proxy quota checks per second, postgres, 50 in flight", ours: pgLease.checksPerS50, baseline: 10_000, unit: "checks/s", target: ">= 10,000", met: pgLease.checksPerS50 >= 10_000, path: "quota leases", exactPathChecksPerS50: pgExactTokens?.checksPerS50, leaseStats: pgLease.leaseStats })
+  )
+  rows.push(result({ name: "quota checks per second, 50 in flight: postgres leases vs exact path, token quota only (same run)", ours: pgLease.checksPerS50, baseline: pgExactTokens.checksPerS50, unit: "checks/s", target: "reported", met: true }))
+}
+if (leaseRun !== null) {
+  rows.push(
+    result({ name: `quota never exceeded, postgres quota leases, 2 instances: admitted of quota ${leaseRun.quotaTokens / 100}`, ours: leaseRun.admitted, baseline: leaseRun.quotaTokens / 100, unit: "requests", target: "admitted <= quota, used tokens <= quota", met: leaseRun.withinQuota, usedTokensInDb: leaseRun.usedTokensInDb, checksPerS50: leaseRun.checksPerS50, checksPerS50Until80Pct: leaseRun.checksPerS50Until80Pct })
+  )
 }
 for (const q of quota)
   rows.push(
@@ -467,6 +568,7 @@ if (pgQuota !== undefined && fileQuota !== undefined)
 if (runs.length > 0) printTable(runs, [["label", "delivery"], ["instances", "instances"], ["msgPerS", "msg/s"], ["p50Ms", "p50 ms"], ["p99Ms", "p99 ms"], ["maxMs", "max ms"], ["brokerCpuUsPerMsg", "broker µs/msg"], ["dbCpuUsPerMsg", "db µs/msg"], ["loadGenCpuUsPerMsg", "loadgen µs/msg"], ["otherCpuMs", "other CPU ms"], ["machineBusyPct", "busy %"]])
 if (latency !== null) printTable([latency], [["label", "latency"], ["sent", "sent"], ["received", "received"], ["p50Ms", "p50 ms"], ["p99Ms", "p99 ms"], ["maxMs", "max ms"]])
 printTable(quota, [["label", "quota check"], ["meanMs", "mean ms"], ["p50Ms", "p50 ms"], ["p99Ms", "p99 ms"], ["checksPerS50", "/s, 50 at once"]])
+if (leaseRun !== null) printTable([leaseRun], [["label", "leases across instances"], ["quotaTokens", "quota"], ["admittedTokens", "admitted tokens"], ["usedTokensInDb", "used (db)"], ["checksPerS50Until80Pct", "checks/s to 80 %"], ["checksPerS50", "checks/s, whole run"], ["withinQuota", "within quota"]])
 printTable(rows.filter((r) => r.target !== "reported" || r.name.includes("same run")), [["name", "target row"], ["ours", "ours"], ["baseline", "baseline"], ["ratio", "ratio"], ["target", "target"], ["met", "met"]])
 const isQuotaRow = (name) => name.startsWith("quota ") || name.startsWith("proxy quota ")
 const previous = ONLY_QUOTA && existsSync(join(ROOT, "bench", "results", "scale.json")) ? JSON.parse(readFileSync(join(ROOT, "bench", "results", "scale.json"), "utf8")) : undefined
@@ -474,7 +576,7 @@ const file = writeResults(
   "scale",
   previous !== undefined
     ? // Section 3 alone: keep the last full run's other figures, replace the quota ones.
-      { ...previous, results: [...previous.results.filter((r) => !isQuotaRow(r.name)), ...rows], quota, quotaRun: { machine: machine(), config: CONFIG, postgres: pgReachable ? "ran" : "NOT RUN (no server)", at: new Date().toISOString() } }
-    : { machine: machine(), config: CONFIG, postgres: pgReachable ? "ran" : "NOT RUN (no server)", results: rows, delivery: runs, latency, capacity, quota }
+      { ...previous, results: [...previous.results.filter((r) => !isQuotaRow(r.name)), ...rows], quota, leaseRun, quotaRun: { machine: machine(), config: CONFIG, postgres: pgReachable ? "ran" : "NOT RUN (no server)", at: new Date().toISOString() } }
+    : { machine: machine(), config: CONFIG, postgres: pgReachable ? "ran" : "NOT RUN (no server)", results: rows, delivery: runs, latency, capacity, quota, leaseRun }
 )
 log(`wrote ${file}`)

@@ -14,6 +14,12 @@
  * PostgreSQL row locks serialise concurrent admissions of one key across all proxies, so the
  * quota can never be overshot. Settle and release are one statement each as well.
  *
+ * Quota leases (`internal/pgLeases.ts`, off by default, `A2A_PROXY_QUOTA_*`): for keys with a token
+ * quota and no request-count limit, each instance leases a slice of the free budget
+ * (`a2a_proxy_leases`, summed in the usage row's `leased`) and admits against it in memory; the
+ * statement above is then the exact path, taken below the minimum free budget, and it counts
+ * `leased` like `reserved`, so the two paths together cannot overshoot either.
+ *
  * Fail closed: every database error is a `ServiceUnavailable` (503, Anthropic-shaped), never an
  * unmetered request; a probe every `PROBE_MS` sets and clears `problem()` so `/health` and every
  * request answer 503 while the database is away, and it recovers by itself.
@@ -24,6 +30,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Errors, Ids, KeyStore, PostgresUrl, Usage, UsageMeter, VirtualKey } from "@mks/a2a"
 import { Clock, Context, Effect, Layer, Redacted, Schedule, Schema } from "effect"
 import { randomBytes } from "node:crypto"
+import * as Leases from "./internal/pgLeases.js"
 import { KeyFile } from "./KeyFile.js"
 import { UsageFile } from "./UsageFile.js"
 
@@ -42,7 +49,8 @@ const MIGRATIONS = [
     input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL, cache_creation BIGINT NOT NULL, cache_read BIGINT NOT NULL,
     tokens BIGINT NOT NULL, by_model JSONB NOT NULL, reserved BIGINT NOT NULL, minute BIGINT[] NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS a2a_proxy_holds (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, tokens BIGINT NOT NULL, at BIGINT NOT NULL)`,
-  `CREATE INDEX IF NOT EXISTS a2a_proxy_holds_at ON a2a_proxy_holds (at)`
+  `CREATE INDEX IF NOT EXISTS a2a_proxy_holds_at ON a2a_proxy_holds (at)`,
+  ...Leases.LEASE_MIGRATIONS
 ]
 
 const unavailable = (e: SqlError) => new Errors.ServiceUnavailable({ message: `store unavailable: ${e.message}` })
@@ -79,11 +87,24 @@ interface UsageRow {
   readonly tokens: number | string
   readonly by_model: Record<string, { requests: number; inputTokens: number; outputTokens: number; cacheCreationInputTokens: number; cacheReadInputTokens: number }>
   readonly reserved: number | string
+  readonly leased?: number | string
   readonly minute: ReadonlyArray<number | string>
 }
 
-export const make = Effect.gen(function* () {
+export interface Options {
+  /** Quota lease settings; unset fields come from the environment (`A2A_PROXY_QUOTA_*`), then the defaults. */
+  readonly leases?: Partial<Leases.LeaseSettings>
+}
+
+export type LeaseSettings = Leases.LeaseSettings
+export type LeaseStats = Leases.LeaseStats
+
+/** Counters of the lease path of one store (tests, benchmarks). */
+export class PgLeaseStats extends Context.Tag("@mks/a2a-proxy/PgLeaseStats")<PgLeaseStats, { readonly stats: () => Leases.LeaseStats; readonly settings: Leases.LeaseSettings }>() {}
+
+export const makeWith = (options: Options = {}) => Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
+  const settings: Leases.LeaseSettings = { ...(yield* Leases.settingsConfig), ...options.leases }
   yield* sql.withTransaction(
     Effect.gen(function* () {
       yield* sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`
@@ -230,7 +251,7 @@ export const make = Effect.gen(function* () {
         return new Errors.RateLimited({ message: `quota: ${limits.requestsPer5h} requests per 5 hours`, retryAfter: seconds(windowEnd - now), limit: "requests_per_5h" })
       }
       const settled = open ? Number(r!.tokens) : 0
-      const reserved = r === undefined ? 0 : Number(r.reserved)
+      const reserved = r === undefined ? 0 : Number(r.reserved) + Number(r.leased ?? 0)
       const quota = limits.tokensPer5h ?? Number.POSITIVE_INFINITY
       const heldUp = settled + bound <= quota && reserved > 0
       return new Errors.RateLimited({
@@ -271,7 +292,7 @@ export const make = Effect.gen(function* () {
               minute = ARRAY(SELECT t FROM unnest(u.minute) AS t WHERE t > ${now - MINUTE_MS} ORDER BY t) || ${now}::bigint
             WHERE (${rpm}::bigint IS NULL OR (SELECT count(*) FROM unnest(u.minute) AS t WHERE t > ${now - MINUTE_MS}) < ${rpm}::bigint)
               AND (${per5h}::bigint IS NULL OR (CASE WHEN ${now} >= u.window_start + ${W} THEN 0 ELSE u.requests END) < ${per5h}::bigint)
-              AND (${quota}::bigint IS NULL OR (CASE WHEN ${now} >= u.window_start + ${W} THEN 0 ELSE u.tokens END) + u.reserved + ${held} <= ${quota}::bigint)
+              AND (${quota}::bigint IS NULL OR (CASE WHEN ${now} >= u.window_start + ${W} THEN 0 ELSE u.tokens END) + u.reserved + u.leased + ${held} <= ${quota}::bigint)
             RETURNING u.key_id)
           INSERT INTO a2a_proxy_holds (id, key_id, tokens, at) SELECT ${id}, key_id, ${held}, ${now} FROM admitted RETURNING id`
           if (rows.length === 0) return yield* Effect.fail(yield* refusal(key, limits, bound, now))
@@ -347,18 +368,25 @@ export const make = Effect.gen(function* () {
   })
   yield* Effect.sleep(60_000).pipe(Effect.zipRight(Effect.ignore(sweepHolds)), Effect.forever, Effect.interruptible, Effect.forkScoped)
 
-  const meter: UsageMeter.UsageMeterService = { reserve, settle, release, snapshot }
+  const exact: UsageMeter.UsageMeterService = { reserve, settle, release, snapshot }
+  const leases = settings.enabled
+    ? yield* Leases.make({ sql, settings, instance: `${processTag}${randomBytes(2).toString("hex")}`, exact, problem: () => problem, down, sqlFailure })
+    : undefined
+  const meter: UsageMeter.UsageMeterService = leases === undefined ? exact : { reserve: leases.reserve, settle: leases.settle, release: leases.release, snapshot: leases.snapshot }
   const health = { problem: () => problem, flush: Effect.asVoid(Effect.ignore(flushLastUsed)) }
   return Context.make(KeyStore.KeyStore, keys).pipe(
     Context.add(UsageMeter.UsageMeter, meter),
     Context.add(KeyFile, health),
-    Context.add(UsageFile, { problem: () => problem, flush: Effect.void })
+    Context.add(UsageFile, { problem: () => problem, flush: Effect.void }),
+    Context.add(PgLeaseStats, { stats: () => leases?.stats() ?? { local: 0, exact: 0, syncs: 0 }, settings })
   )
 })
 
+export const make = makeWith()
+
 /** Keys and usage in PostgreSQL at `url` (tables created on first start). */
-export const layer = (url: string): Layer.Layer<KeyStore.KeyStore | UsageMeter.UsageMeter | KeyFile | UsageFile, Errors.ServiceUnavailable> =>
-  Layer.scopedContext(sqlFailure(make)).pipe(
+export const layer = (url: string, options: Options = {}): Layer.Layer<KeyStore.KeyStore | UsageMeter.UsageMeter | KeyFile | UsageFile | PgLeaseStats, Errors.ServiceUnavailable> =>
+  Layer.scopedContext(sqlFailure(makeWith(options))).pipe(
     Layer.provide(PgClient.layer({ url: Redacted.make(PostgresUrl.withSessionDefaults(url)), connectTimeout: "2 seconds", maxConnections: 20, idleTimeout: "30 seconds", applicationName: "a2a-proxy" })),
     Layer.mapError((e) => new Errors.ServiceUnavailable({ message: `cannot open the proxy store: ${(e as { message?: string }).message ?? String(e)}` }))
   )
