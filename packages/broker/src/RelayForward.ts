@@ -40,9 +40,12 @@ export interface RelayDirectoryService {
 /** Present only on a shared store (PostgreSQL): the instances of the cluster and their URLs. */
 export class RelayDirectory extends Context.Tag("@mks/a2a-broker/RelayDirectory")<RelayDirectory, RelayDirectoryService>() {}
 
+/** Whether `url` can be advertised: an http:// or https:// URL with a host (the flag and the env variable). */
+export const isAdvertiseUrl = (url: string): boolean => /^https?:\/\/[^/\s]+/i.test(url)
+
 const advertiseConfig = Config.option(
   Config.string("A2A_BROKER_ADVERTISE_URL").pipe(
-    Config.validate({ message: "A2A_BROKER_ADVERTISE_URL must be an http:// or https:// URL", validation: (url) => /^https?:\/\/[^/\s]+/i.test(url) })
+    Config.validate({ message: "A2A_BROKER_ADVERTISE_URL must be an http:// or https:// URL", validation: isAdvertiseUrl })
   )
 )
 

@@ -12,6 +12,7 @@ import { join } from "node:path"
 import { parseArgs } from "node:util"
 import * as BrokerConfig from "./BrokerConfig.js"
 import * as BrokerServer from "./BrokerServer.js"
+import { isAdvertiseUrl } from "./RelayForward.js"
 import * as TokenStore from "./TokenStore.js"
 import { VERSION } from "./version.js"
 
@@ -81,7 +82,7 @@ const config = BrokerConfig.make({
   publicUrl: values["public-url"] ?? env.A2A_BROKER_PUBLIC_URL,
   // A2A_BROKER_ADVERTISE_URL is read by the broker itself (RelayForward.ts); the flag wins.
   ...(values["advertise-url"] !== undefined
-    ? { advertiseUrl: /^https?:\/\/[^/\s]+/i.test(values["advertise-url"]) ? values["advertise-url"] : fail(`--advertise-url must be an http:// or https:// URL, got "${values["advertise-url"]}"`) }
+    ? { advertiseUrl: isAdvertiseUrl(values["advertise-url"]) ? values["advertise-url"] : fail(`--advertise-url must be an http:// or https:// URL, got "${values["advertise-url"]}"`) }
     : {}),
   ...(env.A2A_AUDIT_RETENTION_DAYS !== undefined ? { auditRetention: auditDays(env.A2A_AUDIT_RETENTION_DAYS) } : {}),
   version: VERSION,

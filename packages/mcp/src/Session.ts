@@ -280,6 +280,10 @@ export const make = (
       )
     })
 
+    /** Push a task or spawn event as a channel notification. */
+    const notifyEvent = (event: TaskEvent | typeof ChannelFrame.SpawnStatusChanged.Type) =>
+      event.type === "task" ? notify(taskText(event), taskMeta(event)) : notify(spawnText(event), spawnMeta(event))
+
     /**
      * Push what waited for the settle time, in order (messages, then events), each message acked
      * once written; stops at the first failure or when a tool is waiting (it takes them then).
@@ -299,8 +303,7 @@ export const make = (
       }
       const event = events[0]
       if (event === undefined || (event.type !== "task" && event.type !== "spawn_status")) return Effect.void
-      const [text, meta] = event.type === "task" ? [taskText(event), taskMeta(event)] : [spawnText(event), spawnMeta(event)]
-      return notify(text, meta).pipe(
+      return notifyEvent(event).pipe(
         Effect.zipRight(Effect.suspend(() => {
           if (events[0] === event) events = events.slice(1)
           return flush
@@ -327,8 +330,7 @@ export const make = (
           if (event.change === "reassigned") held.add(event.task.id)
         }
         if (pushLive && waiters === 0 && events.length === 0) {
-          const [text, meta] = event.type === "task" ? [taskText(event), taskMeta(event)] : [spawnText(event), spawnMeta(event)]
-          const pushed = yield* notify(text, meta).pipe(Effect.as(true), Effect.catchAll(() => Effect.succeed(false)))
+          const pushed = yield* notifyEvent(event).pipe(Effect.as(true), Effect.catchAll(() => Effect.succeed(false)))
           if (pushed) return
         }
         events.push(event)
