@@ -2,10 +2,10 @@
  * The broker's state: the core protocol services, from memory or from a SQL database.
  */
 import { ChannelHub, Errors, Inbox, PeerRegistry, PostgresUrl, SpawnPlane, TaskBoard, TeamDirectory } from "@mks/a2a"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Schedule, Scope } from "effect"
 import { SqlClient } from "@effect/sql"
 import { SqliteClient } from "@effect/sql-sqlite-node"
-import { mkdirSync } from "node:fs"
+import { mkdirSync, statSync } from "node:fs"
 import { createRequire } from "node:module"
 import { dirname } from "node:path"
 import { Worker } from "node:worker_threads"
@@ -100,17 +100,23 @@ const betterSqlite3Path = (): string | undefined => {
   return undefined
 }
 
+/** The WAL size at which the checkpointer thread starts (a broker that writes little never needs it). */
+const CHECKPOINTER_START_BYTES = 4 * 1024 * 1024
+
 /**
  * Checkpoint the WAL of `file` from a thread of its own, so the fsync and page copies of a
- * checkpoint never run on the event loop. Without better-sqlite3 to load, the event loop keeps
- * checkpointing (every 20,000 pages).
+ * checkpoint never run on the event loop. The thread (an isolate of its own, ~10 MiB of RSS) starts
+ * once the WAL first holds `CHECKPOINTER_START_BYTES`: until then the event loop looks at the WAL's
+ * size once per interval (one `stat`), so an idle or lightly used broker does not carry it. Without
+ * better-sqlite3 to load, the event loop keeps checkpointing (every 20,000 pages).
  */
-const walCheckpointer = (file: string) =>
+const walCheckpointer = (file: string, startBytes = CHECKPOINTER_START_BYTES) =>
   Layer.scopedDiscard(
     Effect.gen(function* () {
       const module = betterSqlite3Path()
       if (module === undefined) return yield* Effect.logWarning("no checkpointer thread: better-sqlite3 not found")
-      yield* Effect.acquireRelease(
+      const walSize = Effect.sync(() => statSync(`${file}-wal`, { throwIfNoEntry: false })?.size ?? 0)
+      const startThread = Effect.acquireRelease(
         Effect.sync(() => {
           const worker = new Worker(CHECKPOINTER, { eval: true, workerData: { module, file, intervalMs: CHECKPOINT_INTERVAL_MS } })
           worker.on("error", (e) => process.stderr.write(`a2a-broker: the WAL checkpointer thread failed: ${String(e)}\n`))
@@ -126,6 +132,12 @@ const walCheckpointer = (file: string) =>
             })
             worker.postMessage("stop")
           })
+      )
+      const scope = yield* Effect.scope
+      yield* walSize.pipe(
+        Effect.repeat({ schedule: Schedule.spaced(CHECKPOINT_INTERVAL_MS), until: (size) => size >= startBytes }),
+        Effect.zipRight(Scope.extend(startThread, scope)),
+        Effect.forkIn(scope)
       )
     })
   )
