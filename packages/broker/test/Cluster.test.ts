@@ -111,6 +111,33 @@ if (!enabled) {
       first.ws.close()
       replacement.ws.close()
     }, 120_000)
+
+    it("events one instance makes reach a socket on the other in the order they were made (docs/scaling.md, Events)", async () => {
+      const a = await startBrokerProcess(home, ["--db", db.url])
+      children.push(a)
+      const b = await startBrokerProcess(home, ["--db", db.url])
+      children.push(b)
+      const token = readFileSync(join(home, "broker.token"), "utf8").trim()
+      const watcher = await register(b, token, "order-watcher")
+      const socket = await channel(b, token, watcher)
+      await socket.next((f) => f.type === "hello")
+      // Made on A, one after the other, with messages to the watcher in between (they keep seq
+      // order among themselves; the promise gives no order between an event and a message).
+      const EVENTS = 100
+      const sender = await register(a, token, "order-sender")
+      for (let i = 0; i < EVENTS; i++) {
+        expect((await http(a, token, "POST", "/api/teams", { name: `ordered-${i}` })).status).toBe(201)
+        if (i % 10 === 0) expect((await http(a, token, "POST", "/api/messages", { from: sender, to: watcher, body: String(i) })).status).toBe(201)
+      }
+      const teams = () =>
+        socket
+          .all((f) => f.type === "event" && f.event.type === "team_changed" && String(f.event.team).startsWith("ordered-"))
+          .map((f) => Number(String(f.event.team).slice("ordered-".length)))
+      await until([socket], () => teams().length >= EVENTS && messagesOf(socket).length >= EVENTS / 10, "the events and messages made on A")
+      expect(teams()).toEqual(Array.from({ length: EVENTS }, (_, i) => i))
+      expect(messagesOf(socket).map((m) => Number(m.body))).toEqual(Array.from({ length: EVENTS / 10 }, (_, i) => i * 10))
+      socket.ws.close()
+    }, 120_000)
   })
 
   describe("instances in one process, one of them behind a TCP gate to the database", () => {
