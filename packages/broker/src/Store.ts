@@ -11,7 +11,6 @@ import { dirname } from "node:path"
 import { Worker } from "node:worker_threads"
 import { BrokerConfig } from "./BrokerConfig.js"
 import * as AuditLog from "./AuditLog.js"
-import * as PgStore from "./PgStore.js"
 import type { SharedSpawnTokens } from "./TokenStore.js"
 import * as SqliteSpawnPlane from "./SqliteSpawnPlane.js"
 import * as SqlStore from "./SqlStore.js"
@@ -172,7 +171,10 @@ export const layerSqlite = (file: string): Layer.Layer<Stores | SharedSpawnToken
  * PostgreSQL at `url` (`postgres://…`): the store of several broker instances sharing one
  * database (see `PgStore.ts` and docs/scaling.md).
  */
-export const layerPostgres = (url: string): Layer.Layer<Stores, Errors.ServiceUnavailable, BrokerConfig> => PgStore.layer(url)
+export const layerPostgres = (url: string): Layer.Layer<Stores, Errors.ServiceUnavailable, BrokerConfig> =>
+  // Loaded on demand: the PostgreSQL store and its driver (`pg`, whose load also pulls in Node's
+  // fetch implementation) are ~1/4 of the bin's code, parsed at every start of a SQLite broker.
+  Layer.unwrapEffect(Effect.promise(() => import("./PgStore.js")).pipe(Effect.map((PgStore) => PgStore.layer(url))))
 
 /**
  * The store for a `--db` value: `memory` for no persistence at all, a `postgres://` URL for a
