@@ -56,13 +56,9 @@ import {
 } from "./Task.js"
 import { CreateTeam, TeamList, TeamResponse } from "./Team.js"
 
-type Json<S extends Schema.Schema.Any> = Schema.Schema.Encoded<S>
+import type { Json, MessageJson, PeerEventJson, PeerJson, SendResultJson, TaskJson } from "./WireJson.js"
 
-export type PeerJson = Json<typeof Peer>
-export type MessageJson = Json<typeof Message>
-export type PeerEventJson = Json<typeof ChannelFrame.PeerEvent>
-export type TaskJson = Json<typeof TaskResponse>["task"]
-export type SendResultJson = Json<typeof SendResult>
+export type { MessageJson, PeerEventJson, PeerJson, SendResultJson, TaskJson }
 /** Input of `channel.send`: `POST /api/messages` fields without `from`, plus an optional `ref`. */
 export type ChannelSendJson = Omit<Json<typeof ChannelFrame.Send>, "type">
 

@@ -20,3 +20,23 @@ export {
   type PromiseChannel,
   type SendResultJson
 } from "./PromiseClient.js"
+/** The wire's records and frames as JSON types (`import type`: no code is loaded). */
+export type {
+  ClientFrameJson,
+  CreateTaskJson,
+  Json,
+  RelayClientFrameJson,
+  RelayLogsFrameJson,
+  RelayTerminalFrameJson,
+  RunnerJson,
+  RunnerStatusJson,
+  ServerFrameJson,
+  SpawnJson,
+  SpawnSpecJson,
+  SpawnStatusJson,
+  TaskChangeJson,
+  TaskJson,
+  TaskStateJson,
+  TeamJson,
+  WireErrorJson
+} from "./WireJson.js"

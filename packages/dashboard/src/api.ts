@@ -2,12 +2,12 @@
  * The broker's HTTP API, same origin, with the session's bearer token. Every failure is an
  * `ApiError` carrying the broker's `{_tag, message}` (or a `NetworkError` when it is unreachable).
  */
-import type { Message, NewTask, Peer, Runner, Spawn, SpawnSpec, Task, TaskState, Team, WireError } from "./wire.js"
+import type { ErrorBody, Message, NewTask, Peer, Runner, Spawn, SpawnSpec, Task, TaskState, Team, WireError } from "./wire.js"
 
 export class ApiError extends Error {
   constructor(
     readonly status: number,
-    readonly error: WireError
+    readonly error: ErrorBody
   ) {
     super(error.message)
   }
@@ -16,7 +16,7 @@ export class ApiError extends Error {
   }
 }
 
-const asWireError = (status: number, body: unknown): WireError =>
+const asWireError = (status: number, body: unknown): ErrorBody =>
   typeof body === "object" && body !== null && typeof (body as WireError)._tag === "string" && typeof (body as WireError).message === "string"
     ? (body as WireError)
     : { _tag: status === 0 ? "NetworkError" : `Http${status}`, message: status === 0 ? "the broker cannot be reached" : `the broker answered ${status}` }

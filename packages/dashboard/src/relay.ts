@@ -5,6 +5,7 @@
  * cannot set headers on a WebSocket). The views and the terminal are written against the
  * `Relay` interface, so an embedder (or a test) may put another one in `window.a2aRelay`.
  */
+import type { RelayLogsFrameJson, RelayTerminalFrameJson } from "@mks/a2a/client"
 
 /** A live view of an agent's output lines. */
 export interface LogStream {
@@ -40,17 +41,8 @@ const MAX_INPUT = 65_536
 /** Relay close codes (RunnerFrame.RelayCloseCode in @mks/a2a). */
 export const RelayCloseCode = { normal: 1000, goingAway: 1001, revoked: 4003, slowConsumer: 4008, notFound: 4404, runnerUnavailable: 4503 } as const
 
-interface WireError {
-  readonly _tag: string
-  readonly message: string
-}
-
-type ServerFrame =
-  | { readonly type: "log"; readonly lines: ReadonlyArray<string>; readonly at: string }
-  | { readonly type: "output"; readonly data: string }
-  | { readonly type: "exit"; readonly status: string; readonly exitCode?: number }
-  | { readonly type: "end"; readonly reason: string; readonly status?: string; readonly exitCode?: number }
-  | { readonly type: "error"; readonly error: WireError }
+/** What the broker writes on a log or terminal relay socket (core's relay frames, as types). */
+type ServerFrame = RelayLogsFrameJson | RelayTerminalFrameJson
 
 const parse = (text: string): ServerFrame | undefined => {
   try {
