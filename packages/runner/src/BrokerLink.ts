@@ -1,22 +1,22 @@
 /**
  * The runner's control link to the broker, `GET /ws/runner/:id`: `hello` with the spawn
- * agents it runs (the broker reconciles), spawn and stop orders in, `spawn_status` reports and
- * heartbeats out, reconnects with backoff. Agents keep running while the broker is away;
- * reports made meanwhile are sent after the next `hello`.
+ * agents it runs (the broker reconciles), spawn and stop orders in, `spawn_status` reports out.
+ * The link itself (dialling, `hello` then the reports made while it was down, heartbeats,
+ * reconnects on a `Schedule`, 4009) is core's `RunnerLink`; this module is what the orders mean
+ * to this runner. Agents keep running while the broker is away.
  *
  * It also answers the broker's relay streams (`features: ["relay"]` in `hello`): the log tail
  * and live lines of a spawn's agent, and its pseudo-terminal, multiplexed by stream id.
  */
-import { Codec, Errors, RunnerFrame, RunnerPolicy } from "@mks/a2a"
-import { Context, Duration, Effect, Layer, Runtime, Schedule, Schema } from "effect"
+import { Errors, RunnerFrame, RunnerLink, RunnerPolicy } from "@mks/a2a"
+import { Context, Effect, Layer, Runtime, Schema } from "effect"
 import { hostname } from "node:os"
-import WebSocket from "ws"
 import type { Agent, AgentStatus } from "./Agent.js"
 import * as OrderPolicy from "./OrderPolicy.js"
 import { RunnerConfig } from "./RunnerConfig.js"
 import { specOfOrder, Supervisor, type SupervisorService } from "./Supervisor.js"
 
-export type LinkState = "disabled" | "connecting" | "open" | "closed"
+export type LinkState = "disabled" | RunnerLink.LinkState
 
 export interface BrokerLinkService {
   readonly state: () => LinkState
@@ -26,10 +26,7 @@ export interface BrokerLinkService {
 
 export class BrokerLink extends Context.Tag("@mks/a2a-runner/BrokerLink")<BrokerLink, BrokerLinkService>() {}
 
-type UpFrame = typeof RunnerFrame.RunnerUpFrame.Encoded
-type Report = Omit<Extract<UpFrame, { type: "spawn_status" }>, "type">
-
-const decodeDown = Codec.decodeJson(RunnerFrame.RunnerDownFrame)
+type UpFrame = RunnerLink.UpFrame
 
 /** The spawn status a runner agent stands for, for `hello`; undefined once it is over. */
 const spawnStatusOf = (agent: Agent, restartPending: boolean): RunnerFrame.RunnerAgent["status"] | undefined => {
@@ -55,27 +52,25 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
     const broker = config.broker
     if (broker === undefined) return { state: () => "disabled" as const, whenOpen: () => Promise.resolve() }
 
-    let state: LinkState = "connecting"
-    let ws: WebSocket | undefined
     let closing = false
-    let heartbeat: ReturnType<typeof setInterval> | undefined
-    let openWaiters: Array<() => void> = []
-    /** Reports made while the link was down, last one per spawn. */
-    const pending = new Map<string, UpFrame>()
+    // Added before the link, so it runs after the link's socket is closed.
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        closing = true
+        offStatus()
+        relay.closeAll()
+      })
+    )
+    // The transport and protocol are core's; what the orders mean is this runner's (the host
+    // callbacks run only once a socket opened, after everything below is defined).
+    const link = yield* RunnerLink.make(
+      { url: broker.url, token: broker.token, runnerId: config.id, heartbeatMs: config.heartbeatMs, reconnect: config.reconnect },
+      { hello: () => hello(), onFrame: (frame) => onOrder(frame), onClose: () => relay.closeAll() }
+    )
+    const report = link.report
 
     const log = (message: string, level: "info" | "warn" | "error" = "info") =>
       run(level === "error" ? Effect.logError(message) : level === "warn" ? Effect.logWarning(message) : Effect.logInfo(message)).catch(() => undefined)
-
-    const sendNow = (frame: UpFrame): boolean => {
-      if (ws === undefined || state !== "open" || ws.readyState !== WebSocket.OPEN) return false
-      ws.send(JSON.stringify(frame))
-      return true
-    }
-
-    const report = (frame: Report) => {
-      const up: UpFrame = { type: "spawn_status", ...frame }
-      if (!sendNow(up)) pending.set(frame.spawnId, up)
-    }
 
     // Status changes of spawn agents become reports.
     const offStatus = sup.onStatus((change, agent) => {
@@ -92,8 +87,7 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
       }
     })
 
-    const hello = (): UpFrame => ({
-      type: "hello",
+    const hello = (): RunnerLink.Hello => ({
       runner: {
         id: config.id,
         host: hostname(),
@@ -114,7 +108,7 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
       features: ["relay"]
     })
 
-    const relay = makeRelay(sup, runtime, (frame) => void sendNow(frame))
+    const relay = makeRelay(sup, runtime, (frame) => void link.send(frame))
 
     const onOrder = (frame: RunnerFrame.RunnerDownFrame) => {
       switch (frame.type) {
@@ -168,86 +162,7 @@ export const layer: Layer.Layer<BrokerLink, never, RunnerConfig | Supervisor> = 
       }
     }
 
-    /**
-     * One link, from dialling to close: succeeds with how it ended (never fails). Interrupting it
-     * closes the socket with 1001.
-     */
-    const linkOnce = Effect.async<{ readonly opened: boolean; readonly code: number }>((resume) => {
-      state = "connecting"
-      let opened = false
-      const url = `${broker.url.replace(/^http/, "ws").replace(/\/+$/, "")}/ws/runner/${encodeURIComponent(config.id)}`
-      const socket = new WebSocket(url, { headers: { authorization: `Bearer ${broker.token}` } })
-      ws = socket
-      socket.on("open", () => {
-        opened = true
-        state = "open"
-        socket.send(JSON.stringify(hello()))
-        for (const frame of pending.values()) socket.send(JSON.stringify(frame))
-        pending.clear()
-        heartbeat = setInterval(() => sendNow({ type: "heartbeat" }), config.heartbeatMs)
-        log(`linked to broker ${broker.url} as runner ${config.id}`)
-        const waiters = openWaiters
-        openWaiters = []
-        for (const resolve of waiters) resolve()
-      })
-      socket.on("message", (data) => {
-        run(Effect.either(decodeDown(String(data)))).then((decoded) => {
-          if (decoded._tag === "Left") return log(`undecodable frame from the broker: ${decoded.left.message}`, "warn")
-          onOrder(decoded.right)
-        })
-      })
-      socket.on("unexpected-response", (_req, res) => {
-        log(`broker refused the runner link: HTTP ${res.statusCode}`, "warn")
-      })
-      socket.on("error", () => undefined)
-      socket.on("close", (code) => {
-        // The broker forgets the streams of a link that closed.
-        relay.closeAll()
-        if (heartbeat !== undefined) clearInterval(heartbeat)
-        heartbeat = undefined
-        if (ws === socket) ws = undefined
-        resume(Effect.succeed({ opened, code }))
-      })
-      return Effect.sync(() => socket.close(1001, "runner shutting down"))
-    })
-
-    // Reconnects: initialMs doubling up to maxMs, ±20 % jitter so a fleet of runners does not
-    // redial in lockstep after a broker restart; a link that opened starts the backoff over.
-    const backoff = Schedule.exponential(Duration.millis(config.reconnect.initialMs)).pipe(
-      Schedule.union(Schedule.spaced(Duration.millis(config.reconnect.maxMs))),
-      Schedule.jittered
-    )
-    const links = Effect.gen(function* () {
-      let driver = yield* Schedule.driver(backoff)
-      for (;;) {
-        const outcome = yield* linkOnce
-        if (outcome.code === RunnerFrame.LinkCloseCode.replaced) {
-          // Another runner linked with this id: linking again would evict it in turn, for ever.
-          log(`another runner linked to ${broker.url} as runner ${config.id} and took over; this runner stays unlinked (its agents keep running): give each runner its own --id`, "error")
-          state = "closed"
-          return
-        }
-        state = "connecting"
-        if (outcome.opened) driver = yield* Schedule.driver(backoff)
-        yield* Effect.ignore(driver.next(outcome))
-      }
-    })
-
-    yield* Effect.addFinalizer(() =>
-      Effect.sync(() => {
-        closing = true
-        state = "closed"
-        offStatus()
-        relay.closeAll()
-        if (heartbeat !== undefined) clearInterval(heartbeat)
-      })
-    )
-    // Forked after the finalizer above, so it is interrupted (closing the socket) before that runs.
-    yield* Effect.forkScoped(links)
-    return {
-      state: () => state,
-      whenOpen: () => (state === "open" ? Promise.resolve() : new Promise<void>((resolve) => openWaiters.push(resolve)))
-    }
+    return { state: link.state, whenOpen: link.whenOpen }
   })
 )
 
