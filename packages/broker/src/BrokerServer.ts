@@ -97,7 +97,8 @@ const contractErrors = HttpApiBuilder.middleware((app) =>
     Effect.catchAllDefect((defect) => {
       const request = defect as Partial<HttpServerError.RequestError>
       if (request._tag !== "RequestError") return Effect.die(defect)
-      const tooLarge = /too large|max.*size/i.test(String(request.description ?? request.cause ?? ""))
+      // A JSON syntax error quotes the body: "max size" is not valid JSON, not a body too large.
+      const tooLarge = !(request.cause instanceof SyntaxError) && /too large|max.*size/i.test(String(request.description ?? request.cause ?? ""))
       return Effect.succeed(
         tooLarge
           ? Channels.errorResponse(new Errors.PayloadTooLarge({ message: "request body too large", limit: 0 }))

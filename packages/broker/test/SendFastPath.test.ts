@@ -155,6 +155,7 @@ const scenarios: Array<[string, (w: World) => Parameters<typeof request>[1]]> = 
   ["body over the limit 413", (w) => ({ token: w.alice.token, body: { from: w.alicePeer, to: "bob", body: "x".repeat(LIMIT) } })],
   ["chunked body over the limit 413", (w) => ({ token: w.alice.token, chunked: true, body: { from: w.alicePeer, to: "bob", body: "x".repeat(LIMIT) } })],
   ["not JSON 400", (w) => ({ token: w.alice.token, body: "{not json" })],
+  ["JSON whose error text reads like a size 400", (w) => ({ token: w.alice.token, body: "max size" })],
   ["empty body 400", (w) => ({ token: w.alice.token, body: "" })],
   ["nesting too deep 400", (w) => ({ token: w.alice.token, body: deep(200) })],
   ["missing from 400", (w) => ({ token: w.alice.token, body: { to: "bob", body: "x" } })],
