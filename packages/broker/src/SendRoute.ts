@@ -1,27 +1,32 @@
 /**
- * The fast path of `POST /api/messages`: the broker's hottest HTTP endpoint, answered before
- * the `HttpApi` app sees the request, with the same contract.
+ * The fast path of `POST /api/messages` (and of acks over HTTP, `POST /api/peers/:id/inbox/ack`,
+ * the other per-message endpoint): the broker's hottest HTTP endpoints, answered before the
+ * `HttpApi` app sees the request, with the same contract.
  *
- * Why it exists (issue 13): through the HttpApi pipeline (routing over the whole API, security
- * middleware, payload decoding, success encoding through the response union, the fibers in
- * between) an HTTP send cost the broker 0.49–0.51 ms of CPU and 16 senders got 1,923–2,004
- * msg/s, half of a plain HTTP server doing one SQLite INSERT per POST (bench/broker.mjs
- * `--only http`); a WebSocket send, going through the same `Bus.send`, cost 0.19 ms. A profile
- * showed no single hot spot, so the common case is taken out of the pipeline here (figures after
- * the change are in docs/benchmarks.md).
+ * Why it is hand-written (issue 13): through the HttpApi pipeline (routing over the whole API,
+ * security middleware, payload decoding, success encoding through the response union, the
+ * fibers in between) an HTTP send cost the broker 0.49–0.51 ms of CPU and 16 senders got
+ * 1,923–2,004 msg/s, half of a plain HTTP server doing one SQLite INSERT per POST
+ * (bench/broker.mjs `--only http`, quiet machine); a WebSocket send, through the same
+ * `Bus.send`, cost 0.19 ms. A profile showed no single hot spot: the cost was the layers. An
+ * Effect route ahead of the HttpApi (`make`) still ran the request fiber, the platform's request
+ * and response wrapping and the guard; the Node-level handler (`makeNode`) takes the request off
+ * the server before any of that. Figures before and after are in docs/benchmarks.md.
  *
- * Only the request that will be accepted or refused by the send itself is answered here: a
- * bearer token the `Authenticator` accepts, a JSON body that parses and decodes as
- * `SendMessage`. Everything else (no or bad token, unparsable JSON, a body that does not decode,
- * an unusual content type) is handed to the HttpApi app unchanged, which answers it as it
+ * Only a request that the endpoint itself accepts or refuses is answered here: a bearer token
+ * the `Authenticator` accepts, a JSON body that parses and decodes (`SendMessage`, `InboxAck`
+ * and a plain peer id). Everything else (no or bad token, unparsable JSON, a body or id that does
+ * not decode, an unusual content type) is handed to the broker's app, which answers it as it
  * always did, so those error bodies cannot drift. The body limit (413), the content-type rule
- * (415), the nesting cap and the status counters are the broker's `guard`, which runs before
- * this route as it does before the HttpApi app. The send is the same `Bus.send` (the same store
- * call and group commit as a WebSocket send, the same counters), and its refusals are encoded
- * with the same error schemas (`Errors.WireError`) and statuses the API declares.
+ * (415), the nesting cap and the status counters are the app's `guard`, which runs before the
+ * `make` route as before the HttpApi; the Node handler takes only requests whose headers pass it
+ * and counts what it answers. The send and the ack are the same `Bus.send` / `Bus.ack` (the same
+ * store call and group commit as over a WebSocket, the same counters), and their refusals are
+ * encoded with the same error schemas (`Errors.WireError`) and statuses the API declares.
  *
  * Tokens are authenticated per request, as the HttpApi middleware does (no cache): a revoked
  * static token (the token file is re-read when it changes) or spawn token stops working at once.
+ * test/SendFastPath.test.ts compares every answer with the HttpApi route's.
  */
 import { type HttpApp, type HttpRouter, HttpServerError, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Authenticator, type Errors, Ids, Message, ServerLimits } from "@mks/a2a"
