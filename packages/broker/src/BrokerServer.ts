@@ -7,7 +7,7 @@ import { HttpApiBuilder, HttpApiError, HttpApp, HttpIncomingMessage, HttpRouter,
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Authenticator, Errors, ServerLimits, SpawnTokens } from "@mks/a2a"
 import { Context, Effect, Layer, Option } from "effect"
-import { createServer, type Server } from "node:http"
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { join } from "node:path"
 import * as A2aBridge from "./A2aBridge.js"
 import * as A2aGateway from "./A2aGateway.js"
@@ -21,6 +21,7 @@ import * as Oidc from "./Oidc.js"
 import * as Relay from "./Relay.js"
 import * as RelayForward from "./RelayForward.js"
 import * as RelaySockets from "./RelaySockets.js"
+import * as SendRoute from "./SendRoute.js"
 import * as AuditRoute from "./AuditRoute.js"
 import * as Store from "./Store.js"
 import * as TokenStore from "./TokenStore.js"
@@ -45,6 +46,12 @@ export interface Options {
    * `<home>/broker.token`. Default: true for `layer` (the bins), false for `layerApp`.
    */
   readonly adminTokenFile?: boolean | undefined
+  /**
+   * Answer `POST /api/messages` on its fast path (`SendRoute.ts`), ahead of the HttpApi app, with
+   * the same contract. Default: true. `false` sends it through the HttpApi like every other
+   * route (the tests compare the two).
+   */
+  readonly fastSend?: boolean | undefined
 }
 
 /** The broker as an `HttpApp`, for a host to mount beside its own routes (see `layerApp`). */
@@ -90,7 +97,8 @@ const contractErrors = HttpApiBuilder.middleware((app) =>
     Effect.catchAllDefect((defect) => {
       const request = defect as Partial<HttpServerError.RequestError>
       if (request._tag !== "RequestError") return Effect.die(defect)
-      const tooLarge = /too large|max.*size/i.test(String(request.description ?? request.cause ?? ""))
+      // A JSON syntax error quotes the body: "max size" is not valid JSON, not a body too large.
+      const tooLarge = !(request.cause instanceof SyntaxError) && /too large|max.*size/i.test(String(request.description ?? request.cause ?? ""))
       return Effect.succeed(
         tooLarge
           ? Channels.errorResponse(new Errors.PayloadTooLarge({ message: "request body too large", limit: 0 }))
@@ -213,16 +221,19 @@ const adminToken = (config: BrokerConfig.BrokerConfigShape) =>
   Layer.effectDiscard(Effect.asVoid(TokenStore.ensureAdminToken(config.home, config.oidc !== undefined)))
 
 /** The broker's routes as an `HttpApp` (`BrokerApp`), over its services and the host's `HttpServer`. */
-const appLayer = Layer.effect(
+const appLayer = (options: Options) => Layer.effect(
   BrokerApp,
   Effect.gen(function* () {
-    const app = yield* HttpApiBuilder.httpApp
+    const api = (yield* HttpApiBuilder.httpApp) as HttpApp.Default
+    const send = options.fastSend === false ? undefined : yield* SendRoute.make
+    const app: HttpApp.Default =
+      send === undefined ? api : Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => (SendRoute.matches(request) ? send(request, api) : api))
     // Only these two: the build's whole context would carry its Scope into every request (its
     // sockets' fibers would then outlive the request and hold the server open on shutdown).
     const context = Context.make(BrokerConfig.BrokerConfig, yield* BrokerConfig.BrokerConfig).pipe(Context.add(Metrics.Metrics, yield* Metrics.Metrics))
     // Failures become their responses (404 for a path the broker does not have, 503, 500) inside
     // the guard, so it counts every status, as it did as the server's middleware.
-    const handled = (app as HttpApp.Default).pipe(Effect.catchAllCause((cause) => Effect.map(HttpServerError.causeResponse(cause), ([response]) => response)))
+    const handled = app.pipe(Effect.catchAllCause((cause) => Effect.map(HttpServerError.causeResponse(cause), ([response]) => response)))
     return { app: Effect.provide(guard(handled), context) as HttpApp.Default<never, HttpRouter.HttpRouter.DefaultServices> }
   })
 ).pipe(
@@ -257,7 +268,7 @@ const servicesWithAdmin = (config: BrokerConfig.BrokerConfigShape, options: Opti
  * file token store) asks for it: pass `tokenStore: TokenStore.layerMemory` to write nothing.
  */
 export const layerApp = (config: BrokerConfig.BrokerConfigShape, options: Options = {}): Layer.Layer<BrokerApp | Services, Errors.ServiceUnavailable, HttpServer.HttpServer> =>
-  appLayer.pipe(Layer.provideMerge(servicesWithAdmin(config, options)))
+  appLayer(options).pipe(Layer.provideMerge(servicesWithAdmin(config, options)))
 
 /**
  * The broker: HTTP API, WebSockets, background GC, on `config.host:config.port`: its `BrokerApp`
@@ -269,9 +280,17 @@ export const layer = (
   options: Options = {}
 ): Layer.Layer<BrokerAddress | BrokerApp | Services | HttpServer.HttpServer | HttpRouter.HttpRouter.DefaultServices, Errors.ServiceUnavailable | HttpServerError.ServeError> => {
   let nodeServer: Server | undefined
+  // `POST /api/messages` on its Node-level fast path (SendRoute.makeNode), set once the app is built.
+  let fastSend: ((req: IncomingMessage, res: ServerResponse) => boolean) | undefined
   const ServerLive = NodeHttpServer.layer(() => {
     const server = createServer(ServerLimits.serverOptions(config.limits))
     ServerLimits.apply(server, config.limits, { upgrades: true })
+    // The platform listens for "request"; a request the fast path takes never reaches it.
+    const emit = server.emit
+    server.emit = function (this: Server, event: string | symbol, ...args: Array<any>): boolean {
+      if (event === "request" && fastSend !== undefined && fastSend(args[0], args[1])) return true
+      return emit.apply(this, [event, ...args] as Parameters<Server["emit"]>)
+    } as Server["emit"]
     nodeServer = server
     return server
   }, { port: config.port, host: config.host, backlog: ServerLimits.backlog(config.limits) })
@@ -287,9 +306,19 @@ export const layer = (
     )
   )
   const Serve = Layer.unwrapEffect(Effect.map(BrokerApp, ({ app }) => HttpServer.serve(app)))
-  return Serve.pipe(
+  const FastSend =
+    options.fastSend === false
+      ? Layer.empty
+      : Layer.scopedDiscard(
+          Effect.gen(function* () {
+            const { app } = yield* BrokerApp
+            fastSend = yield* SendRoute.makeNode(app)
+            yield* Effect.addFinalizer(() => Effect.sync(() => (fastSend = undefined)))
+          })
+        )
+  return Layer.merge(Serve, FastSend).pipe(
     Layer.provideMerge(announce),
-    Layer.provideMerge(appLayer),
+    Layer.provideMerge(appLayer(options)),
     Layer.provideMerge(DropLate),
     Layer.provideMerge(ServerLive),
     // The admin token exists before the server listens, so a script that saw the address can read it.
