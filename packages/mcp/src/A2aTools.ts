@@ -10,6 +10,7 @@ import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { A2a } from "@mks/a2a"
 import { Effect, Redacted, Schema } from "effect"
 import { describeError, Session } from "./Session.js"
+import { spec } from "./ToolSpecs.js"
 import { type Tool, ToolError } from "./Tools.js"
 
 const RemoteAgents = Schema.Struct({ agents: Schema.Array(A2a.RemoteAgent) })
@@ -21,12 +22,7 @@ const cardName = (card: unknown): string => {
 }
 
 export const listA2aAgents: Tool = {
-  name: "list_a2a_agents",
-  title: "List A2A agents",
-  description:
-    "List Agent2Agent (A2A) agents: remote agents bridged onto the bus (message them with send_peer_message like any peer; their answers and task updates arrive as messages) and the peers of this bus that A2A clients can reach, with their agent card URLs.",
-  input: {},
-  annotations: { readOnlyHint: true },
+  ...spec("list_a2a_agents"),
   run: () =>
     Effect.gen(function* () {
       const session = yield* Session

@@ -36,6 +36,8 @@ export interface ClientInfo {
   readonly name: string
   /** Whether it declared `experimental["claude/channel"]`. */
   readonly channels: boolean
+  /** When its `initialized` notification arrived (`Date.now()`): the settle time of pushes counts from it. Unset: when the session learns of it. */
+  readonly initializedAt?: number
 }
 
 /** Sends one channel notification to the client; fails when it could not be written. */
@@ -228,7 +230,10 @@ export const make = (
       const info = yield* Deferred.await(init)
       pushing = config.push && (info.channels || config.channels)
       if (pushing) {
-        const settle = info.name === CLAUDE_CODE ? config.pushSettleMs : 0
+        // The settle time counts from `initialized`, however long the server took to get here.
+        const settle = info.name === CLAUDE_CODE
+          ? Math.max(0, config.pushSettleMs - (info.initializedAt === undefined ? 0 : Math.max(0, Date.now() - info.initializedAt)))
+          : 0
         if (settle === 0) pushLive = true
         else {
           yield* Effect.sleep(Duration.millis(settle)).pipe(

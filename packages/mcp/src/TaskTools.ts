@@ -7,8 +7,8 @@
  */
 import { Ids, Task } from "@mks/a2a"
 import { Effect, ParseResult, Schema } from "effect"
-import { z } from "zod"
 import { describeError, Session } from "./Session.js"
+import { spec } from "./ToolSpecs.js"
 import { type Tool, ToolError } from "./Tools.js"
 
 const check = <A, I>(schema: Schema.Schema<A, I>, what: string) => {
@@ -48,22 +48,8 @@ const taskText = (t: Task.Task): string =>
     t.error !== undefined ? `  last error: ${t.error}` : undefined
   ].filter((x) => x !== undefined).join("\n")
 
-const taskId = { task_id: z.string().describe("The task's id (t_…)") }
-
 export const createTask: Tool = {
-  name: "create_task",
-  title: "Create a task",
-  description:
-    "Put a task on a team's shared task board. Members are notified and any of them can claim it with get_next_task. Higher priority is taken first; depends_on lists tasks that must be done first; labels let claimants pick what they can do.",
-  input: {
-    team: z.string().describe("Team whose board gets the task"),
-    title: z.string().describe("Short title (≤ 500 characters)"),
-    body: z.string().optional().describe("What to do, in full"),
-    priority: z.number().int().optional().describe("Higher first (default 0)"),
-    labels: z.array(z.string()).optional().describe("Labels a claimant can ask for"),
-    depends_on: z.array(z.string()).optional().describe("Ids of tasks that must be done first"),
-    max_attempts: z.number().int().optional().describe("Attempts before the task is failed for good (default 3)")
-  },
+  ...spec("create_task"),
   run: (args) =>
     Effect.gen(function*() {
       const session = yield* Session
@@ -84,17 +70,7 @@ export const createTask: Tool = {
 }
 
 export const listTasks: Tool = {
-  name: "list_tasks",
-  title: "List tasks",
-  description: "List tasks of the task board, oldest first: by team (default: all your teams), state (open, claimed, done, failed, cancelled), assignee (a peer id, or \"me\") and labels.",
-  input: {
-    team: z.string().optional().describe("Only this team (default: every team you are in)"),
-    state: z.enum(["open", "claimed", "done", "failed", "cancelled"]).optional().describe("Only tasks in this state"),
-    assignee: z.string().optional().describe("Only tasks held or done by this peer id; \"me\" for yours"),
-    labels: z.array(z.string()).optional().describe("Only tasks carrying all of these labels"),
-    limit: z.number().int().optional().describe("At most this many per team (default 100)")
-  },
-  annotations: { readOnlyHint: true },
+  ...spec("list_tasks"),
   run: (args) =>
     Effect.gen(function*() {
       const session = yield* Session
@@ -120,14 +96,7 @@ export const listTasks: Tool = {
 }
 
 export const getNextTask: Tool = {
-  name: "get_next_task",
-  title: "Claim the next task",
-  description:
-    "Claim the next task from a team's board: the highest priority open task (then the oldest) whose dependencies are done and that carries the labels you ask for. It is yours alone; this server keeps its lease alive while the session lives. Finish with complete_task, or fail_task / release_task.",
-  input: {
-    team: z.string().optional().describe("Team to take work from (default: your teams, in order)"),
-    labels: z.array(z.string()).optional().describe("Only tasks carrying all of these labels")
-  },
+  ...spec("get_next_task"),
   run: (args) =>
     Effect.gen(function*() {
       const session = yield* Session
@@ -154,15 +123,9 @@ export const getNextTask: Tool = {
 
 const holderAction = (
   name: "update_task" | "complete_task" | "fail_task" | "release_task",
-  title: string,
-  description: string,
-  extra: z.ZodRawShape,
   act: (session: Effect.Effect.Success<typeof Session>, id: Task.TaskId, peer: Ids.PeerId, args: Record<string, unknown>) => Effect.Effect<{ readonly task: Task.Task }, unknown>
 ): Tool => ({
-  name,
-  title,
-  description,
-  input: { ...taskId, ...extra },
+  ...spec(name),
   run: (args) =>
     Effect.gen(function*() {
       const session = yield* Session
@@ -176,9 +139,6 @@ const holderAction = (
 
 export const updateTask = holderAction(
   "update_task",
-  "Update a task you hold",
-  "Report progress on a task you hold (a note others see in list_tasks) and renew its lease now.",
-  { note: z.string().optional().describe("Progress note (≤ 4,000 characters)") },
   (session, id, peer, args) =>
     Effect.flatMap(check(Schema.UndefinedOr(Schema.String.pipe(Schema.maxLength(4_000))), "note")(args.note), (note) =>
       session.client.api.tasks.heartbeat({ path: { id }, payload: { peer, note, leaseMs: session.config.taskLeaseMs } }))
@@ -186,9 +146,6 @@ export const updateTask = holderAction(
 
 export const completeTask = holderAction(
   "complete_task",
-  "Complete a task",
-  "Mark a task you hold as done, with a result the creator reads (what was done, where it is).",
-  { result: z.string().optional().describe("The outcome (≤ 65,536 characters)") },
   (session, id, peer, args) =>
     Effect.flatMap(check(Schema.UndefinedOr(Schema.String.pipe(Schema.maxLength(65_536))), "result")(args.result), (result) =>
       session.client.api.tasks.complete({ path: { id }, payload: { peer, result } }))
@@ -196,9 +153,6 @@ export const completeTask = holderAction(
 
 export const failTask = holderAction(
   "fail_task",
-  "Fail a task",
-  "Give up on a task you hold because it failed: it goes back on the board for another attempt, or is failed for good after its last attempt.",
-  { reason: z.string().optional().describe("Why it failed (≤ 4,000 characters)") },
   (session, id, peer, args) =>
     Effect.flatMap(check(Schema.UndefinedOr(Schema.String.pipe(Schema.maxLength(4_000))), "reason")(args.reason), (reason) =>
       session.client.api.tasks.fail({ path: { id }, payload: { peer, reason } }))
@@ -206,9 +160,6 @@ export const failTask = holderAction(
 
 export const releaseTask = holderAction(
   "release_task",
-  "Release a task",
-  "Put a task you hold back on the board untouched (no attempt is counted), e.g. when you cannot take it on after all.",
-  {},
   (session, id, peer) => session.client.api.tasks.release({ path: { id }, payload: { peer } })
 )
 

@@ -1,15 +1,15 @@
 /**
- * The 13 tools of the architecture. Each tool is data: a name, a description the model reads,
- * an input shape for the MCP SDK (zod, which `McpServer.registerTool` requires to publish the
- * JSON Schema), and an Effect that does the work against the broker. Values are then checked
+ * The 13 tools of the architecture. Each tool is data: its metadata from ToolSpecs.ts (a name,
+ * a description the model reads, an input shape for the MCP SDK), and an Effect that does the
+ * work against the broker. Values are then checked
  * against core's Effect Schemas (body length, names, ids), so the limits are the broker's
  * own, and every failure becomes a readable `isError` result.
  */
 import { Ids, Message, type Peer, Spawn, Team } from "@mks/a2a"
 import { Duration, Effect, ParseResult, Schema } from "effect"
-import { z } from "zod"
 import { a2aTools } from "./A2aTools.js"
 import { taskTools } from "./TaskTools.js"
+import { spec, type ToolSpec } from "./ToolSpecs.js"
 import { describeError, type Inbox, Session, taskText as taskEventText } from "./Session.js"
 
 export interface ToolOutput {
@@ -20,12 +20,8 @@ export interface ToolOutput {
 /** A tool refused its input or the broker refused the call; the text is shown to the model. */
 export class ToolError extends Schema.TaggedError<ToolError>()("ToolError", { message: Schema.String }) {}
 
-export interface Tool {
-  readonly name: string
-  readonly title: string
-  readonly description: string
-  readonly input: z.ZodRawShape
-  readonly annotations?: { readonly readOnlyHint?: boolean; readonly destructiveHint?: boolean; readonly idempotentHint?: boolean }
+/** A tool: its metadata (ToolSpecs.ts, the one source the bin's front lists too) and the Effect that does the work. */
+export interface Tool extends ToolSpec {
   readonly run: (args: Record<string, unknown>) => Effect.Effect<ToolOutput, ToolError, Session>
 }
 
@@ -95,18 +91,9 @@ const sendOutput = (result: Message.SendResult, to: string): ToolOutput => ({
   structured: json(result)
 })
 
-const str = z.string()
-const optStr = (description: string) => str.optional().describe(description)
-
-const Scope = z.enum(["all", "team", "repo", "host", "directory"])
-
 export const tools: ReadonlyArray<Tool> = [
   {
-    name: "whoami",
-    title: "Who am I on the bus",
-    description: "Show this session's peer on the a2a bus: id, name, teams, summary, broker URL, and whether incoming messages are pushed into the conversation or must be fetched with check_inbox.",
-    input: {},
-    annotations: { readOnlyHint: true },
+    ...spec("whoami"),
     run: () =>
       Effect.gen(function*() {
         const session = yield* Session
@@ -126,16 +113,7 @@ export const tools: ReadonlyArray<Tool> = [
       })
   },
   {
-    name: "list_peers",
-    title: "List peers",
-    description: "List other agent sessions (peers) on the bus. scope narrows the list: all (default), team (peers in `team`, or in any of your teams), repo (same git repository), host (same machine), directory (same working directory). Offline peers are left out unless include_offline is true.",
-    input: {
-      scope: Scope.optional().describe("all | team | repo | host | directory (default all)"),
-      team: optStr("With scope=team: only this team (default: all of your teams)"),
-      include_offline: z.boolean().optional().describe("Also list peers that are offline (default false)"),
-      include_self: z.boolean().optional().describe("Also list this session (default false)")
-    },
-    annotations: { readOnlyHint: true },
+    ...spec("list_peers"),
     run: (args) =>
       Effect.gen(function*() {
         const session = yield* Session
@@ -167,11 +145,7 @@ export const tools: ReadonlyArray<Tool> = [
       })
   },
   {
-    name: "set_summary",
-    title: "Set my summary",
-    description: "Set the one-line summary other peers see for this session (what you are working on). At most 2,000 characters.",
-    input: { summary: str.describe("What this session is working on") },
-    annotations: { idempotentHint: true },
+    ...spec("set_summary"),
     run: (args) =>
       Effect.gen(function*() {
         const session = yield* Session
@@ -183,15 +157,7 @@ export const tools: ReadonlyArray<Tool> = [
       })
   },
   {
-    name: "send_peer_message",
-    title: "Message a peer",
-    description: "Send a message to one peer, by id or by name. It is delivered at once if the peer is online, and kept in its inbox until read otherwise. To answer a message, pass its message_id as reply_to (the thread is kept).",
-    input: {
-      to: str.describe("The recipient's peer id or name"),
-      message: str.describe("The message text (at most 262,144 characters)"),
-      thread_id: optStr("Continue this thread (default: a new thread, or the thread of reply_to)"),
-      reply_to: optStr("The message_id this answers")
-    },
+    ...spec("send_peer_message"),
     run: (args) =>
       Effect.gen(function*() {
         const session = yield* Session
@@ -208,15 +174,7 @@ export const tools: ReadonlyArray<Tool> = [
       })
   },
   {
-    name: "send_team_message",
-    title: "Message a team",
-    description: "Send a message to every member of a team except yourself. Members that are offline get it when they come back.",
-    input: {
-      team: str.describe("The team name"),
-      message: str.describe("The message text (at most 262,144 characters)"),
-      thread_id: optStr("Continue this thread"),
-      reply_to: optStr("The message_id this answers")
-    },
+    ...spec("send_team_message"),
     run: (args) =>
       Effect.gen(function*() {
         const session = yield* Session
@@ -233,10 +191,7 @@ export const tools: ReadonlyArray<Tool> = [
       })
   },
   {
-    name: "check_inbox",
-    title: "Check inbox",
-    description: "Return the messages that arrived and were not yet shown to you (oldest first), and spawn status events, then mark the messages read. Use it when messages are not pushed to you (see whoami).",
-    input: { limit: z.number().int().optional().describe("At most this many messages (1-1000, default 50)") },
+    ...spec("check_inbox"),
     run: (args) =>
       Effect.gen(function*() {
         const session = yield* Session
@@ -246,13 +201,7 @@ export const tools: ReadonlyArray<Tool> = [
       })
   },
   {
-    name: "wait_for_messages",
-    title: "Wait for messages",
-    description: "Wait until a message (or a spawn status event) arrives, up to timeout_seconds, then return it like check_inbox. Returns at once if something is already waiting.",
-    input: {
-      timeout_seconds: z.number().optional().describe("How long to wait (0-600 seconds, default 60)"),
-      limit: z.number().int().optional().describe("At most this many messages (1-1000, default 50)")
-    },
+    ...spec("wait_for_messages"),
     run: (args) =>
       Effect.gen(function*() {
         const session = yield* Session
@@ -263,11 +212,7 @@ export const tools: ReadonlyArray<Tool> = [
       })
   },
   {
-    name: "list_teams",
-    title: "List teams",
-    description: "List the teams of your tenant with their members.",
-    input: {},
-    annotations: { readOnlyHint: true },
+    ...spec("list_teams"),
     run: () =>
       Effect.gen(function*() {
         const session = yield* Session
@@ -282,11 +227,7 @@ export const tools: ReadonlyArray<Tool> = [
       })
   },
   {
-    name: "join_team",
-    title: "Join a team",
-    description: "Join a team (it is created if it does not exist). Team messages reach every member.",
-    input: { team: str.describe("The team name (1-64 of A-Z a-z 0-9 _ . @ -)") },
-    annotations: { idempotentHint: true },
+    ...spec("join_team"),
     run: (args) =>
       Effect.gen(function*() {
         const session = yield* Session
@@ -299,11 +240,7 @@ export const tools: ReadonlyArray<Tool> = [
       })
   },
   {
-    name: "leave_team",
-    title: "Leave a team",
-    description: "Leave a team you are a member of.",
-    input: { team: str.describe("The team name") },
-    annotations: { idempotentHint: true },
+    ...spec("leave_team"),
     run: (args) =>
       Effect.gen(function*() {
         const session = yield* Session
@@ -316,11 +253,7 @@ export const tools: ReadonlyArray<Tool> = [
       })
   },
   {
-    name: "list_runners",
-    title: "List runners",
-    description: "List the runners (machines that can start new agent sessions) with their labels, capacity and load.",
-    input: {},
-    annotations: { readOnlyHint: true },
+    ...spec("list_runners"),
     run: () =>
       Effect.gen(function*() {
         const session = yield* Session
@@ -335,24 +268,7 @@ export const tools: ReadonlyArray<Tool> = [
       })
   },
   {
-    name: "spawn_peer",
-    title: "Spawn a peer",
-    description: "Ask a runner to start a new agent session (preset claude: a Claude Code session with `prompt` as its first task; preset command: any program). Returns the spawn id at once; its status (starting, running, registered, exited, …) arrives as events. Pick a runner by id or labels, or let the broker choose one with free capacity.",
-    input: {
-      name: optStr("Peer name for the new session"),
-      prompt: optStr("First task for a claude session"),
-      preset: z.enum(["claude", "command"]).optional().describe("claude (default without command) or command"),
-      command: optStr("Program to run (preset command)"),
-      args: z.array(str).optional().describe("Arguments for command"),
-      cwd: optStr("Working directory on the runner"),
-      env: z.record(str, str).optional().describe("Extra environment variables"),
-      teams: z.array(str).optional().describe("Teams the new peer joins"),
-      runner: optStr("Runner id"),
-      labels: z.record(str, str).optional().describe("Runner labels that must match"),
-      provider: optStr("Model provider for a claude session (via the proxy)"),
-      model: optStr("Model for a claude session"),
-      task: optStr("Task id (of a team's board) the new session is for: it joins the task's team, holds the task once registered, and a claude session gets the task as its first prompt")
-    },
+    ...spec("spawn_peer"),
     run: (args) =>
       Effect.gen(function*() {
         const session = yield* Session
@@ -366,14 +282,7 @@ export const tools: ReadonlyArray<Tool> = [
       })
   },
   {
-    name: "stop_peer",
-    title: "Stop a spawned peer",
-    description: "Stop an agent session that a runner started: by its peer id or name, or by spawn id. The runner terminates it (and its child processes).",
-    input: {
-      peer: optStr("Peer id or name of the session to stop"),
-      spawn_id: optStr("Spawn id to stop")
-    },
-    annotations: { destructiveHint: true },
+    ...spec("stop_peer"),
     run: (args) =>
       Effect.gen(function*() {
         const session = yield* Session
