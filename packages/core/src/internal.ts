@@ -4,3 +4,4 @@
  * change in any release without notice. Programs built on a2a should not import it.
  */
 export * as AtomicFile from "./AtomicFile.js"
+export * as Prometheus from "./Prometheus.js"
