@@ -188,14 +188,25 @@ npmInstall(clientOnly, [coreTarball])
 const clientPackages = installed(clientOnly)
 const servers = clientPackages.filter(([name]) => serverPackages.has(name)).map(([name]) => name)
 if (servers.length > 0) fail(`installing @mks/a2a alone pulled server packages: ${[...new Set(servers)].join(", ")}`)
-const native = nativeFiles(join(clientOnly, "node_modules"))
+// One exception, not ours: the peer @effect/platform depends on msgpackr, whose optional
+// dependency msgpackr-extract ships prebuilt addons (msgpackr works without it, in plain JS, and
+// `npm install --omit=optional` leaves it out). Tolerated only while it stays optional.
+const optionalNative = (name) => name === "msgpackr-extract" || name.startsWith("@msgpackr-extract/")
+const ownerOf = (file) => {
+  const rest = file.split(`${"node_modules"}/`).at(-1).split("/")
+  return rest[0].startsWith("@") ? `${rest[0]}/${rest[1]}` : rest[0]
+}
+const optionalOf = new Set(clientPackages.flatMap(([, dir]) => Object.keys(JSON.parse(readFileSync(join(dir, "package.json"), "utf8")).optionalDependencies ?? {})))
+const allNative = nativeFiles(join(clientOnly, "node_modules"))
+const native = allNative.filter((file) => !(optionalNative(ownerOf(file)) && optionalOf.has(ownerOf(file))))
 if (native.length > 0) fail(`installing @mks/a2a alone pulled native modules: ${native.join(", ")}`)
+const tolerated = [...new Set(allNative.map(ownerOf))]
 for (const peer of ["effect", "@effect/platform"]) if (!clientPackages.some(([name]) => name === peer)) fail(`installing @mks/a2a alone did not install its peer ${peer}`)
 run(process.execPath, ["--input-type=module", "-e", `
   const core = await import("@mks/a2a"); const client = await import("@mks/a2a/client")
   if (typeof core.BrokerClient !== "object" || typeof client.createBrokerClient !== "function") { console.error("empty exports"); process.exit(1) }
 `], { cwd: clientOnly })
-step(`@mks/a2a alone: ${clientPackages.length} packages, no native module, no server package`)
+step(`@mks/a2a alone: ${clientPackages.length} packages, no server package, no native module${tolerated.length > 0 ? ` but the optional ${tolerated.join(", ")} (of the peer @effect/platform)` : ""}`)
 
 const effectVersion = versionOf(join(root, "node_modules", "effect"))
 const host = freshProject("host-app", {})
