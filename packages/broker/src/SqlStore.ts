@@ -10,7 +10,9 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Errors, Ids, Inbox, Message, Peer, PeerRegistry, TeamDirectory, Team } from "@mks/a2a"
-import { Cause, Clock, Deferred, Effect, Layer, Option, Runtime } from "effect"
+import { Cause, Clock, Deferred, Effect, Layer, Option } from "effect"
+import * as WriteQueue from "./WriteQueue.js"
+import type { PendingWrite } from "./WriteQueue.js"
 
 const MIGRATIONS: ReadonlyArray<ReadonlyArray<string>> = [
   [
@@ -427,23 +429,6 @@ interface InboxState {
   cursor: number
 }
 
-/** A write waiting for the next group commit; settled only after its transaction committed. */
-type PendingWrite =
-  | {
-      readonly kind: "append"
-      readonly tenant: string
-      readonly recipients: ReadonlyArray<Ids.PeerId>
-      readonly draft: Message.MessageDraft
-      readonly data: string
-      readonly now: number
-      readonly done: Answer<ReadonlyArray<Message.Delivery>, Errors.InboxFull>
-    }
-  | { readonly kind: "ack"; readonly tenant: string; readonly peer: Ids.PeerId; readonly upTo: number; readonly done: Answer<Message.InboxCursor> }
-  | { readonly kind: "drop"; readonly tenant: string; readonly peer: Ids.PeerId; readonly done: Answer<void> }
-
-/** Resumes the fiber waiting for a queued write. */
-type Answer<A, E = never> = (outcome: Effect.Effect<A, E>) => void
-
 /**
  * The inbox over SQL. With `groupCommit` (only valid while this process is the only writer,
  * like the peer cache) appends, acks and drops are queued and written by one writer: every
@@ -526,8 +511,6 @@ export const makeInbox = (capacity: number, groupCommit = false, onAppend?: Appe
     // ---- group commit (this process is the only writer) ----
 
     const mirror = new Map<string, InboxState & { readonly tenant: string; readonly peer: string }>()
-    let queue: Array<PendingWrite> = []
-    let scheduled = false
 
     const stateOf = (tenant: string, peer: string) =>
       Effect.suspend(() => {
@@ -637,31 +620,7 @@ export const makeInbox = (capacity: number, groupCommit = false, onAppend?: Appe
       )
     }
 
-    const drain: Effect.Effect<void> = Effect.suspend(() => {
-      const batch = queue
-      queue = []
-      return commit(batch).pipe(
-        Effect.ensuring(
-          Effect.sync(() => {
-            if (queue.length > 0) setImmediate(startDrain)
-            else scheduled = false
-          })
-        )
-      )
-    })
-    const startDrain = () => {
-      Runtime.runFork(runtime)(drain)
-    }
-
-    /** Queue a write for the next group commit (after the current I/O phase) and await its outcome. */
-    const enqueue = <A, E>(write: (done: Answer<A, E>) => PendingWrite): Effect.Effect<A, E> =>
-      Effect.async<A, E>((resume) => {
-        queue.push(write(resume))
-        if (!scheduled) {
-          scheduled = true
-          setImmediate(startDrain)
-        }
-      })
+    const enqueue = WriteQueue.make(commit, runtime)
 
     const service: Inbox.InboxService = {
       append: (tenant, recipients, draft) =>
