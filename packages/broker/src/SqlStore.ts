@@ -382,8 +382,8 @@ export const makePeerRegistry = (cache: boolean) => Effect.gen(function* () {
 
 // ---- inboxes ----------------------------------------------------------------------------------
 
-/** In-process wake-ups for long-polls; the database stays the source of truth. */
-const makeWaiters = () => {
+/** In-process wake-ups for long-polls (keyed by `keyOf(tenant, peer)`); the database stays the source of truth. Also `PgStore`'s. */
+export const makeWaiters = () => {
   const waiting = new Map<string, Set<Deferred.Deferred<void>>>()
   return {
     register: (key: string) =>
@@ -415,7 +415,18 @@ const makeWaiters = () => {
         const set = waiting.get(key)
         if (set !== undefined) for (const d of set) Deferred.unsafeDone(d, Effect.void)
       }
-    }
+    },
+    /** Wake the waiters of one key, synchronously. */
+    unsafeWake: (key: string) => {
+      const set = waiting.get(key)
+      if (set !== undefined) for (const d of set) Deferred.unsafeDone(d, Effect.void)
+    },
+    /** Wake every waiter, synchronously (the database was away: anything may have changed). */
+    unsafeWakeEvery: () => {
+      for (const set of waiting.values()) for (const d of set) Deferred.unsafeDone(d, Effect.void)
+    },
+    /** The keys somebody waits on. */
+    keys: () => waiting.keys()
   }
 }
 
