@@ -3,7 +3,9 @@
 // that is there), installs the tarballs into an empty project (the registry serves only the
 // third-party dependencies), then uses what was installed as a stranger would: `a2a up`,
 // `a2a peers`, `a2a-mcp` under an MCP SDK client that lists its tools, `a2a-mcp --print-config`,
-// and imports of `@mks/a2a` and `@mks/a2a/client`. Everything runs with an empty HOME.
+// and imports of `@mks/a2a` and `@mks/a2a/client`; then `@mks/a2a` alone in two more empty
+// projects (no native module, no server package; one copy of a host app's effect). Everything
+// runs with an empty HOME.
 // Usage: node .ci/pack-check.mjs [--keep]   (--keep leaves the temporary directory for a look)
 import { execFileSync, spawn } from "node:child_process"
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
@@ -130,5 +132,92 @@ const code = await new Promise((resolve) => {
   setTimeout(() => resolve("timeout"), 60_000).unref()
 })
 if (code !== 0) fail(`a2a up exited with ${code} after SIGINT:\n${upOut}`)
+
+// 7. A client-only install: `@mks/a2a` alone (the core tarball; its peers effect and
+// @effect/platform from the registry) pulls in nothing native and nothing of the servers, and
+// a host app that has its own effect still has exactly one copy of it.
+const coreTarball = tarballs.find((t) => /[\/]mks-a2a-\d[^/\\]*\.tgz$/.test(t))
+if (coreTarball === undefined) fail(`no core tarball among ${tarballs.join(", ")}`)
+const serverPackages = new Set([
+  "@mks/a2a-broker", "@mks/a2a-proxy", "@mks/a2a-runner", "@mks/a2a-mcp", "@mks/a2a-cli", "@mks/a2a-dashboard", "@mks/a2a-testing",
+  "pg", "pg-native", "better-sqlite3", "node-pty", "@modelcontextprotocol/sdk", "@a2a-js/sdk",
+  "@effect/platform-node", "@effect/sql", "@effect/sql-pg", "@effect/sql-sqlite-node"
+])
+/** Every installed package under `dir`/node_modules (nested ones too): [name, its directory]. */
+const installed = (dir) => {
+  const found = []
+  const walk = (modules) => {
+    if (!existsSync(modules)) return
+    for (const entry of readdirSync(modules)) {
+      if (entry.startsWith(".")) continue
+      const names = entry.startsWith("@") ? readdirSync(join(modules, entry)).map((n) => `${entry}/${n}`) : [entry]
+      for (const name of names) {
+        const pkg = join(modules, name)
+        if (!existsSync(join(pkg, "package.json"))) continue
+        found.push([JSON.parse(readFileSync(join(pkg, "package.json"), "utf8")).name ?? name, pkg])
+        walk(join(pkg, "node_modules"))
+      }
+    }
+  }
+  walk(join(dir, "node_modules"))
+  return found
+}
+/** Files of a native module anywhere under `dir`: build recipes and compiled addons. */
+const nativeFiles = (dir) => {
+  const found = []
+  const walk = (d) => {
+    for (const entry of readdirSync(d, { withFileTypes: true })) {
+      const path = join(d, entry.name)
+      if (entry.isDirectory()) walk(path)
+      else if (entry.name === "binding.gyp" || entry.name.endsWith(".node")) found.push(path)
+    }
+  }
+  walk(dir)
+  return found
+}
+const freshProject = (name, manifest) => {
+  const dir = join(work, name)
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(join(dir, "package.json"), JSON.stringify({ name, private: true, type: "module", ...manifest }, null, 2))
+  return dir
+}
+const npmInstall = (dir, args) => run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error", ...args], { cwd: dir })
+
+const clientOnly = freshProject("client-only", {})
+npmInstall(clientOnly, [coreTarball])
+const clientPackages = installed(clientOnly)
+const servers = clientPackages.filter(([name]) => serverPackages.has(name)).map(([name]) => name)
+if (servers.length > 0) fail(`installing @mks/a2a alone pulled server packages: ${[...new Set(servers)].join(", ")}`)
+// One exception, not ours: the peer @effect/platform depends on msgpackr, whose optional
+// dependency msgpackr-extract ships prebuilt addons (msgpackr works without it, in plain JS, and
+// `npm install --omit=optional` leaves it out). Tolerated only while it stays optional.
+const optionalNative = (name) => name === "msgpackr-extract" || name.startsWith("@msgpackr-extract/")
+const ownerOf = (file) => {
+  const rest = file.split(`${"node_modules"}/`).at(-1).split("/")
+  return rest[0].startsWith("@") ? `${rest[0]}/${rest[1]}` : rest[0]
+}
+const optionalOf = new Set(clientPackages.flatMap(([, dir]) => Object.keys(JSON.parse(readFileSync(join(dir, "package.json"), "utf8")).optionalDependencies ?? {})))
+const allNative = nativeFiles(join(clientOnly, "node_modules"))
+const native = allNative.filter((file) => !(optionalNative(ownerOf(file)) && optionalOf.has(ownerOf(file))))
+if (native.length > 0) fail(`installing @mks/a2a alone pulled native modules: ${native.join(", ")}`)
+const tolerated = [...new Set(allNative.map(ownerOf))]
+for (const peer of ["effect", "@effect/platform"]) if (!clientPackages.some(([name]) => name === peer)) fail(`installing @mks/a2a alone did not install its peer ${peer}`)
+run(process.execPath, ["--input-type=module", "-e", `
+  const core = await import("@mks/a2a"); const client = await import("@mks/a2a/client")
+  if (typeof core.BrokerClient !== "object" || typeof client.createBrokerClient !== "function") { console.error("empty exports"); process.exit(1) }
+`], { cwd: clientOnly })
+step(`@mks/a2a alone: ${clientPackages.length} packages, no server package, no native module${tolerated.length > 0 ? ` but the optional ${tolerated.join(", ")} (of the peer @effect/platform)` : ""}`)
+
+const effectVersion = versionOf(join(root, "node_modules", "effect"))
+const host = freshProject("host-app", {})
+npmInstall(host, [`effect@${effectVersion}`])
+npmInstall(host, [coreTarball])
+const effects = installed(host).filter(([name]) => name === "effect")
+if (effects.length !== 1) fail(`a host app with its own effect has ${effects.length} copies of effect: ${effects.map(([, dir]) => dir).join(", ")}`)
+if (versionOf(effects[0][1]) !== effectVersion) fail(`the host's effect ${effectVersion} was replaced by ${versionOf(effects[0][1])}`)
+const hostManifest = JSON.parse(readFileSync(join(host, "package.json"), "utf8"))
+if (hostManifest.dependencies?.effect === undefined) fail("the host's own effect dependency was dropped")
+step(`a host app with its own effect@${effectVersion} keeps exactly one copy after installing @mks/a2a`)
+
 cleanup()
 step("ok")

@@ -33,7 +33,10 @@ export default defineConfig([
     external: ["better-sqlite3", "@mks/a2a-dashboard", "pg-native"],
     minify: true,
     esbuildOptions(options) {
-      options.alias = { "@mks/a2a": fileURLToPath(new URL("../core/src/index.ts", import.meta.url)) }
+      options.alias = {
+        "@mks/a2a": fileURLToPath(new URL("../core/src/index.ts", import.meta.url)),
+        "@mks/a2a/internal": fileURLToPath(new URL("../core/src/internal.ts", import.meta.url))
+      }
     },
     define: { __VERSION__: JSON.stringify(version) },
     // Bundled CommonJS dependencies (ws, …) call require() for node built-ins.

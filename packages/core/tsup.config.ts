@@ -2,7 +2,8 @@ import { defineConfig } from "tsup"
 
 export default defineConfig([
   {
-    entry: ["src/index.ts"],
+    // `internal` is the plumbing the sibling packages share (`@mks/a2a/internal`).
+    entry: ["src/index.ts", "src/internal.ts"],
     format: ["esm"],
     target: "node20",
     platform: "node",

@@ -24,7 +24,6 @@ import {
   TeamDirectory
 } from "@mks/a2a"
 import { Clock, Context, Effect, Layer, Option, Schedule, Stream } from "effect"
-import { randomFillSync } from "node:crypto"
 import * as AuditLog from "./AuditLog.js"
 import { BrokerConfig } from "./BrokerConfig.js"
 import { Metrics } from "./Metrics.js"
@@ -48,27 +47,8 @@ const forbidden = (what: string) => new Errors.Forbidden({ message: what })
 
 const isoNow = Clock.currentTimeMillis.pipe(Effect.map(Ids.nowIso))
 
-const ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-const randomPool = Buffer.alloc(4096)
-let randomAt = randomPool.length
-
-/**
- * A message id: `m_`, the time in milliseconds (10 characters of a 32-letter alphabet, so ids
- * sort by creation time) and 16 random characters (80 bits, from a pool of random bytes: one
- * `getrandom` per ~250 messages). Time-ordered ids keep the inbox's message-id index growing at
- * its end instead of at random places, which halves the cost of writing a message to SQLite.
- */
-export const newMessageId = (now: number = Date.now()): Ids.MessageId => {
-  if (randomAt + 16 > randomPool.length) {
-    randomFillSync(randomPool)
-    randomAt = 0
-  }
-  let time = ""
-  for (let i = 0, t = now; i < 10; i++, t = Math.floor(t / 32)) time = ID_ALPHABET[t % 32] + time
-  let id = "m_" + time
-  for (let i = 0; i < 16; i++) id += ID_ALPHABET[randomPool[randomAt++]! & 31]
-  return id as Ids.MessageId
-}
+/** A message id (time-ordered, see core's `Ids.messageId`, the one implementation). */
+export const newMessageId: (now?: number) => Ids.MessageId = Ids.messageId
 
 /** How often lapsed task leases are written down and reported (`lease_expired`). */
 const TASK_SWEEP_INTERVAL = "1 second"

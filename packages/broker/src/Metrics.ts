@@ -1,8 +1,10 @@
 /**
- * Prometheus metrics of the broker, rendered in the text exposition format at `/metrics`.
- * Counters and the latency histogram are updated synchronously on the hot path (a few adds);
- * gauges are sampled when scraped.
+ * Prometheus metrics of the broker, rendered in the text exposition format at `/metrics` by
+ * core's shared renderer (`Prometheus` in `@mks/a2a/internal`, also the proxy's). Counters and
+ * the latency histogram are updated synchronously on the hot path (a few adds); gauges are
+ * sampled when scraped.
  */
+import { Prometheus } from "@mks/a2a/internal"
 import { Context, Effect, Layer, Ref } from "effect"
 
 const BUCKETS_MS = [0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000]
@@ -23,37 +25,25 @@ export class Metrics extends Context.Tag("@mks/a2a-broker/Metrics")<Metrics, Met
 export const make = Effect.gen(function* () {
   let messagesIn = 0
   let messagesOut = 0
-  const buckets = BUCKETS_MS.map(() => 0)
-  let count = 0
-  let sum = 0
+  const delivery = new Prometheus.Histogram(BUCKETS_MS)
   const statuses = new Map<number, number>()
   const gauges = yield* Ref.make<ReadonlyArray<{ name: string; help: string; sample: Effect.Effect<number> }>>([])
 
   const service: MetricsService = {
     messagesIn: (n) => void (messagesIn += n),
     messagesOut: (n) => void (messagesOut += n),
-    observeDelivery: (ms) => {
-      count++
-      sum += ms
-      for (let i = 0; i < BUCKETS_MS.length; i++) if (ms <= BUCKETS_MS[i]!) buckets[i]!++
-    },
+    observeDelivery: (ms) => delivery.observe(ms),
     httpRequest: (status) => void statuses.set(status, (statuses.get(status) ?? 0) + 1),
     gauge: (name, help, sample) => Ref.update(gauges, (all) => [...all.filter((g) => g.name !== name), { name, help, sample }]),
     render: Effect.gen(function* () {
-      const lines: Array<string> = []
-      const counter = (name: string, help: string, value: number) => lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`, `${name} ${value}`)
-      counter("a2a_messages_in_total", "Messages accepted (one per send, whatever the fan-out).", messagesIn)
-      counter("a2a_messages_out_total", "Message frames written to live channels.", messagesOut)
-      lines.push("# HELP a2a_http_requests_total HTTP requests by status.", "# TYPE a2a_http_requests_total counter")
-      for (const [status, n] of [...statuses].sort(([a], [b]) => a - b)) lines.push(`a2a_http_requests_total{status="${status}"} ${n}`)
-      lines.push("# HELP a2a_delivery_latency_ms Append-to-socket latency of live deliveries.", "# TYPE a2a_delivery_latency_ms histogram")
-      BUCKETS_MS.forEach((le, i) => lines.push(`a2a_delivery_latency_ms_bucket{le="${le}"} ${buckets[i]}`))
-      lines.push(`a2a_delivery_latency_ms_bucket{le="+Inf"} ${count}`, `a2a_delivery_latency_ms_sum ${sum}`, `a2a_delivery_latency_ms_count ${count}`)
-      for (const g of yield* Ref.get(gauges)) {
-        const value = yield* g.sample
-        lines.push(`# HELP ${g.name} ${g.help}`, `# TYPE ${g.name} gauge`, `${g.name} ${value}`)
-      }
-      return lines.join("\n") + "\n"
+      const out = new Prometheus.Exposition()
+        .counter("a2a_messages_in_total", "Messages accepted (one per send, whatever the fan-out).", messagesIn)
+        .counter("a2a_messages_out_total", "Message frames written to live channels.", messagesOut)
+        .counter("a2a_http_requests_total", "HTTP requests by status.")
+      for (const [status, n] of [...statuses].sort(([a], [b]) => a - b)) out.counter("a2a_http_requests_total", "", n, `status="${status}"`)
+      out.histogram("a2a_delivery_latency_ms", "Append-to-socket latency of live deliveries.", delivery)
+      for (const g of yield* Ref.get(gauges)) out.gauge(g.name, g.help, yield* g.sample)
+      return out.text()
     })
   }
   return service

@@ -23,25 +23,12 @@ import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Errors, Message } from "@mks/a2a"
 import type { Ids } from "@mks/a2a"
-import { Cause, Effect, Runtime, Schedule } from "effect"
+import { Cause, Effect, Schedule } from "effect"
+import * as WriteQueue from "./WriteQueue.js"
+import type { PendingWrite } from "./WriteQueue.js"
 
 /** Largest notification payload we send (PostgreSQL refuses 8,000 bytes and more). */
 const NOTIFY_BYTES = 7_500
-
-type Answer<A, E = never> = (outcome: Effect.Effect<A, E>) => void
-
-type PendingWrite =
-  | {
-      readonly kind: "append"
-      readonly tenant: string
-      readonly recipients: ReadonlyArray<Ids.PeerId>
-      readonly draft: Message.MessageDraft
-      readonly data: string
-      readonly now: number
-      readonly done: Answer<ReadonlyArray<Message.Delivery>, Errors.InboxFull>
-    }
-  | { readonly kind: "ack"; readonly tenant: string; readonly peer: Ids.PeerId; readonly upTo: number; readonly done: Answer<Message.InboxCursor> }
-  | { readonly kind: "drop"; readonly tenant: string; readonly peer: Ids.PeerId; readonly done: Answer<void> }
 
 interface State {
   readonly tenant: string
@@ -245,33 +232,7 @@ export const make = (options: Options) =>
         })
       )
 
-    let queue: Array<PendingWrite> = []
-    let scheduled = false
-    const drain: Effect.Effect<void> = Effect.suspend(() => {
-      const batch = queue
-      queue = []
-      return commit(batch).pipe(
-        Effect.ensuring(
-          Effect.sync(() => {
-            if (queue.length > 0) setImmediate(startDrain)
-            else scheduled = false
-          })
-        )
-      )
-    })
-    const startDrain = () => {
-      Runtime.runFork(runtime)(drain)
-    }
-
-    /** Queue a write for the next batch (after the current I/O phase, or after the batch in flight). */
-    const enqueue = <A, E>(write: (done: Answer<A, E>) => PendingWrite): Effect.Effect<A, E> =>
-      Effect.async<A, E>((resume) => {
-        queue.push(write(resume))
-        if (!scheduled) {
-          scheduled = true
-          setImmediate(startDrain)
-        }
-      })
+    const enqueue = WriteQueue.make(commit, runtime)
 
     return {
       stats,

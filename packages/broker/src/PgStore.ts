@@ -250,31 +250,8 @@ const make = (url: string) =>
     const plane = yield* PgSpawnPlane.make({ instance, staleAfter: config.runnerStaleAfter, pendingTimeout: config.spawnPendingTimeout })
 
     // ---- long-poll waiters, woken by inbox notifications ----
-    const waiting = new Map<string, Set<Deferred.Deferred<void>>>()
-    const wake = (key: string) => {
-      const set = waiting.get(key)
-      if (set !== undefined) for (const d of set) Deferred.unsafeDone(d, Effect.void)
-    }
-    const wakeAll = () => {
-      for (const set of waiting.values()) for (const d of set) Deferred.unsafeDone(d, Effect.void)
-    }
-    const register = (key: string) =>
-      Effect.acquireRelease(
-        Effect.flatMap(Deferred.make<void>(), (d) =>
-          Effect.sync(() => {
-            const set = waiting.get(key) ?? new Set()
-            set.add(d)
-            waiting.set(key, set)
-            return d
-          })
-        ),
-        (d) =>
-          Effect.sync(() => {
-            const set = waiting.get(key)
-            set?.delete(d)
-            if (set?.size === 0) waiting.delete(key)
-          })
-      )
+    const waiters = SqlStore.makeWaiters()
+    const wake = waiters.unsafeWake
 
     // ---- pumps: for each recipient with a socket here, push its rows in seq order ----
     interface Pump {
@@ -404,7 +381,7 @@ const make = (url: string) =>
     const onConnected = () => {
       // Back after a gap (or first start): what was notified meanwhile is lost, so read again.
       for (const pump of pumps.values()) kick(pump)
-      wakeAll()
+      waiters.unsafeWakeEvery()
       run(plane.catchUp.pipe(Effect.catchAllCause((cause) => Effect.logWarning("runner catch-up failed", cause))))
     }
     const listener: Listener = wakeups.listen
@@ -420,7 +397,7 @@ const make = (url: string) =>
     const catchUpTick = Effect.suspend(() => {
       const keys = new Map<string, { tenant: string; peer: string }>()
       for (const pump of pumps.values()) keys.set(keyOf(pump.tenant, pump.peer), { tenant: pump.tenant, peer: pump.peer })
-      for (const key of waiting.keys()) {
+      for (const key of waiters.keys()) {
         const [tenant, peer] = key.split("\u0000") as [string, string]
         keys.set(key, { tenant, peer })
       }
@@ -588,7 +565,7 @@ const make = (url: string) =>
         Effect.scoped(
           Effect.gen(function* () {
             // Register before reading, so an append between the read and the wait still wakes us.
-            const woken = yield* register(keyOf(tenant, peer))
+            const woken = yield* waiters.register(keyOf(tenant, peer))
             const first = yield* inboxBase.read(tenant, peer, options)
             if (first.messages.length > 0) return first
             const arrived = yield* Deferred.await(woken).pipe(Effect.timeoutOption(options.timeout))

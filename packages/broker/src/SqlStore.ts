@@ -10,7 +10,9 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Errors, Ids, Inbox, Message, Peer, PeerRegistry, TeamDirectory, Team } from "@mks/a2a"
-import { Cause, Clock, Deferred, Effect, Layer, Option, Runtime } from "effect"
+import { Cause, Clock, Deferred, Effect, Layer, Option } from "effect"
+import * as WriteQueue from "./WriteQueue.js"
+import type { PendingWrite } from "./WriteQueue.js"
 
 const MIGRATIONS: ReadonlyArray<ReadonlyArray<string>> = [
   [
@@ -380,8 +382,8 @@ export const makePeerRegistry = (cache: boolean) => Effect.gen(function* () {
 
 // ---- inboxes ----------------------------------------------------------------------------------
 
-/** In-process wake-ups for long-polls; the database stays the source of truth. */
-const makeWaiters = () => {
+/** In-process wake-ups for long-polls (keyed by `keyOf(tenant, peer)`); the database stays the source of truth. Also `PgStore`'s. */
+export const makeWaiters = () => {
   const waiting = new Map<string, Set<Deferred.Deferred<void>>>()
   return {
     register: (key: string) =>
@@ -413,7 +415,18 @@ const makeWaiters = () => {
         const set = waiting.get(key)
         if (set !== undefined) for (const d of set) Deferred.unsafeDone(d, Effect.void)
       }
-    }
+    },
+    /** Wake the waiters of one key, synchronously. */
+    unsafeWake: (key: string) => {
+      const set = waiting.get(key)
+      if (set !== undefined) for (const d of set) Deferred.unsafeDone(d, Effect.void)
+    },
+    /** Wake every waiter, synchronously (the database was away: anything may have changed). */
+    unsafeWakeEvery: () => {
+      for (const set of waiting.values()) for (const d of set) Deferred.unsafeDone(d, Effect.void)
+    },
+    /** The keys somebody waits on. */
+    keys: () => waiting.keys()
   }
 }
 
@@ -426,23 +439,6 @@ interface InboxState {
   lastSeq: number
   cursor: number
 }
-
-/** A write waiting for the next group commit; settled only after its transaction committed. */
-type PendingWrite =
-  | {
-      readonly kind: "append"
-      readonly tenant: string
-      readonly recipients: ReadonlyArray<Ids.PeerId>
-      readonly draft: Message.MessageDraft
-      readonly data: string
-      readonly now: number
-      readonly done: Answer<ReadonlyArray<Message.Delivery>, Errors.InboxFull>
-    }
-  | { readonly kind: "ack"; readonly tenant: string; readonly peer: Ids.PeerId; readonly upTo: number; readonly done: Answer<Message.InboxCursor> }
-  | { readonly kind: "drop"; readonly tenant: string; readonly peer: Ids.PeerId; readonly done: Answer<void> }
-
-/** Resumes the fiber waiting for a queued write. */
-type Answer<A, E = never> = (outcome: Effect.Effect<A, E>) => void
 
 /**
  * The inbox over SQL. With `groupCommit` (only valid while this process is the only writer,
@@ -526,8 +522,6 @@ export const makeInbox = (capacity: number, groupCommit = false, onAppend?: Appe
     // ---- group commit (this process is the only writer) ----
 
     const mirror = new Map<string, InboxState & { readonly tenant: string; readonly peer: string }>()
-    let queue: Array<PendingWrite> = []
-    let scheduled = false
 
     const stateOf = (tenant: string, peer: string) =>
       Effect.suspend(() => {
@@ -637,31 +631,7 @@ export const makeInbox = (capacity: number, groupCommit = false, onAppend?: Appe
       )
     }
 
-    const drain: Effect.Effect<void> = Effect.suspend(() => {
-      const batch = queue
-      queue = []
-      return commit(batch).pipe(
-        Effect.ensuring(
-          Effect.sync(() => {
-            if (queue.length > 0) setImmediate(startDrain)
-            else scheduled = false
-          })
-        )
-      )
-    })
-    const startDrain = () => {
-      Runtime.runFork(runtime)(drain)
-    }
-
-    /** Queue a write for the next group commit (after the current I/O phase) and await its outcome. */
-    const enqueue = <A, E>(write: (done: Answer<A, E>) => PendingWrite): Effect.Effect<A, E> =>
-      Effect.async<A, E>((resume) => {
-        queue.push(write(resume))
-        if (!scheduled) {
-          scheduled = true
-          setImmediate(startDrain)
-        }
-      })
+    const enqueue = WriteQueue.make(commit, runtime)
 
     const service: Inbox.InboxService = {
       append: (tenant, recipients, draft) =>

@@ -6,9 +6,10 @@
  * (`spawnTokensLayer` picks where they are kept).
  */
 import { Authenticator, Errors, Ids, Permission, Principal, SpawnTokens, VirtualKey } from "@mks/a2a"
+import { AtomicFile } from "@mks/a2a/internal"
 import { Context, Effect, Layer, Option, Ref, Schema } from "effect"
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeSync } from "node:fs"
-import { dirname, join } from "node:path"
+import { existsSync, readFileSync, statSync } from "node:fs"
+import { join } from "node:path"
 
 export const TokenRecord = Schema.Struct({
   id: Schema.String,
@@ -62,29 +63,7 @@ export const TOKEN_PREFIX = SpawnTokens.TOKEN_PREFIX
 export const newSecret = (): string => TOKEN_PREFIX + Ids.randomToken(40)
 
 /** Write `data` to `path` atomically with mode 0600: a crash leaves the old or the new file, never half of one. */
-export const writeFileAtomic = (path: string, data: string): void => {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
-  const tmp = `${path}.${process.pid}.${Ids.randomToken(6)}.tmp`
-  const fd = openSync(tmp, "w", 0o600)
-  try {
-    writeSync(fd, data)
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
-  renameSync(tmp, path)
-  // fsync the directory so the rename itself is durable.
-  try {
-    const dfd = openSync(dirname(path), "r")
-    try {
-      fsyncSync(dfd)
-    } finally {
-      closeSync(dfd)
-    }
-  } catch {
-    // Some filesystems refuse to open directories; the rename is still atomic.
-  }
-}
+export const writeFileAtomic = (path: string, data: string): void => AtomicFile.writeSync(path, data, { mode: 0o600 })
 
 const readTokens = (path: string): Effect.Effect<ReadonlyArray<TokenRecord>, Errors.ServiceUnavailable> =>
   existsSync(path)

@@ -2,12 +2,12 @@
  * Branded identifiers and scalar types of the a2a wire contract.
  *
  * Ids minted by the broker are a short prefix plus 20 random base32 characters
- * (`p_…` peers, `m_…` messages, `s_…` spawns, `k_…` keys); runner ids are chosen by the
- * runner. Every id on the wire is decoded through these schemas, so a malformed id fails
+ * (`p_…` peers, `s_…` spawns, `k_…` keys), or for messages `m_` plus the time and 16 random
+ * characters (see {@link messageId}); runner ids are chosen by the runner. Every id on the wire is decoded through these schemas, so a malformed id fails
  * with a parse error that names the field.
  */
 import { Schema } from "effect"
-import { randomBytes } from "node:crypto"
+import { randomBytes, randomFillSync } from "node:crypto"
 
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/
@@ -99,10 +99,31 @@ export const randomToken = (length = 20): string => {
   return out
 }
 
+const randomPool = Buffer.alloc(4096)
+let randomAt = randomPool.length
+
+/**
+ * A message id: `m_`, the time in milliseconds (10 characters of the same base32 alphabet, so
+ * ids sort by creation time) and 16 random characters (80 bits, from a pool of random bytes: one
+ * `getrandom` per ~250 messages). Time-ordered ids keep an inbox's message-id index growing at
+ * its end instead of at random places, which halves the cost of writing a message to SQLite.
+ */
+export const messageId = (now: number = Date.now()): MessageId => {
+  if (randomAt + 16 > randomPool.length) {
+    randomFillSync(randomPool)
+    randomAt = 0
+  }
+  let time = ""
+  for (let i = 0, t = now; i < 10; i++, t = Math.floor(t / 32)) time = ALPHABET[t % 32] + time
+  let id = "m_" + time
+  for (let i = 0; i < 16; i++) id += ALPHABET[randomPool[randomAt++]! & 31]
+  return id as MessageId
+}
+
 /** Fresh ids with the conventional prefixes. */
 export const make = {
   peer: (): PeerId => `p_${randomToken()}` as PeerId,
-  message: (): MessageId => `m_${randomToken()}` as MessageId,
+  message: (): MessageId => messageId(),
   spawn: (): SpawnId => `s_${randomToken()}` as SpawnId,
   key: (): KeyId => `k_${randomToken()}` as KeyId
 }

@@ -6,7 +6,8 @@
  * A record whose process is gone (the stack was killed) is ignored.
  */
 import { Effect, Option, Schema } from "effect"
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs"
+import * as AtomicFile from "./AtomicFile.js"
+import { readFileSync, rmSync } from "node:fs"
 import { homedir } from "node:os"
 import { join } from "node:path"
 
@@ -51,15 +52,10 @@ export const readSync = (dir: string = home()): StackRecord | undefined => {
 /** {@link readSync} as an Effect. */
 export const read = (dir: string = home()): Effect.Effect<Option.Option<StackRecord>> => Effect.sync(() => Option.fromNullable(readSync(dir)))
 
-/** Write the record atomically (a temporary file renamed over the old one); 0644, it holds no secret. */
+/** Write the record atomically (`AtomicFile`: a temporary file, fsynced, renamed over the old one); 0644, it holds no secret. */
 export const write = (record: StackRecord, dir: string = home()): Effect.Effect<void, Error> =>
   Effect.try({
-    try: () => {
-      mkdirSync(dir, { recursive: true, mode: 0o700 })
-      const tmp = `${file(dir)}.${process.pid}.tmp`
-      writeFileSync(tmp, JSON.stringify(Schema.encodeSync(StackRecord)(record), null, 2) + "\n", { mode: 0o644 })
-      renameSync(tmp, file(dir))
-    },
+    try: () => AtomicFile.writeSync(file(dir), JSON.stringify(Schema.encodeSync(StackRecord)(record), null, 2) + "\n", { mode: 0o644 }),
     catch: (e) => (e instanceof Error ? e : new Error(String(e)))
   })
 

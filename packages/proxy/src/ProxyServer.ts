@@ -7,6 +7,7 @@
 import { OpenApi } from "@effect/platform"
 import type { Authenticator } from "@mks/a2a"
 import { KeyStore, Oidc, ProxyApi, ServerLimits, UsageMeter } from "@mks/a2a"
+import { Prometheus } from "@mks/a2a/internal"
 import { Context, Data, Effect, Layer, PubSub, Redacted } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { createRequire } from "node:module"
@@ -142,7 +143,7 @@ export const layerWith = (config: ProxyConfig, options: Options = {}): Layer.Lay
             return json(res, refusal.status, refusal.body)
           }
           const text = metrics.render()
-          res.writeHead(200, { "content-type": "text/plain; version=0.0.4", "content-length": String(Buffer.byteLength(text)) })
+          res.writeHead(200, { "content-type": Prometheus.CONTENT_TYPE, "content-length": String(Buffer.byteLength(text)) })
           return void res.end(text)
         }
         if (path === "/openapi.json" && method === "GET") return jsonText(res, 200, openApi)

@@ -5,7 +5,8 @@
  * are on, an MCP config that runs the a2a MCP server, the proxy env, the argv, and a driver
  * that accepts the development-channels confirmation and types the first prompt.
  */
-import { existsSync, lstatSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from "node:fs"
+import { AtomicFile } from "@mks/a2a/internal"
+import { existsSync, lstatSync, mkdirSync, readFileSync, symlinkSync } from "node:fs"
 import { join } from "node:path"
 import type { Launch, TerminalIo } from "./internal/agentProcess.js"
 import { stripAnsi } from "./internal/agentLog.js"
@@ -47,11 +48,8 @@ const readJson = (path: string): Record<string, any> => {
   }
 }
 
-const writeJsonAtomic = (path: string, value: unknown) => {
-  const tmp = `${path}.${process.pid}.tmp`
-  writeFileSync(tmp, JSON.stringify(value, null, 2), { mode: 0o600 })
-  renameSync(tmp, path)
-}
+/** 0600: the file holds the session's API key. */
+const writeJsonAtomic = (path: string, value: unknown) => AtomicFile.writeSync(path, JSON.stringify(value, null, 2), { mode: 0o600, syncDir: false })
 
 /**
  * Seed (or refresh) a session's `CLAUDE_CONFIG_DIR`: onboarding done, theme chosen, the cwd

@@ -5,8 +5,9 @@
  * output lines. Everything is stopped (whole trees) when the layer's scope closes.
  */
 import { Codec, Errors, RunnerFrame, type RunnerPolicy, Spawn } from "@mks/a2a"
+import { AtomicFile } from "@mks/a2a/internal"
 import { Context, Effect, Layer, Schema } from "effect"
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { Agent, AgentDetail, AgentExists, AgentNotFound, AgentSpec, type AgentStatus, type StatusChange } from "./Agent.js"
 import { AgentLog } from "./internal/agentLog.js"
@@ -86,11 +87,8 @@ const decodeSpec = Codec.decodeUnknown(AgentSpec)
 const encodeOrder = Schema.encodeSync(RunnerFrame.SpawnOrder)
 const decodeOrder = Codec.decodeUnknown(RunnerFrame.SpawnOrder)
 
-const writeAtomic = (path: string, text: string) => {
-  const tmp = `${path}.${process.pid}.tmp`
-  writeFileSync(tmp, text, { mode: 0o600 })
-  renameSync(tmp, path)
-}
+/** 0600: specs and spawn orders carry prompts and environment. */
+const writeAtomic = (path: string, text: string) => AtomicFile.writeSync(path, text, { mode: 0o600, syncDir: false })
 
 /** An agent spec from a spawn order's spec. */
 export const specOfOrder = (order: RunnerFrame.SpawnOrder, policy?: RunnerPolicy.RunnerPolicy): AgentSpec => {

@@ -4,10 +4,9 @@
  * once; a request then costs a few map lookups and increments.
  */
 import type { Usage } from "@mks/a2a"
+import { Prometheus } from "@mks/a2a/internal"
 
 const BUCKETS_MS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100]
-
-const escape = (value: string): string => value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")
 
 /** Counters of one (provider, model, key). */
 export class Series {
@@ -18,7 +17,7 @@ export class Series {
   readonly labels: string
 
   constructor(provider: string, model: string, key: string) {
-    this.labels = `provider="${escape(provider)}",model="${escape(model)}",key="${escape(key)}"`
+    this.labels = Prometheus.labels({ provider, model, key })
   }
 
   request(status: number): void {
@@ -40,9 +39,7 @@ export class Series {
 
 export class Metrics {
   private readonly series = new Map<string, Map<string, Map<string, Series>>>()
-  private readonly buckets = new Array<number>(BUCKETS_MS.length).fill(0)
-  private overheadSum = 0
-  private overheadCount = 0
+  private readonly overheadMs = new Prometheus.Histogram(BUCKETS_MS)
 
   /** The series of a (provider, model, key); requests refused before routing use `none`. */
   of(provider: string, model: string, key: string): Series {
@@ -56,36 +53,25 @@ export class Metrics {
   }
 
   overhead(ms: number): void {
-    this.overheadSum += ms
-    this.overheadCount++
-    for (let i = 0; i < BUCKETS_MS.length; i++) {
-      if (ms <= BUCKETS_MS[i]!) {
-        this.buckets[i]!++
-        break
-      }
-    }
+    this.overheadMs.observe(ms)
   }
 
+  /** The text of `/metrics` (core's shared renderer, as the broker's). */
   render(): string {
     const all = [...this.series.values()].flatMap((m) => [...m.values()].flatMap((k) => [...k.values()]))
-    const out: Array<string> = []
-    out.push("# HELP a2a_proxy_requests_total Data-plane requests by provider, model, key and status.", "# TYPE a2a_proxy_requests_total counter")
-    for (const s of all) for (const [status, n] of s.requests) out.push(`a2a_proxy_requests_total{${s.labels},status="${status}"} ${n}`)
-    out.push("# HELP a2a_proxy_errors_total Data-plane errors by provider, model, key and type.", "# TYPE a2a_proxy_errors_total counter")
-    for (const s of all) for (const [type, n] of s.errors) out.push(`a2a_proxy_errors_total{${s.labels},type="${escape(type)}"} ${n}`)
-    out.push("# HELP a2a_proxy_tokens_total Tokens reported by upstreams, by provider, model, key and kind.", "# TYPE a2a_proxy_tokens_total counter")
+    const requests = "a2a_proxy_requests_total"
+    const errors = "a2a_proxy_errors_total"
+    const tokens = "a2a_proxy_tokens_total"
+    const out = new Prometheus.Exposition()
+      .counter(requests, "Data-plane requests by provider, model, key and status.")
+      .counter(errors, "Data-plane errors by provider, model, key and type.")
+      .counter(tokens, "Tokens reported by upstreams, by provider, model, key and kind.")
     for (const s of all) {
-      for (const [kind, n] of Object.entries(s.tokens)) if (n > 0) out.push(`a2a_proxy_tokens_total{${s.labels},kind="${kind}"} ${n}`)
+      for (const [status, n] of s.requests) out.counter(requests, "", n, `${s.labels},status="${status}"`)
+      for (const [type, n] of s.errors) out.counter(errors, "", n, `${s.labels},${Prometheus.labels({ type })}`)
+      for (const [kind, n] of Object.entries(s.tokens)) if (n > 0) out.counter(tokens, "", n, `${s.labels},kind="${kind}"`)
     }
-    out.push("# HELP a2a_proxy_overhead_ms Time the proxy adds to a request (before forwarding and before answering).")
-    out.push("# TYPE a2a_proxy_overhead_ms histogram")
-    let cumulative = 0
-    for (let i = 0; i < BUCKETS_MS.length; i++) {
-      cumulative += this.buckets[i]!
-      out.push(`a2a_proxy_overhead_ms_bucket{le="${BUCKETS_MS[i]}"} ${cumulative}`)
-    }
-    out.push(`a2a_proxy_overhead_ms_bucket{le="+Inf"} ${this.overheadCount}`)
-    out.push(`a2a_proxy_overhead_ms_sum ${this.overheadSum}`, `a2a_proxy_overhead_ms_count ${this.overheadCount}`)
-    return out.join("\n") + "\n"
+    out.histogram("a2a_proxy_overhead_ms", "Time the proxy adds to a request (before forwarding and before answering).", this.overheadMs)
+    return out.text()
   }
 }

@@ -1,0 +1,58 @@
+/**
+ * The queue of a group commit, shared by the SQLite inbox (`SqlStore`, `groupCommit`) and the
+ * PostgreSQL one (`PgGroupCommit`): inbox writes wait here, one writer takes everything queued
+ * after the current I/O phase (`setImmediate`) and commits it as one batch, and writes that
+ * arrive meanwhile form the next batch. Each caller is resumed by its write's `done` once the
+ * batch's transaction is decided.
+ */
+import type { Errors, Ids, Message } from "@mks/a2a"
+import { Effect, Runtime } from "effect"
+
+/** Resumes the fiber waiting for a queued write. */
+export type Answer<A, E = never> = (outcome: Effect.Effect<A, E>) => void
+
+/** A write waiting for the next group commit; settled only after its transaction committed. */
+export type PendingWrite =
+  | {
+      readonly kind: "append"
+      readonly tenant: string
+      readonly recipients: ReadonlyArray<Ids.PeerId>
+      readonly draft: Message.MessageDraft
+      readonly data: string
+      readonly now: number
+      readonly done: Answer<ReadonlyArray<Message.Delivery>, Errors.InboxFull>
+    }
+  | { readonly kind: "ack"; readonly tenant: string; readonly peer: Ids.PeerId; readonly upTo: number; readonly done: Answer<Message.InboxCursor> }
+  | { readonly kind: "drop"; readonly tenant: string; readonly peer: Ids.PeerId; readonly done: Answer<void> }
+
+/**
+ * `enqueue`, which queues a write for the next batch (after the current I/O phase, or after the
+ * batch in flight) and awaits its answer. `commit` must answer every write of its batch.
+ */
+export const make = (commit: (batch: ReadonlyArray<PendingWrite>) => Effect.Effect<void>, runtime: Runtime.Runtime<never>) => {
+  let queue: Array<PendingWrite> = []
+  let scheduled = false
+  const drain: Effect.Effect<void> = Effect.suspend(() => {
+    const batch = queue
+    queue = []
+    return commit(batch).pipe(
+      Effect.ensuring(
+        Effect.sync(() => {
+          if (queue.length > 0) setImmediate(startDrain)
+          else scheduled = false
+        })
+      )
+    )
+  })
+  const startDrain = () => {
+    Runtime.runFork(runtime)(drain)
+  }
+  return <A, E>(write: (done: Answer<A, E>) => PendingWrite): Effect.Effect<A, E> =>
+    Effect.async<A, E>((resume) => {
+      queue.push(write(resume))
+      if (!scheduled) {
+        scheduled = true
+        setImmediate(startDrain)
+      }
+    })
+}
