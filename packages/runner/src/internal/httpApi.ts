@@ -224,17 +224,14 @@ const StreamsLive = HttpApiBuilder.Router.use((router) =>
     const sup = yield* Supervisor
     const config = yield* RunnerConfig
     const shutdown = yield* Shutdown
+    // Listeners are registered before the response: a client that read `: ok` misses no event.
     yield* router.get(
       "/sse/status",
-      Effect.sync(() =>
-        sse(
-          Stream.async<string>((emit) => {
-            const off = sup.onStatus((change: StatusChange) => void emit.single(`event: status\ndata: ${JSON.stringify(change)}\n\n`))
-            return Effect.sync(off)
-          }, "unbounded"),
-          shutdown
-        )
-      )
+      Effect.gen(function* () {
+        const changes = yield* Queue.unbounded<string>()
+        const off = sup.onStatus((change: StatusChange) => Queue.unsafeOffer(changes, `event: status\ndata: ${JSON.stringify(change)}\n\n`))
+        return sse(Stream.fromQueue(changes).pipe(Stream.ensuring(Effect.sync(off))), shutdown)
+      })
     )
     yield* router.get(
       "/sse/agents/:id/logs",
@@ -307,7 +304,15 @@ export interface RunnerAppService {
   readonly app: HttpApp.Default<never, HttpRouter.HttpRouter.DefaultServices>
 }
 
+/**
+ * Fresh: the builder's services (`HttpApi.Api`, its router, its middleware) are global tags, and
+ * layers are shared by identity within one build. A host that builds the broker's API in the
+ * same graph would otherwise get one router with both APIs (and a clash on `/openapi.json`).
+ */
 export const layerApp = <Tag>(tag: Context.Tag<Tag, RunnerAppService>): Layer.Layer<Tag, never, RunnerConfig | Supervisor> =>
+  Layer.fresh(appLayer(tag))
+
+const appLayer = <Tag>(tag: Context.Tag<Tag, RunnerAppService>): Layer.Layer<Tag, never, RunnerConfig | Supervisor> =>
   Layer.effect(
     tag,
     Effect.gen(function* () {
