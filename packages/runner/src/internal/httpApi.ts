@@ -18,7 +18,7 @@ import {
 } from "@effect/platform"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Errors, RunnerApi, ServerLimits } from "@mks/a2a"
-import { Context, Deferred, Effect, Layer, Option, Queue, Schedule, Stream } from "effect"
+import { Cause, Context, Deferred, Effect, Layer, Option, Queue, Schedule, Stream } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { RouteNotFound, type StatusChange } from "../Agent.js"
 import { RunnerConfig } from "../RunnerConfig.js"
@@ -289,8 +289,11 @@ const gate = (app: HttpApp.Default, apiKey: string, maxBodyBytes: number): HttpA
       if ((e as { _tag?: string })._tag === "RouteNotFound") return Effect.map(HttpServerRequest.HttpServerRequest, (request) => errorResponse(routeNotFound(request)))
       return Effect.fail(e)
     }),
+    // An interruption (the client went away, the layer closes) is not a failure to answer.
     Effect.catchAllCause((cause) =>
-      Effect.logError("request failed", cause).pipe(Effect.as(errorResponse(new Errors.InvalidRequest({ message: "internal error" }))))
+      Cause.isInterruptedOnly(cause)
+        ? Effect.failCause(cause as Cause.Cause<never>)
+        : Effect.logError("request failed", cause).pipe(Effect.as(errorResponse(new Errors.InvalidRequest({ message: "internal error" }))))
     )
   )
 
