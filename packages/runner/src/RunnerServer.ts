@@ -5,7 +5,11 @@
  * Supervisor, local HTTP API (core's `RunnerApi`, with SSE and the terminal WebSocket), and the
  * broker link when a broker is configured.
  */
+import { Etag } from "@effect/platform"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import * as NodeHttpPlatform from "@effect/platform-node/NodeHttpPlatform"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as NodePath from "@effect/platform-node/NodePath"
 import { ServerLimits } from "@mks/a2a"
 import { Context, Data, Effect, Layer } from "effect"
 import { createServer, type Server } from "node:http"
@@ -41,6 +45,12 @@ export const layerRoutes: Layer.Layer<RunnerApp, never, RunnerConfig | Superviso
  */
 export const layerApp = (config: RunnerConfigShape): Layer.Layer<RunnerApp | BrokerLink.BrokerLink | Supervisor.Supervisor | RunnerConfig> =>
   Layer.mergeAll(layerRoutes, BrokerLink.layer).pipe(Layer.provideMerge(Supervisor.layer), Layer.provideMerge(Layer.succeed(RunnerConfig, config)))
+
+/**
+ * What serving an `HttpApp` needs (`HttpRouter.DefaultServices`): the platform's `NodeHttpServer.layerContext`
+ * without the rest of `NodeContext` (command executor, terminal, workers), which the runner's start would pay for.
+ */
+const ServeContext = Layer.mergeAll(NodeHttpPlatform.layer, Etag.layerWeak).pipe(Layer.provideMerge(Layer.mergeAll(NodeFileSystem.layer, NodePath.layer)))
 
 /**
  * The local HTTP API on `config.host:config.port`: `layerRoutes` served on a Node server with
@@ -86,7 +96,7 @@ export const layerHttp: Layer.Layer<RunnerAddress | RunnerApp, ListenError, Runn
     yield* Effect.logInfo(`a2a-runner listening on ${url}`)
     return { url, port }
   })
-).pipe(Layer.provideMerge(layerRoutes), Layer.provide(NodeHttpServer.layerContext))
+).pipe(Layer.provideMerge(layerRoutes), Layer.provide(ServeContext))
 
 /** The runner: supervisor, local API and broker link. */
 export const layer = (config: RunnerConfigShape) =>
