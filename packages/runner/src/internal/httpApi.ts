@@ -308,12 +308,14 @@ export interface RunnerAppService {
 }
 
 /**
- * Fresh: the builder's services (`HttpApi.Api`, its router, its middleware) are global tags, and
- * layers are shared by identity within one build. A host that builds the broker's API in the
- * same graph would otherwise get one router with both APIs (and a clash on `/openapi.json`).
+ * Built apart (`Layer.build` has a memo map of its own): the builder's services (`HttpApi.Api`,
+ * its router, its middleware) are global tags, and layers are shared by identity within one
+ * build. A host that builds the broker's API in the same graph would otherwise get one router
+ * with both APIs (and a clash on `/openapi.json`). Not `Layer.fresh`, which would build it again
+ * at each reference (`provideMerge` has two).
  */
 export const layerApp = <Tag>(tag: Context.Tag<Tag, RunnerAppService>): Layer.Layer<Tag, never, RunnerConfig | Supervisor> =>
-  Layer.fresh(appLayer(tag))
+  Layer.scopedContext(Layer.build(appLayer(tag)))
 
 const appLayer = <Tag>(tag: Context.Tag<Tag, RunnerAppService>): Layer.Layer<Tag, never, RunnerConfig | Supervisor> =>
   Layer.effect(
