@@ -10,7 +10,8 @@ import { join } from "node:path"
 import { createInterface } from "node:readline"
 import WebSocket from "ws"
 
-export const CLI = join(import.meta.dirname, "..", "dist", "cli.js")
+// A2A_TEST_RUNNER_CLI: another build of the CLI (e.g. a previous release, to compare its wire).
+export const CLI = process.env.A2A_TEST_RUNNER_CLI ?? join(import.meta.dirname, "..", "dist", "cli.js")
 export const FIXTURES = join(import.meta.dirname, "fixtures")
 export const KEY = "test-runner-key-0123456789"
 

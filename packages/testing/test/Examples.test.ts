@@ -26,16 +26,20 @@ describe("examples", () => {
     expect(lines.slice(1)).toEqual(['bob got "hello from an app token" from alice', "a forged token gets 401 Unauthorized", "broker stopped"])
   })
 
-  it("embed-in-your-app: the broker mounted beside an app's own routes, core's memory stores, an authenticator that knows no spawn tokens, a real runner's agent registering with its spawn token", async () => {
+  it("embed-in-your-app: the broker and the runner API mounted beside an app's own routes, core's memory stores, an authenticator that knows no spawn tokens, the mounted runner's agent registering with its spawn token", async () => {
     const { stdout } = await run(process.execPath, [join(EXAMPLES, "embed-in-your-app", "index.mjs")], { timeout: 90_000 })
     const lines = stdout.trim().split("\n")
     expect(lines[0]).toMatch(/^app listening at http:\/\/127\.0\.0\.1:\d+$/)
     expect(lines.slice(1)).toEqual([
       "GET /hello -> from the app",
       "spawned shouter: registered with its spawn token",
+      "GET /runner/agents -> shouter running, the spawn's agent",
       'shouter answered "HELLO FROM THE APP"',
       "shouter stopped",
       "a forged token gets 401 Unauthorized",
+      "POST /runner/agents -> notes running (status event over /runner/sse/status)",
+      "notes stopped and removed: AgentNotFound",
+      "the runner API with an app token gets Unauthorized: it has its own key",
       "app stopped"
     ])
   }, 120_000)

@@ -1,40 +1,36 @@
 /**
- * The local HTTP API on node:http (SSE and the terminal WebSocket upgrade are plain Node
- * there): routing, Bearer auth with a constant-time compare, body limits, typed JSON errors.
- * Handlers are Effects run on the layer's runtime.
+ * The local HTTP API as an `HttpApp`: core's `RunnerApi` served with `HttpApiBuilder` over the
+ * Supervisor, the streams (SSE, the terminal WebSocket) as routes beside it, and a gate in
+ * front of all of it: Bearer auth with a constant-time compare (before routing, so an unknown
+ * path without the key is 401 as before), the JSON body limits of `POST /agents`, and the
+ * runner's error bodies for whatever the framework would answer in its own shape.
  */
-import { Codec, Errors, ServerLimits } from "@mks/a2a"
-import { Effect, Runtime, Schema } from "effect"
+import {
+  Headers,
+  HttpApiBuilder,
+  type HttpApiError,
+  type HttpApp,
+  HttpIncomingMessage,
+  HttpRouter,
+  type HttpServerError,
+  HttpServerRequest,
+  HttpServerResponse
+} from "@effect/platform"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
+import { Errors, RunnerApi, ServerLimits } from "@mks/a2a"
+import { Cause, Context, Deferred, Effect, Layer, Option, Queue, Schedule, Stream } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
-import type { IncomingMessage, ServerResponse } from "node:http"
-import type { Duplex } from "node:stream"
-import { WebSocketServer, type WebSocket } from "ws"
-import { AgentExists, AgentNotFound, AgentSpec, RouteNotFound, type StatusChange } from "../Agent.js"
-import type { SupervisorService, Terminal } from "../Supervisor.js"
+import { RouteNotFound, type StatusChange } from "../Agent.js"
+import { RunnerConfig } from "../RunnerConfig.js"
+import { Supervisor, type Terminal } from "../Supervisor.js"
 
-export type ApiError = Errors.InvalidRequest | Errors.Unauthorized | Errors.PayloadTooLarge | Errors.UnsupportedMediaType | AgentNotFound | AgentExists | RouteNotFound
-
-const statusOf = (error: ApiError): number => {
-  switch (error._tag) {
-    case "AgentNotFound":
-    case "RouteNotFound":
-      return 404
-    case "AgentExists":
-      return 409
-    default:
-      return Errors.statusOf(error)
-  }
-}
+export type ApiError = RunnerApi.ApiError
 
 /**
  * The error body: the broker's `{_tag, message, …}` shape, plus `error: {type, message}` for
  * clients that read that envelope.
  */
-export const errorBody = (error: ApiError) => {
-  const { _tag, ...fields } = error as unknown as Record<string, unknown> & { _tag: string }
-  const plain = Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined && typeof v !== "function"))
-  return { _tag, ...plain, message: error.message, error: { type: _tag, message: error.message } }
-}
+export const errorBody = RunnerApi.errorBody
 
 const digest = (text: string) => createHash("sha256").update(text).digest()
 
@@ -42,248 +38,299 @@ const digest = (text: string) => createHash("sha256").update(text).digest()
 export const keyMatches = (expected: string, given: string | undefined): boolean =>
   given !== undefined && given.length > 0 && timingSafeEqual(digest(expected), digest(given))
 
-const bearerOf = (req: IncomingMessage, url: URL): string | undefined => {
-  const header = req.headers.authorization
+const bearerOf = (request: HttpServerRequest.HttpServerRequest, url: URL): string | undefined => {
+  const header = request.headers["authorization"]
   if (header !== undefined && /^bearer /i.test(header)) return header.slice(7).trim()
   return url.searchParams.get("token") ?? undefined
 }
 
-const sendJson = (res: ServerResponse, status: number, body: unknown) => {
-  const text = JSON.stringify(body)
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) })
-  res.end(text)
+const unauthorized = () => new Errors.Unauthorized({ message: "missing or invalid API key" })
+
+/** A runner error as its response. */
+export const errorResponse = (error: ApiError) => HttpServerResponse.unsafeJson(errorBody(error), { status: RunnerApi.statusOf(error) })
+
+const urlOf = (request: HttpServerRequest.HttpServerRequest) => new URL(request.url, "http://runner")
+const pathOf = (url: URL) => url.pathname.replace(/\/+$/, "") || "/"
+
+/** The paths of the API and its streams, to tell "wrong method" from "no such route". */
+const knownPaths = [/^\/agents$/, /^\/agents\/[^/]+$/, /^\/agents\/[^/]+\/(start|stop|restart|logs)$/, /^\/sse\/status$/, /^\/sse\/agents\/[^/]+\/logs$/]
+
+const isWebSocketUpgrade = (request: HttpServerRequest.HttpServerRequest) => /websocket/i.test(request.headers["upgrade"] ?? "")
+
+const routeNotFound = (request: HttpServerRequest.HttpServerRequest) => {
+  const path = pathOf(urlOf(request))
+  if (isWebSocketUpgrade(request)) return new RouteNotFound({ message: `no WebSocket route ${urlOf(request).pathname}` })
+  return new RouteNotFound({ message: knownPaths.some((p) => p.test(path)) ? `${request.method} is not allowed on ${path}` : `no route ${request.method} ${path}` })
 }
 
-const sendError = (res: ServerResponse, error: ApiError) => {
-  if (res.headersSent) return res.destroy()
-  sendJson(res, statusOf(error), errorBody(error))
+/** A decode failure as the contract's `InvalidRequest {field}` (as `Codec.toInvalidRequest` words it). */
+const invalidRequestOf = (issues: ReadonlyArray<{ readonly path: ReadonlyArray<PropertyKey>; readonly message: string }>) => {
+  const first = issues[0]
+  if (first === undefined) return new Errors.InvalidRequest({ message: "invalid input" })
+  const field = first.path.length > 0 ? first.path.map(String).join(".") : undefined
+  return new Errors.InvalidRequest({ message: field === undefined ? first.message : `${field}: ${first.message}`, field })
 }
 
-const readBody = (req: IncomingMessage, limit: number): Promise<string | Errors.PayloadTooLarge> =>
-  new Promise((resolve, reject) => {
-    const length = Number(req.headers["content-length"] ?? "0")
-    const tooLarge = () => new Errors.PayloadTooLarge({ message: `request body larger than ${limit} bytes`, limit })
-    if (Number.isFinite(length) && length > limit) {
-      req.resume()
-      return resolve(tooLarge())
-    }
-    const chunks: Array<Buffer> = []
-    let size = 0
-    let over = false
-    req.on("data", (chunk: Buffer) => {
-      size += chunk.length
-      if (size > limit) over = true
-      else chunks.push(chunk)
-    })
-    req.on("end", () => resolve(over ? tooLarge() : Buffer.concat(chunks).toString("utf8")))
-    req.on("error", reject)
+/**
+ * Inside the API: requests that do not decode get the runner's `InvalidRequest {field}` (the
+ * framework's own `HttpApiDecodeError` shape never reaches clients), a body that is not JSON
+ * likewise.
+ */
+const contractErrors = HttpApiBuilder.middleware((app) =>
+  (app as HttpApp.Default<unknown>).pipe(
+    Effect.catchAll((e) => {
+      const tag = (e as { _tag?: string })._tag
+      if (tag === "HttpApiDecodeError") return Effect.succeed(errorResponse(invalidRequestOf((e as HttpApiError.HttpApiDecodeError).issues)))
+      if (tag === "RequestError") return Effect.succeed(errorResponse(new Errors.InvalidRequest({ message: "the request body is not valid JSON" })))
+      // The router's own "no route" (its message would echo the query, the key too).
+      if (tag === "RouteNotFound" && !(e instanceof RouteNotFound)) return Effect.map(HttpServerRequest.HttpServerRequest, (request) => errorResponse(routeNotFound(request)))
+      return Effect.fail(e)
+    }),
+    // The framework reads bodies with `orDie`: a body that does not parse arrives as a defect.
+    Effect.catchAllDefect((defect) =>
+      (defect as Partial<HttpServerError.RequestError>)._tag === "RequestError"
+        ? Effect.succeed(errorResponse(new Errors.InvalidRequest({ message: "the request body is not valid JSON" })))
+        : Effect.die(defect)
+    )
+  ) as HttpApp.Default
+)
+
+/** The API key check of the API's endpoints (the gate checked it already; this keeps the API safe on its own). */
+const AuthorizationLive = Layer.effect(
+  RunnerApi.Authorization,
+  Effect.map(RunnerConfig, (config) => ({
+    bearer: () =>
+      Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+        keyMatches(config.apiKey, bearerOf(request, urlOf(request))) ? Effect.void : Effect.fail(unauthorized())
+      )
+  }))
+)
+
+const Api = RunnerApi.RunnerApi
+
+const HealthLive = HttpApiBuilder.group(Api, "health", (handlers) =>
+  Effect.map(RunnerConfig, (config) => {
+    // Built on first request: generating the document costs start-up time for nothing.
+    let doc: unknown
+    return handlers
+      .handle("health", () => Effect.succeed({ status: "ok" as const, version: config.version, runner: config.id }))
+      .handle("openapi", () => Effect.sync(() => (doc ??= RunnerApi.openApi())))
   })
+)
 
-const decodeSpec = Codec.decodeUnknown(AgentSpec)
-const decodeN = Codec.decodeUnknown(Schema.NumberFromString.pipe(Schema.int(), Schema.between(0, 100_000)))
+const AgentsLive = HttpApiBuilder.group(Api, "agents", (handlers) =>
+  Effect.map(Supervisor, (sup) =>
+    handlers
+      .handle("list", () => Effect.map(sup.list, (agents) => ({ agents })))
+      .handle("create", ({ payload }) => Effect.map(sup.create(payload), (agent) => ({ agent })))
+      .handle("get", ({ path }) => sup.detail(path.id))
+      .handle("remove", ({ path }) => Effect.map(sup.remove(path.id), (agent) => ({ agent })))
+      .handle("start", ({ path }) => Effect.map(sup.start(path.id), (agent) => ({ agent })))
+      .handle("stop", ({ path }) => Effect.map(sup.stop(path.id), (agent) => ({ agent })))
+      .handle("restart", ({ path }) => Effect.map(sup.restart(path.id), (agent) => ({ agent })))
+      .handle("logs", ({ path, urlParams }) => Effect.map(sup.logs(path.id, urlParams.n ?? 200), (lines) => ({ agent_id: path.id, lines })))
+  )
+)
 
-export interface ApiOptions {
-  readonly apiKey: string
-  readonly version: string
-  readonly maxBodyBytes: number
-  readonly runnerId: string
-  readonly supervisor: SupervisorService
-  readonly runtime: Runtime.Runtime<never>
+/** Completed when the API's layer closes: open streams and terminals end then. */
+class Shutdown extends Context.Tag("@mks/a2a-runner/internal/Shutdown")<Shutdown, Deferred.Deferred<void>>() {}
+
+const ShutdownLive = Layer.scoped(
+  Shutdown,
+  Effect.acquireRelease(Deferred.make<void>(), (done) => Deferred.succeed(done, undefined))
+)
+
+const sseHeaders = Headers.fromInput({ "cache-control": "no-cache", connection: "keep-alive", "x-accel-buffering": "no" })
+
+/** An SSE response: `: ok` at once, the events, a `: ping` comment every 15 s (keeps idle streams open through proxies). */
+const sse = (events: Stream.Stream<string>, shutdown: Deferred.Deferred<void>) =>
+  HttpServerResponse.stream(
+    Stream.make(": ok\n\n").pipe(
+      Stream.concat(Stream.merge(events, Stream.fromSchedule(Schedule.spaced("15 seconds")).pipe(Stream.as(": ping\n\n")), { haltStrategy: "left" })),
+      Stream.interruptWhen(Deferred.await(shutdown)),
+      Stream.encodeText
+    ),
+    { contentType: "text/event-stream", headers: sseHeaders }
+  )
+
+/** The ws socket's frame limit, set once it is open (the platform's WebSocket server has no option). */
+const capPayload = (request: HttpServerRequest.HttpServerRequest, bytes: number) => {
+  try {
+    const marked = NodeHttpServerRequest.toIncomingMessage(request).socket as unknown as Record<symbol, { _receiver?: { _maxPayload?: number } } | undefined>
+    const symbol = Object.getOwnPropertySymbols(marked).find((s) => s.description === "websocket")
+    const receiver = symbol === undefined ? undefined : marked[symbol]?._receiver
+    if (receiver !== undefined && typeof receiver._maxPayload === "number") receiver._maxPayload = bytes
+  } catch {
+    // not a Node request: the platform's default limit stays
+  }
 }
 
-type Handler = (ctx: { req: IncomingMessage; res: ServerResponse; url: URL; params: Array<string> }) => Effect.Effect<void, ApiError>
+const badFrame = () => ({
+  type: "error",
+  error: errorBody(new Errors.InvalidRequest({ message: "expected {type:'input',data} or {type:'resize',cols,rows}", field: "type" }))
+})
 
-/** Build the request and upgrade listeners of the API. */
-export const make = (options: ApiOptions) => {
-  const { supervisor: sup } = options
-  const run = Runtime.runPromise(options.runtime)
-  const sseClients = new Set<ServerResponse>()
-  const wss = new WebSocketServer({ noServer: true, maxPayload: options.maxBodyBytes })
-  // A comment line now and then keeps idle SSE streams open through proxies.
-  const keepAlive = setInterval(() => {
-    for (const res of sseClients) res.write(": ping\n\n")
-  }, 15_000)
-  keepAlive.unref()
-
-  const json = (res: ServerResponse, status = 200) => (body: unknown) => Effect.sync(() => sendJson(res, status, body))
-
-  const body = (req: IncomingMessage) =>
-    // Any other content type is refused before the body is read.
-    (ServerLimits.isJson(req.headers["content-type"]) || (Number(req.headers["content-length"] ?? "0") === 0 && req.headers["transfer-encoding"] === undefined)
-      ? Effect.promise((): Promise<string | Errors.PayloadTooLarge | Errors.UnsupportedMediaType> => readBody(req, options.maxBodyBytes))
-      : Effect.sync((): string | Errors.PayloadTooLarge | Errors.UnsupportedMediaType => {
-          req.resume()
-          return new Errors.UnsupportedMediaType({ message: `the request body must be application/json, not ${req.headers["content-type"] ?? "untyped"}` })
-        })
-    ).pipe(
-      Effect.flatMap((text) => (typeof text === "string" ? Effect.succeed(text) : Effect.fail(text))),
-      Effect.flatMap((text) =>
-        Effect.try({
-          try: () => JSON.parse(text) as unknown,
-          catch: () => new Errors.InvalidRequest({ message: "the request body is not valid JSON" })
-        })
-      )
-    )
-
-  const sseHead = (res: ServerResponse) => {
-    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive", "x-accel-buffering": "no" })
-    res.socket?.setNoDelay(true)
-    res.write(": ok\n\n")
-  }
-
-  const routes: Array<[string, RegExp, Handler]> = [
-    ["GET", /^\/agents$/, ({ res }) => Effect.flatMap(sup.list, (agents) => json(res)({ agents }))],
-    [
-      "POST",
-      /^\/agents$/,
-      ({ req, res }) =>
-        body(req).pipe(
-          Effect.flatMap(decodeSpec),
-          Effect.flatMap((spec) => sup.create(spec)),
-          Effect.flatMap((agent) => json(res, 201)({ agent }))
-        )
-    ],
-    ["GET", /^\/agents\/([^/]+)$/, ({ res, params }) => Effect.flatMap(sup.detail(params[0]!), json(res))],
-    ["DELETE", /^\/agents\/([^/]+)$/, ({ res, params }) => Effect.flatMap(sup.remove(params[0]!), (agent) => json(res)({ agent }))],
-    ["POST", /^\/agents\/([^/]+)\/start$/, ({ res, params }) => Effect.flatMap(sup.start(params[0]!), (agent) => json(res)({ agent }))],
-    ["POST", /^\/agents\/([^/]+)\/stop$/, ({ res, params }) => Effect.flatMap(sup.stop(params[0]!), (agent) => json(res)({ agent }))],
-    ["POST", /^\/agents\/([^/]+)\/restart$/, ({ res, params }) => Effect.flatMap(sup.restart(params[0]!), (agent) => json(res)({ agent }))],
-    [
-      "GET",
-      /^\/agents\/([^/]+)\/logs$/,
-      ({ res, url, params }) =>
-        Effect.gen(function* () {
-          const nText = url.searchParams.get("n")
-          const n = nText === null ? 200 : yield* decodeN(nText).pipe(Effect.mapError((e) => new Errors.InvalidRequest({ message: `n: ${e.message}`, field: "n" })))
-          const lines = yield* sup.logs(params[0]!, n)
-          yield* json(res)({ agent_id: params[0]!, lines })
-        })
-    ],
-    [
-      "GET",
-      /^\/sse\/status$/,
-      ({ req, res }) =>
-        Effect.sync(() => {
-          sseHead(res)
-          sseClients.add(res)
-          const off = sup.onStatus((change: StatusChange) => res.write(`event: status\ndata: ${JSON.stringify(change)}\n\n`))
-          req.on("close", () => {
-            off()
-            sseClients.delete(res)
-          })
-        })
-    ],
-    [
-      "GET",
-      /^\/sse\/agents\/([^/]+)\/logs$/,
-      ({ req, res, params }) =>
-        Effect.gen(function* () {
-          const id = params[0]!
-          const off = yield* sup.onLine(id, (line) => res.write(`event: log\ndata: ${JSON.stringify({ agent_id: id, line, at: new Date().toISOString() })}\n\n`))
-          sseHead(res)
-          sseClients.add(res)
-          req.on("close", () => {
-            off()
-            sseClients.delete(res)
-          })
-        })
-    ]
-  ]
-
-  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
-    const url = new URL(req.url ?? "/", "http://runner")
-    const path = url.pathname.replace(/\/+$/, "") || "/"
-    if (path === "/health" && req.method === "GET") return sendJson(res, 200, { status: "ok", version: options.version, runner: options.runnerId })
-    if (!keyMatches(options.apiKey, bearerOf(req, url))) {
-      req.resume()
-      return sendError(res, new Errors.Unauthorized({ message: "missing or invalid API key" }))
-    }
-    let handler: Handler | undefined
-    let params: Array<string> = []
-    let pathMatched = false
-    for (const [method, pattern, h] of routes) {
-      const match = pattern.exec(path)
-      if (match === null) continue
-      pathMatched = true
-      if (method !== req.method) continue
-      handler = h
-      params = match.slice(1).map(decodeURIComponent)
-      break
-    }
-    if (handler === undefined) {
-      req.resume()
-      return sendError(res, new RouteNotFound({ message: pathMatched ? `${req.method} is not allowed on ${path}` : `no route ${req.method} ${path}` }))
-    }
-    run(
-      handler({ req, res, url, params }).pipe(
-        Effect.catchAll((error) => Effect.sync(() => sendError(res, error))),
-        Effect.catchAllDefect((defect) =>
-          Effect.logError("request failed", defect).pipe(
-            Effect.zipRight(Effect.sync(() => sendError(res, new Errors.InvalidRequest({ message: "internal error" }) as ApiError)))
-          )
-        )
-      )
-    ).catch(() => res.destroy())
-  }
-
-  const refuseUpgrade = (socket: Duplex, error: ApiError) => {
-    const text = JSON.stringify(errorBody(error))
-    socket.end(
-      `HTTP/1.1 ${statusOf(error)} ${statusOf(error) === 401 ? "Unauthorized" : "Error"}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`
-    )
-  }
-
-  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const url = new URL(req.url ?? "/", "http://runner")
-    if (!keyMatches(options.apiKey, bearerOf(req, url))) return refuseUpgrade(socket, new Errors.Unauthorized({ message: "missing or invalid API key" }))
-    const match = /^\/ws\/agents\/([^/]+)\/terminal\/?$/.exec(url.pathname)
-    if (match === null) return refuseUpgrade(socket, new RouteNotFound({ message: `no WebSocket route ${url.pathname}` }))
-    const id = decodeURIComponent(match[1]!)
-    run(Effect.either(sup.terminal(id))).then((found) => {
-      if (found._tag === "Left") return refuseUpgrade(socket, found.left)
-      wss.handleUpgrade(req, socket, head, (ws) => attach(ws, found.right))
-    })
-  }
-
-  /**
-   * Terminal frames. Out: `{"type":"output","data"}` (the recent backlog first),
-   * `{"type":"exit","status"}`. In: `{"type":"input","data"}`, `{"type":"resize","cols","rows"}`;
-   * a frame that is not such JSON is taken as keystrokes.
-   */
-  const attach = (ws: WebSocket, terminal: Terminal) => {
-    const send = (frame: unknown) => ws.readyState === ws.OPEN && ws.send(JSON.stringify(frame))
+/**
+ * Terminal frames. Out: `{"type":"output","data"}` (the recent backlog first),
+ * `{"type":"exit","status"}`. In: `{"type":"input","data"}`, `{"type":"resize","cols","rows"}`;
+ * a frame that is not such JSON is taken as keystrokes.
+ */
+const attach = (request: HttpServerRequest.HttpServerRequest, terminal: Terminal, maxFrameBytes: number, shutdown: Deferred.Deferred<void>) =>
+  Effect.gen(function* () {
+    const socket = yield* request.upgrade
+    const write = yield* socket.writer
+    const out = yield* Queue.unbounded<string>()
+    const send = (frame: unknown) => Queue.unsafeOffer(out, JSON.stringify(frame))
     if (terminal.backlog.length > 0) send({ type: "output", data: terminal.backlog })
     const offData = terminal.onData((data) => send({ type: "output", data }))
     const offExit = terminal.onExit((status) => send({ type: "exit", status }))
-    ws.on("message", (raw, isBinary) => {
-      const text = raw.toString()
-      if (!isBinary && text.startsWith("{")) {
-        try {
-          const frame = JSON.parse(text)
-          if (frame?.type === "input" && typeof frame.data === "string") return terminal.write(frame.data)
-          if (frame?.type === "resize" && Number.isInteger(frame.cols) && Number.isInteger(frame.rows) && frame.cols > 0 && frame.rows > 0 && frame.cols <= 1000 && frame.rows <= 1000) {
-            return terminal.resize(frame.cols, frame.rows)
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        offData()
+        offExit()
+      })
+    )
+    // Writes wait for the socket to open, which reading drives: start the writer first.
+    yield* Queue.take(out).pipe(Effect.flatMap(write), Effect.forever, Effect.ignore, Effect.forkScoped)
+    const onFrame = (raw: string | Uint8Array) =>
+      Effect.sync(() => {
+        if (typeof raw === "string" && raw.startsWith("{")) {
+          let frame: { type?: unknown; data?: unknown; cols?: unknown; rows?: unknown } | undefined
+          try {
+            frame = JSON.parse(raw)
+          } catch {
+            frame = undefined // not JSON: keystrokes
           }
-          return send({ type: "error", error: errorBody(new Errors.InvalidRequest({ message: "expected {type:'input',data} or {type:'resize',cols,rows}", field: "type" })) })
-        } catch {
-          // not JSON: keystrokes
+          if (frame !== undefined) {
+            if (frame?.type === "input" && typeof frame.data === "string") return terminal.write(frame.data)
+            const { cols, rows } = frame ?? {}
+            if (frame?.type === "resize" && Number.isInteger(cols) && Number.isInteger(rows) && (cols as number) > 0 && (rows as number) > 0 && (cols as number) <= 1000 && (rows as number) <= 1000) {
+              return terminal.resize(cols as number, rows as number)
+            }
+            return send(badFrame())
+          }
         }
+        terminal.write(typeof raw === "string" ? raw : Buffer.from(raw).toString())
+      })
+    yield* socket.runRaw(onFrame, { onOpen: Effect.sync(() => capPayload(request, maxFrameBytes)) }).pipe(Effect.ignore, Effect.raceFirst(Deferred.await(shutdown)))
+    return HttpServerResponse.empty()
+  }).pipe(Effect.scoped)
+
+const param = Effect.map(HttpRouter.params, (params) => params["id"] ?? "")
+
+/** The streams, beside the API. */
+const StreamsLive = HttpApiBuilder.Router.use((router) =>
+  Effect.gen(function* () {
+    const sup = yield* Supervisor
+    const config = yield* RunnerConfig
+    const shutdown = yield* Shutdown
+    // Listeners are registered before the response: a client that read `: ok` misses no event.
+    yield* router.get(
+      "/sse/status",
+      Effect.gen(function* () {
+        const changes = yield* Queue.unbounded<string>()
+        const off = sup.onStatus((change: StatusChange) => Queue.unsafeOffer(changes, `event: status\ndata: ${JSON.stringify(change)}\n\n`))
+        return sse(Stream.fromQueue(changes).pipe(Stream.ensuring(Effect.sync(off))), shutdown)
+      })
+    )
+    yield* router.get(
+      "/sse/agents/:id/logs",
+      Effect.gen(function* () {
+        const id = yield* param
+        const lines = yield* Queue.unbounded<string>()
+        const off = yield* sup.onLine(id, (line) => Queue.unsafeOffer(lines, `event: log\ndata: ${JSON.stringify({ agent_id: id, line, at: new Date().toISOString() })}\n\n`))
+        return sse(Stream.fromQueue(lines).pipe(Stream.ensuring(Effect.sync(off))), shutdown)
+      })
+    )
+    yield* router.get(
+      "/ws/agents/:id/terminal",
+      Effect.gen(function* () {
+        const request = yield* HttpServerRequest.HttpServerRequest
+        if (!isWebSocketUpgrade(request)) return yield* routeNotFound(request)
+        const terminal = yield* sup.terminal(yield* param)
+        return yield* attach(request, terminal, config.maxBodyBytes, shutdown)
+      })
+    )
+  })
+)
+
+/**
+ * In front of everything: the key (all but `GET /health` and `GET /openapi.json`), then for
+ * `POST /agents` a JSON body of at most `maxBodyBytes` (415 / 413 before decoding), then the
+ * routes; what no route answers is the runner's `RouteNotFound`, a defect `InvalidRequest`.
+ */
+const gate = (app: HttpApp.Default, apiKey: string, maxBodyBytes: number): HttpApp.Default<never> =>
+  Effect.gen(function* () {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const url = urlOf(request)
+    const path = pathOf(url)
+    const open = request.method === "GET" && (path === "/health" || path === "/openapi.json")
+    if (!open && !keyMatches(apiKey, bearerOf(request, url))) return errorResponse(unauthorized())
+    if (request.method === "POST" && path === "/agents") {
+      const length = Number(request.headers["content-length"] ?? "0")
+      const hasBody = !(length === 0 && request.headers["transfer-encoding"] === undefined)
+      // Any other content type is refused before the body is read.
+      if (hasBody && !ServerLimits.isJson(request.headers["content-type"])) {
+        return errorResponse(new Errors.UnsupportedMediaType({ message: `the request body must be application/json, not ${request.headers["content-type"] ?? "untyped"}` }))
       }
-      terminal.write(text)
-    })
-    ws.on("close", () => {
-      offData()
-      offExit()
-    })
-  }
+      const tooLarge = new Errors.PayloadTooLarge({ message: `request body larger than ${maxBodyBytes} bytes`, limit: maxBodyBytes })
+      if (Number.isFinite(length) && length > maxBodyBytes) return errorResponse(tooLarge)
+      // Read here (the API reuses the cached text) so a chunked body over the limit gets its 413.
+      const text = hasBody ? yield* Effect.option(request.text.pipe(HttpIncomingMessage.withMaxBodySize(Option.some(maxBodyBytes * 10)))) : Option.some("")
+      if (Option.isNone(text) || Buffer.byteLength(text.value) > maxBodyBytes) return errorResponse(tooLarge)
+      // The platform reads an empty body as `null`; it is not JSON.
+      if (text.value.length === 0) return errorResponse(new Errors.InvalidRequest({ message: "the request body is not valid JSON" }))
+    }
+    return yield* app
+  }).pipe(
+    Effect.catchAll((error) => {
+      const e = error as unknown
+      if (e instanceof RouteNotFound) return Effect.succeed(errorResponse(e))
+      if ((e as { _tag?: string })._tag === "RouteNotFound") return Effect.map(HttpServerRequest.HttpServerRequest, (request) => errorResponse(routeNotFound(request)))
+      return Effect.fail(e)
+    }),
+    // An interruption (the client went away, the layer closes) is not a failure to answer.
+    Effect.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause)
+        ? Effect.failCause(cause as Cause.Cause<never>)
+        : Effect.logError("request failed", cause).pipe(Effect.as(errorResponse(new Errors.InvalidRequest({ message: "internal error" }))))
+    )
+  )
 
-  const close = () => {
-    clearInterval(keepAlive)
-    for (const res of sseClients) res.end()
-    sseClients.clear()
-    for (const ws of wss.clients) ws.terminate()
-    wss.close()
-  }
-
-  return { onRequest, onUpgrade, close }
+/** The local API as an `HttpApp`, over the Supervisor and the runner's config. */
+export interface RunnerAppService {
+  /**
+   * Every route of the runner's local API (JSON endpoints, SSE, the terminal WebSocket, `/health`,
+   * `/openapi.json`); it never fails: every failure is its response. Mount it under a prefix
+   * (`HttpRouter.mountApp("/runner", app)`) or as a fallback beside the host's routes.
+   */
+  readonly app: HttpApp.Default<never, HttpRouter.HttpRouter.DefaultServices>
 }
+
+/**
+ * Built apart (`Layer.build` has a memo map of its own): the builder's services (`HttpApi.Api`,
+ * its router, its middleware) are global tags, and layers are shared by identity within one
+ * build. A host that builds the broker's API in the same graph would otherwise get one router
+ * with both APIs (and a clash on `/openapi.json`). Not `Layer.fresh`, which would build it again
+ * at each reference (`provideMerge` has two).
+ */
+export const layerApp = <Tag>(tag: Context.Tag<Tag, RunnerAppService>): Layer.Layer<Tag, never, RunnerConfig | Supervisor> =>
+  Layer.scopedContext(Layer.build(appLayer(tag)))
+
+const appLayer = <Tag>(tag: Context.Tag<Tag, RunnerAppService>): Layer.Layer<Tag, never, RunnerConfig | Supervisor> =>
+  Layer.effect(
+    tag,
+    Effect.gen(function* () {
+      const config = yield* RunnerConfig
+      const app = yield* HttpApiBuilder.httpApp
+      return { app: gate(app as HttpApp.Default, config.apiKey, config.maxBodyBytes) as HttpApp.Default<never, HttpRouter.HttpRouter.DefaultServices> }
+    })
+  ).pipe(
+    Layer.provide(StreamsLive),
+    Layer.provide(contractErrors),
+    Layer.provide(HttpApiBuilder.api(Api).pipe(Layer.provide([HealthLive, AgentsLive]), Layer.provide(AuthorizationLive))),
+    Layer.provide([HttpApiBuilder.Router.Live, HttpApiBuilder.Middleware.layer]),
+    Layer.provide(ShutdownLive),
+    // Ids may be long (the router's default cap is 100 characters); a trailing slash is the same route, as before.
+    Layer.provide(HttpRouter.setRouterConfig({ maxParamLength: 1024, ignoreTrailingSlash: true }))
+  )
