@@ -71,6 +71,8 @@ export class AgentLog {
   private readonly screen: Screen
   /** What was last read at each line of the screen (by its first row: `stable` index in the normal buffer, row in the alternate). */
   private readonly shown = new Map<number, string>()
+  /** Normal-buffer lines (by `shown` key) last read while the cursor was on them: still being written. */
+  private readonly unfinished = new Set<number>()
   private bufferType: "normal" | "alternate" = "normal"
   /** The normal buffer's rows move up as rows above are dropped: a marker keeps row numbers stable. */
   private anchor: Marker | undefined
@@ -134,6 +136,7 @@ export class AgentLog {
     if (this.closed) return
     this.screen.write("\u001bc", () => {
       this.shown.clear()
+      this.unfinished.clear()
       this.bufferType = "normal"
       this.reanchor(0)
       this.settledRows = 0
@@ -217,6 +220,7 @@ export class AgentLog {
     if (buffer.type !== this.bufferType) {
       this.bufferType = buffer.type
       this.shown.clear()
+      this.unfinished.clear()
     }
     const normal = buffer.type === "normal"
     const cursorRow = buffer.baseY + buffer.cursorY
@@ -226,6 +230,7 @@ export class AgentLog {
       if (this.anchor === undefined || this.anchor.isDisposed || this.anchor.line < 0) {
         // Cannot happen while pieces are shorter than the scrollback; start numbering afresh.
         this.shown.clear()
+        this.unfinished.clear()
         this.reanchor(this.settledRows + cursorRow)
       }
       shift = this.anchorStable - this.anchor!.line
@@ -264,6 +269,7 @@ export class AgentLog {
       // Rows above the screen are final and never read again.
       this.settledRows = Math.max(this.settledRows, settle + shift)
       for (const key of this.shown.keys()) if (key < this.settledRows) this.shown.delete(key)
+      for (const key of this.unfinished) if (key < this.settledRows) this.unfinished.delete(key)
       this.reanchor(cursorRow + shift)
     }
   }
@@ -275,9 +281,16 @@ export class AgentLog {
     // A blank row at or below the cursor is where text is still to come.
     if (blank && !aboveCursor) return
     this.shown.set(key, text)
+    const wasUnfinished = this.unfinished.has(key)
+    if (normal && !aboveCursor) this.unfinished.add(key)
+    else this.unfinished.delete(key)
     // A program's new line is emitted as it is, repeated or blank; a redrawn one only when it
     // shows text not among the last lines (a TUI repaints and scrolls its screen).
     if (normal && before === undefined) return this.pushLine(text)
+    // A line read while it was still being written (the cursor's row, at a pause or a frame
+    // gap) that has grown since is that line going on: new output, never a redraw, even when its
+    // text equals a recent line (a flood of one character repeats its lines exactly).
+    if (normal && wasUnfinished && text.length > before!.length && text.startsWith(before!)) return this.pushLine(text)
     if (blank || this.recentCount.has(text)) return
     this.pushLine(text)
   }
