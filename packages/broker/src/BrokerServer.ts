@@ -13,6 +13,7 @@ import * as A2aBridge from "./A2aBridge.js"
 import * as A2aGateway from "./A2aGateway.js"
 import * as BrokerConfig from "./BrokerConfig.js"
 import * as Bus from "./Bus.js"
+import * as ChannelNode from "./ChannelNode.js"
 import * as Channels from "./Channels.js"
 import * as Connections from "./Connections.js"
 import * as Http from "./Http.js"
@@ -282,13 +283,19 @@ export const layer = (
   let nodeServer: Server | undefined
   // `POST /api/messages` on its Node-level fast path (SendRoute.makeNode), set once the app is built.
   let fastSend: ((req: IncomingMessage, res: ServerResponse) => boolean) | undefined
+  // Peer channel upgrades on their Node-level path (ChannelNode.make), set once the services are built.
+  let peerUpgrade: ChannelNode.PeerUpgrade | undefined
   const ServerLive = NodeHttpServer.layer(() => {
     const server = createServer(ServerLimits.serverOptions(config.limits))
-    ServerLimits.apply(server, config.limits, { upgrades: true })
-    // The platform listens for "request"; a request the fast path takes never reaches it.
+    const limits = ServerLimits.apply(server, config.limits, { upgrades: true })
+    // The platform listens for "request" and "upgrade"; what a Node-level path takes never reaches it.
     const emit = server.emit
     server.emit = function (this: Server, event: string | symbol, ...args: Array<any>): boolean {
       if (event === "request" && fastSend !== undefined && fastSend(args[0], args[1])) return true
+      if (event === "upgrade" && peerUpgrade !== undefined && peerUpgrade(args[0], args[1], args[2])) {
+        limits.upgrading(args[0])
+        return true
+      }
       return emit.apply(this, [event, ...args] as Parameters<Server["emit"]>)
     } as Server["emit"]
     nodeServer = server
@@ -316,7 +323,13 @@ export const layer = (
             yield* Effect.addFinalizer(() => Effect.sync(() => (fastSend = undefined)))
           })
         )
-  return Layer.merge(Serve, FastSend).pipe(
+  const PeerChannels = Layer.scopedDiscard(
+    Effect.gen(function* () {
+      // Kept after shutdown: a stopped path refuses peer upgrades (503) instead of handing them to the router.
+      peerUpgrade = yield* ChannelNode.make
+    })
+  )
+  return Layer.mergeAll(Serve, FastSend, PeerChannels).pipe(
     Layer.provideMerge(announce),
     Layer.provideMerge(appLayer(options)),
     Layer.provideMerge(DropLate),

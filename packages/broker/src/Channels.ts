@@ -6,7 +6,7 @@
 import { HttpApiBuilder, HttpRouter, HttpServerRequest, HttpServerResponse, Socket } from "@effect/platform"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import type { Duplex } from "node:stream"
-import { Authenticator, ChannelFrame, ChannelHub, ChannelSession, Codec, Errors, Ids, Inbox, Principal, RunnerFrame } from "@mks/a2a"
+import { Authenticator, ChannelFrame, ChannelHub, ChannelSession, Codec, Errors, Ids, Inbox, type Peer, Principal, RunnerFrame } from "@mks/a2a"
 import { Deferred, Effect, Exit, type Fiber, FiberSet, Queue, Runtime, Schema, Scope, Stream } from "effect"
 import { BrokerConfig } from "./BrokerConfig.js"
 import { Bus } from "./Bus.js"
@@ -30,9 +30,10 @@ export const tooDeep = ChannelSession.tooDeep
 export const errorResponse = (error: Errors.WireError) =>
   HttpServerResponse.unsafeJson(Schema.encodeSync(Errors.WireError)(error), { status: Errors.statusOf(error) })
 
-const bearerOf = (request: HttpServerRequest.HttpServerRequest, url: URL): string | undefined => {
-  const header = request.headers["authorization"]
-  if (header !== undefined && /^bearer /i.test(header)) return header.slice(7).trim()
+/** The bearer token of a request: its `authorization` header, else the `token` query parameter (browsers cannot set headers on a WebSocket). */
+export const bearerOf = (headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>, url: URL): string | undefined => {
+  const header = headers["authorization"]
+  if (typeof header === "string" && /^bearer /i.test(header)) return header.slice(7).trim()
   return url.searchParams.get("token") ?? undefined
 }
 
@@ -81,7 +82,7 @@ export const preflight: Effect.Effect<
   const request = yield* HttpServerRequest.HttpServerRequest
   const auth = yield* Authenticator.Authenticator
   const url = new URL(request.url, "http://broker")
-  const token = bearerOf(request, url)
+  const token = bearerOf(request.headers, url)
   if (token === undefined || token.length === 0) return yield* Effect.fail(new Errors.Unauthorized({ message: "missing bearer token" }))
   const principal = yield* auth.authenticate(token)
   const params = yield* HttpRouter.params
@@ -89,7 +90,7 @@ export const preflight: Effect.Effect<
 })
 
 /** The parts of a `ws` socket the channel writes to directly (never blocks, never throws once open). */
-interface RawSocket {
+export interface RawSocket {
   readonly readyState: number
   readonly bufferedAmount: number
   send(data: string | Buffer, options?: { readonly binary: boolean }): void
@@ -132,33 +133,147 @@ export const capPayload = (request: HttpServerRequest.HttpServerRequest, bytes: 
 /** Bytes a client may leave unread in its socket's send buffer before it is cut off as slow (4008). */
 export const SLOW_CONSUMER_BYTES = 16 * 1024 * 1024
 
+/**
+ * A channel session's output on a `ws` socket (core's `ChannelSession.ChannelOutput`): frames
+ * are written now, in call order, and a client that leaves too much unread is cut off. The
+ * frames written during one turn of the event loop leave in one write: the TCP socket (`stream`)
+ * is corked at the first and uncorked once the loop has handled its pending I/O.
+ */
+export const wsOutput = (raw: RawSocket, stream: Duplex | undefined) => {
+  let closing = false
+  let corked = false
+  const uncork = () => {
+    corked = false
+    stream?.uncork()
+  }
+  const close = (code: number, reason: string) => {
+    if (closing) return
+    closing = true
+    if (code === ChannelFrame.CloseCode.slowConsumer) {
+      // A client that stopped reading would not read the close frame either: queue it, then
+      // drop the connection at once instead of holding its unread bytes through the close
+      // handshake (the client reconnects and replays from its inbox either way).
+      raw.close(code, reason)
+      stream?.uncork()
+      setImmediate(() => raw.terminate())
+    } else raw.close(code, reason)
+  }
+  /** Whether a frame may go out now (and the socket is corked for this turn). */
+  const ready = () => {
+    if (closing) return false
+    if (raw.bufferedAmount > SLOW_CONSUMER_BYTES) {
+      close(ChannelFrame.CloseCode.slowConsumer, "slow consumer: reconnect to replay")
+      return false
+    }
+    if (!corked && stream !== undefined) {
+      corked = true
+      stream.cork()
+      setImmediate(uncork)
+    }
+    return true
+  }
+  return {
+    write: (text: string) => {
+      if (ready()) raw.send(text)
+    },
+    /** A text frame encoded once and shared by every socket it goes to. */
+    writeShared: (frame: Buffer) => {
+      if (ready()) raw.send(frame, { binary: false })
+    },
+    close,
+    closed: () => closing,
+    /** The socket closed (the client left): nothing more is written. */
+    ended: () => {
+      closing = true
+    }
+  }
+}
+
+/** What a peer's channel acts for, resolved before the upgrade. */
+export interface PeerTarget {
+  readonly principal: Principal.Principal
+  readonly token: string
+  readonly peerId: Ids.PeerId
+  readonly me: Peer.Peer
+  readonly tokenId: string | undefined
+  readonly after: number | undefined
+  readonly presence: ChannelFrame.PresenceMode
+}
 
 /**
- * Runs a peer socket's lifetime in a fiber of the channel layer's own (see `layer`): the request
- * fiber returns once the socket is open, so an idle socket does not keep the request's fiber,
- * its stack of provided contexts and fiber-ref copies alive (measured ~70 → ~45 KiB per idle peer).
+ * Check a peer channel request before its upgrade: the token, the `:id`, the `after` and
+ * `presence` parameters, tenancy and ownership (checked once: the socket acts for this peer
+ * until it closes; it is closed when the peer is unregistered or the token revoked).
  */
-type RunLifetime = <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+export const peerTarget = (principal: Principal.Principal, token: string, id: string, url: URL) =>
+  Effect.gen(function* () {
+    const bus = yield* Bus
+    const tokens = yield* TokenStore
+    const peerId = yield* decodePeerId(id)
+    const afterParam = url.searchParams.get("after")
+    const after = afterParam === null ? undefined : yield* decodeAfter(afterParam)
+    const presenceParam = url.searchParams.get("presence")
+    const presence = presenceParam === null ? "all" : yield* decodePresence(presenceParam)
+    const me = (yield* bus.owned(principal, peerId)).peer
+    const tokenId = yield* tokens.idOf(token)
+    return { principal, token, peerId, me, tokenId, after, presence } satisfies PeerTarget
+  })
 
-const peerChannel = (runLifetime: RunLifetime) => Effect.gen(function* () {
+/**
+ * Makes the channel session of a `PeerTarget` (core's `ChannelSession` over the `Bus`) writing
+ * to an output, in the current scope. The services are resolved once, here.
+ */
+export const makePeerSessions = Effect.gen(function* () {
   const bus = yield* Bus
   const hub = yield* ChannelHub.ChannelHub
   const inbox = yield* Inbox.Inbox
   const config = yield* BrokerConfig
   const metrics = yield* Metrics
   const connections = yield* Connections
-  const tokens = yield* TokenStore
+  return (target: PeerTarget, output: ChannelSession.ChannelOutput) => {
+    const { principal, peerId, me, tokenId } = target
+    const tenant = principal.tenant
+    return ChannelSession.make(
+      {
+        tenant,
+        peerId,
+        hub,
+        inbox,
+        connect: bus.heartbeat(principal, peerId),
+        heartbeat: bus.peers.touch(tenant, peerId),
+        send: (fields, accepted) => bus.sendAs(tenant, me, fields, accepted),
+        registered: bus.peers.get(tenant, peerId).pipe(
+          Effect.as(true),
+          Effect.catchTag("PeerNotFound", () => Effect.succeed(false))
+        ),
+        disconnected: bus.disconnected(tenant, peerId),
+        // Tracked from the subscription on, and untracked before the peer is taken offline (the
+        // keep-alive touches tracked peers: it must not bring this one back online).
+        attached: connections.add({ tenant, peer: peerId, tokenId, close: output.close }),
+        delivered: (message, replayed) => {
+          metrics.messagesOut(1)
+          if (!replayed) metrics.observeDelivery(Date.now() - Date.parse(message.sentAt))
+        }
+      },
+      output,
+      { after: target.after, presence: target.presence, maxFrameBytes: config.maxBodyBytes }
+    )
+  }
+})
+
+/**
+ * Runs a peer socket's lifetime in a fiber of the channel layer's own (see `layer`): the request
+ * fiber returns once the socket is open, so an idle socket does not keep the request's fiber,
+ * its stack of provided contexts and fiber-ref copies alive (measured ~70 → ~45 KiB per idle peer).
+ * A broker on its own Node server takes peer upgrades before the router (`ChannelNode.ts`);
+ * this route serves them when the broker is mounted in a host's server.
+ */
+type RunLifetime = <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+
+const peerChannel = (runLifetime: RunLifetime, sessions: Effect.Effect.Success<typeof makePeerSessions>) => Effect.gen(function* () {
+  const config = yield* BrokerConfig
   const { request, url, principal, id, token } = yield* preflight
-  const peerId = yield* decodePeerId(id)
-  const afterParam = url.searchParams.get("after")
-  const after = afterParam === null ? undefined : yield* decodeAfter(afterParam)
-  const presenceParam = url.searchParams.get("presence")
-  const presence = presenceParam === null ? "all" : yield* decodePresence(presenceParam)
-  // Tenancy and ownership are checked once, here: the socket acts for this peer until it closes
-  // (it is closed when the peer is unregistered or the token revoked).
-  const me = (yield* bus.owned(principal, peerId)).peer
-  const tenant = principal.tenant
-  const tokenId = yield* tokens.idOf(token)
+  const target = yield* peerTarget(principal, token, id, url)
 
   const socket = yield* request.upgrade.pipe(Effect.mapError(() => new Errors.InvalidRequest({ message: "expected a WebSocket upgrade" })))
   const opened = yield* Deferred.make<void>()
@@ -167,88 +282,26 @@ const peerChannel = (runLifetime: RunLifetime) => Effect.gen(function* () {
       const write = yield* socket.writer
       const runtime = yield* Effect.runtime<never>()
       const ended = yield* Deferred.make<void>()
-      let raw: RawSocket | undefined
+      let raw: ReturnType<typeof wsOutput> | undefined
       let closing = false
-
-      let stream: Duplex | undefined
-      let corked = false
-      const uncork = () => {
-        corked = false
-        stream?.uncork()
+      // Until the socket is open (or where its `ws` socket cannot be found), through the platform's writer.
+      const output: ChannelSession.ChannelOutput = {
+        write: (text) => {
+          if (raw !== undefined) raw.write(text)
+          else if (!closing) Runtime.runFork(runtime)(Effect.ignore(write(text)))
+        },
+        writeShared: (frame) => (raw !== undefined ? raw.writeShared(frame) : output.write(frame.toString("utf8"))),
+        close: (code, reason) => {
+          if (raw !== undefined) return raw.close(code, reason)
+          if (closing) return
+          closing = true
+          Runtime.runFork(runtime)(Effect.ignore(write(new Socket.CloseEvent(code, reason))))
+        },
+        closed: () => (raw !== undefined ? raw.closed() : closing)
       }
-      /**
-       * Write a frame now, in call order; a client that leaves too much unread is cut off. The
-       * frames written during one turn of the event loop leave in one write: the TCP socket is
-       * corked at the first and uncorked once the loop has handled its pending I/O.
-       */
-      const out = (text: string) => {
-        if (closing) return
-        if (raw === undefined) {
-          Runtime.runFork(runtime)(Effect.ignore(write(text)))
-          return
-        }
-        if (raw.bufferedAmount > SLOW_CONSUMER_BYTES) return close(ChannelFrame.CloseCode.slowConsumer, "slow consumer: reconnect to replay")
-        if (!corked && stream !== undefined) {
-          corked = true
-          stream.cork()
-          setImmediate(uncork)
-        }
-        raw.send(text)
-      }
-      /** Like `out`, for a text frame encoded once and shared by every socket it goes to. */
-      const outShared = (frame: Buffer) => {
-        if (closing) return
-        if (raw === undefined) return out(frame.toString("utf8"))
-        if (raw.bufferedAmount > SLOW_CONSUMER_BYTES) return close(ChannelFrame.CloseCode.slowConsumer, "slow consumer: reconnect to replay")
-        if (!corked && stream !== undefined) {
-          corked = true
-          stream.cork()
-          setImmediate(uncork)
-        }
-        raw.send(frame, { binary: false })
-      }
-      const close = (code: number, reason: string) => {
-        if (closing) return
-        closing = true
-        if (raw !== undefined && code === ChannelFrame.CloseCode.slowConsumer) {
-          // A client that stopped reading would not read the close frame either: queue it, then
-          // drop the connection at once instead of holding its unread bytes through the close
-          // handshake (the client reconnects and replays from its inbox either way).
-          const socket = raw
-          socket.close(code, reason)
-          stream?.uncork()
-          setImmediate(() => socket.terminate())
-        } else if (raw !== undefined) raw.close(code, reason)
-        else Runtime.runFork(runtime)(Effect.ignore(write(new Socket.CloseEvent(code, reason))))
-      }
-
       // The protocol (hello, replay, live, ordered sends, coalesced acks) is core's ChannelSession;
       // this is its WebSocket transport and the Bus behind it.
-      const session = yield* ChannelSession.make(
-        {
-          tenant,
-          peerId,
-          hub,
-          inbox,
-          connect: bus.heartbeat(principal, peerId),
-          heartbeat: bus.peers.touch(tenant, peerId),
-          send: (fields, accepted) => bus.sendAs(tenant, me, fields, accepted),
-          registered: bus.peers.get(tenant, peerId).pipe(
-            Effect.as(true),
-            Effect.catchTag("PeerNotFound", () => Effect.succeed(false))
-          ),
-          disconnected: bus.disconnected(tenant, peerId),
-          // Tracked from the subscription on, and untracked before the peer is taken offline (the
-          // keep-alive touches tracked peers: it must not bring this one back online).
-          attached: connections.add({ tenant, peer: peerId, tokenId, close }),
-          delivered: (message, replayed) => {
-            metrics.messagesOut(1)
-            if (!replayed) metrics.observeDelivery(Date.now() - Date.parse(message.sentAt))
-          }
-        },
-        { write: out, writeShared: outShared, close, closed: () => closing },
-        { after, presence, maxFrameBytes: config.maxBodyBytes }
-      )
+      const session = yield* sessions(target, output)
 
       // Reading drives the upgrade: start it first, or writes would wait for an open socket forever.
       yield* socket
@@ -256,8 +309,7 @@ const peerChannel = (runLifetime: RunLifetime) => Effect.gen(function* () {
           onOpen: Effect.sync(() => {
             const found = rawSocketOf(request)
             capPayload(request, config.maxBodyBytes)
-            raw = found?.ws
-            stream = found?.stream
+            if (found !== undefined) raw = wsOutput(found.ws, found.stream)
             Deferred.unsafeDone(opened, Effect.void)
           })
         })
@@ -266,6 +318,7 @@ const peerChannel = (runLifetime: RunLifetime) => Effect.gen(function* () {
           Effect.ensuring(
             Effect.sync(() => {
               closing = true
+              raw?.ended()
               Deferred.unsafeDone(opened, Effect.void)
               Deferred.unsafeDone(ended, Effect.void)
             })
@@ -274,13 +327,13 @@ const peerChannel = (runLifetime: RunLifetime) => Effect.gen(function* () {
         )
       // Nothing is written before the socket is open, so every frame takes the same path, in order.
       yield* Deferred.await(opened)
-      if (closing) return
+      if (output.closed()) return
       yield* session.start
 
       yield* Deferred.await(ended).pipe(
         Effect.onInterrupt(() =>
           raw !== undefined
-            ? Effect.sync(() => close(ChannelFrame.CloseCode.goingAway, "broker shutting down"))
+            ? Effect.sync(() => raw!.close(ChannelFrame.CloseCode.goingAway, "broker shutting down"))
             : goingAway(write)
         )
       )
@@ -402,7 +455,8 @@ export const layer = HttpApiBuilder.Router.use((router) =>
     >()
     // Peer sockets live in this layer's fibers; closing it (broker shutdown) interrupts them: 1001.
     const runLifetime: RunLifetime = yield* FiberSet.makeRuntime<never>()
-    yield* router.get("/ws/broker/peer/:id", refuse(peerChannel(runLifetime)).pipe(Effect.provide(services)))
+    const sessions = yield* makePeerSessions
+    yield* router.get("/ws/broker/peer/:id", refuse(peerChannel(runLifetime, sessions)).pipe(Effect.provide(services)))
     const links: RunnerLinks = new Map()
     yield* router.get("/ws/runner/:id", refuse(runnerLink(links)).pipe(Effect.provide(services)))
   })

@@ -21,7 +21,7 @@
  * of their own (frame size, unread bytes).
  */
 import { Config, Effect } from "effect"
-import type { Server } from "node:http"
+import type { IncomingMessage, Server } from "node:http"
 import type { Socket } from "node:net"
 import { WebSocket, WebSocketServer } from "ws"
 
@@ -97,6 +97,11 @@ export interface Guard {
   readonly pending: () => number
   /** Connections refused at the cap so far. */
   readonly refused: () => number
+  /**
+   * The bookkeeping of an upgrade a server takes before its `upgrade` listeners run (a Node-level
+   * WebSocket path): the connection leaves the pending count and its socket gets an `error` listener.
+   */
+  readonly upgrading: (request: IncomingMessage) => void
 }
 
 /**
@@ -144,18 +149,20 @@ export const apply = (server: Server, limits: ServerLimits, options: { readonly 
   server.on("request", (request) => {
     pending.delete(request.socket)
   })
+  const upgrading = (request: IncomingMessage) => {
+    const socket = request.socket
+    pending.delete(socket)
+    // Node's server drops its own `error` listener when it hands a socket to `upgrade`, and the
+    // WebSocket server adds one only once the (async) checks before the upgrade are done: a
+    // client that resets in between was an unhandled `error` event, and the process died.
+    socket.on("error", () => socket.destroy())
+  }
   // Only for a server that upgrades (an `upgrade` listener makes node hand upgrades to it).
   if (options.upgrades === true) {
     settleAbortedUpgrades()
-    server.on("upgrade", (request) => {
-      pending.delete(request.socket)
-      // Node's server drops its own `error` listener when it hands a socket to `upgrade`, and the
-      // WebSocket server adds one only once the (async) checks before the upgrade are done: a
-      // client that resets in between was an unhandled `error` event, and the process died.
-      request.socket.on("error", () => request.socket.destroy())
-    })
+    server.on("upgrade", upgrading)
   }
-  return { pending: () => pending.size, refused: () => refused }
+  return { pending: () => pending.size, refused: () => refused, upgrading }
 }
 
 const settles = Symbol.for("@mks/a2a/ws-upgrade-settles")
