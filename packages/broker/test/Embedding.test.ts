@@ -12,7 +12,8 @@ import { existsSync, readdirSync } from "node:fs"
 import { createServer } from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { BrokerConfig, BrokerServer, Store, TokenStore } from "../src/index.js"
-import { tempHome } from "./harness.js"
+import { startBroker, tempHome } from "./harness.js"
+import { FrameSocket, wsRefusal, wsUrl } from "./probe.js"
 
 const HostAuthenticator = Layer.succeed(Authenticator.Authenticator, {
   authenticate: (token: string) =>
@@ -76,5 +77,38 @@ describe("BrokerServer.layerApp mounted beside a host's routes", () => {
     expect((await viaMinted.peers.list().catch((e) => e)).status).toBe(401)
     expect(existsSync(home) ? readdirSync(home) : []).toEqual([])
     await Promise.all([admin.close(), viaMinted.close()])
+  }, 60_000)
+
+  it("the routed peer channel (this mount) and the Node-level one (a broker on its own server) refuse alike and both serve a channel", async () => {
+    const own = await startBroker({ db: "memory" })
+    try {
+      const sides = [
+        { url, admin: "host-admin" },
+        { url: own.url, admin: own.adminToken }
+      ]
+      const answers = []
+      for (const side of sides) {
+        const { peer } = await createBrokerClient({ url: side.url, token: side.admin }).peers.register({ name: "parity" })
+        const at = (path: string) => wsUrl({ url: side.url }, path)
+        const auth = { authorization: `Bearer ${side.admin}` }
+        const refusals = await Promise.all([
+          wsRefusal(at(`/ws/broker/peer/${peer.id}`)),
+          wsRefusal(at(`/ws/broker/peer/${peer.id}`), { authorization: "Bearer a2a_bogus" }),
+          wsRefusal(at("/ws/broker/peer/p_nobody"), auth),
+          wsRefusal(at("/ws/broker/peer/not!an!id"), auth),
+          wsRefusal(at(`/ws/broker/peer/${peer.id}?after=-1`), auth),
+          wsRefusal(at(`/ws/broker/peer/${peer.id}?presence=loud`), auth)
+        ])
+        answers.push(refusals.map((r) => `${r.status} ${r.body._tag}`))
+        // And the upgrade that passes opens a channel that says hello.
+        const socket = await FrameSocket.open(at(`/ws/broker/peer/${peer.id}?token=${side.admin}`))
+        expect((await socket.next((frame) => frame.type === "hello")).peer.id).toBe(peer.id)
+        await socket.close()
+      }
+      expect(answers[0]).toEqual(["401 Unauthorized", "401 Unauthorized", "404 PeerNotFound", "400 InvalidRequest", "400 InvalidRequest", "400 InvalidRequest"])
+      expect(answers[1]).toEqual(answers[0])
+    } finally {
+      await own.close()
+    }
   }, 60_000)
 })
