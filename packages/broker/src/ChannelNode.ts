@@ -14,7 +14,7 @@
  *
  * A broker mounted in a host's server (`BrokerServer.layerApp`) keeps the routed path.
  */
-import { Authenticator, ChannelFrame, type ChannelHub, Errors, type Inbox } from "@mks/a2a"
+import { Authenticator, ChannelFrame, type ChannelHub, type ChannelSession, Errors, type Inbox } from "@mks/a2a"
 import { Cause, Effect, Exit, Fiber, Runtime, Schema, Scope } from "effect"
 import { type IncomingMessage, STATUS_CODES } from "node:http"
 import type { Duplex } from "node:stream"
@@ -121,7 +121,14 @@ export const make: Effect.Effect<
       output.ended()
       runFork(end(entry))
     })
-    const session = Runtime.runSync(runtime)(Scope.extend(sessions(target, output), entry.scope))
+    let session: ChannelSession.ChannelSession
+    try {
+      session = Runtime.runSync(runtime)(Scope.extend(sessions(target, output), entry.scope))
+    } catch {
+      // Making a session is synchronous today; should it ever fail, the socket is refused, not the process.
+      output.close(1011, "channel could not start; reconnect")
+      return
+    }
     ws.on("message", (data: Buffer) => session.receive(data))
     entry.start = runFork(
       session.start.pipe(
