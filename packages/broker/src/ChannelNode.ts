@@ -15,12 +15,12 @@
  * A broker mounted in a host's server (`BrokerServer.layerApp`) keeps the routed path.
  */
 import { Authenticator, ChannelFrame, type ChannelHub, type ChannelSession, Errors, type Inbox } from "@mks/a2a"
-import { Cause, Effect, Exit, Fiber, Runtime, Schema, Scope } from "effect"
+import { Cause, Effect, Exit, Fiber, Runtime, Scope } from "effect"
 import { type IncomingMessage, STATUS_CODES } from "node:http"
 import type { Duplex } from "node:stream"
 import { WebSocket, WebSocketServer } from "ws"
 import { BrokerConfig } from "./BrokerConfig.js"
-import { bearerOf, makePeerSessions, peerTarget, type PeerTarget, type RawSocket, wsOutput } from "./Channels.js"
+import { encodeWireError, makePeerSessions, peerTarget, type PeerTarget, principalOf, type RawSocket, wsOutput } from "./Channels.js"
 import type { Bus } from "./Bus.js"
 import type { Connections } from "./Connections.js"
 import { Metrics } from "./Metrics.js"
@@ -49,7 +49,7 @@ const peerIdOf = (request: IncomingMessage): string | undefined => {
 /** An HTTP refusal written on the raw socket (the upgrade never happened), in the contract's error shape. */
 const refuseOn = (socket: Duplex, error: Errors.WireError): number => {
   const status = Errors.statusOf(error)
-  const body = JSON.stringify(Schema.encodeSync(Errors.WireError)(error))
+  const body = JSON.stringify(encodeWireError(error))
   if (socket.writable) {
     socket.end(
       `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\ncontent-type: application/json\r\n` +
@@ -150,11 +150,7 @@ export const make: Effect.Effect<
       return true
     }
     const url = new URL(request.url!, "http://broker")
-    const token = bearerOf(request.headers, url)
-    const check =
-      token === undefined || token.length === 0
-        ? Effect.fail(new Errors.Unauthorized({ message: "missing bearer token" }))
-        : Effect.flatMap(auth.authenticate(token), (principal) => peerTarget(principal, token, id, url))
+    const check = Effect.flatMap(principalOf(auth, request.headers, url), ({ principal, token }) => peerTarget(principal, token, id, url))
     runFork(check).addObserver((exit) => {
       if (Exit.isFailure(exit)) {
         const failure = Cause.failureOption(exit.cause)

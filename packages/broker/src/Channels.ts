@@ -26,15 +26,26 @@ export const nestsDeeperThan = ChannelSession.nestsDeeperThan
 
 export const tooDeep = ChannelSession.tooDeep
 
+/** A wire error in the contract's JSON shape. */
+export const encodeWireError = Schema.encodeSync(Errors.WireError)
+
 /** A wire error as an HTTP response (for refusals before the upgrade). */
 export const errorResponse = (error: Errors.WireError) =>
-  HttpServerResponse.unsafeJson(Schema.encodeSync(Errors.WireError)(error), { status: Errors.statusOf(error) })
+  HttpServerResponse.unsafeJson(encodeWireError(error), { status: Errors.statusOf(error) })
 
 /** The bearer token of a request: its `authorization` header, else the `token` query parameter (browsers cannot set headers on a WebSocket). */
-export const bearerOf = (headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>, url: URL): string | undefined => {
+const bearerOf = (headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>, url: URL): string | undefined => {
   const header = headers["authorization"]
   if (typeof header === "string" && /^bearer /i.test(header)) return header.slice(7).trim()
   return url.searchParams.get("token") ?? undefined
+}
+
+/** Who sent a request (its bearer token, see `bearerOf`), and the token; no token is 401. */
+export const principalOf = (auth: Authenticator.AuthenticatorService, headers: Parameters<typeof bearerOf>[0], url: URL) => {
+  const token = bearerOf(headers, url)
+  return token === undefined || token.length === 0
+    ? Effect.fail(new Errors.Unauthorized({ message: "missing bearer token" }))
+    : Effect.map(auth.authenticate(token), (principal) => ({ principal, token }))
 }
 
 const encodeRunner = Codec.encodeJson(RunnerFrame.RunnerDownFrame)
@@ -82,9 +93,7 @@ export const preflight: Effect.Effect<
   const request = yield* HttpServerRequest.HttpServerRequest
   const auth = yield* Authenticator.Authenticator
   const url = new URL(request.url, "http://broker")
-  const token = bearerOf(request.headers, url)
-  if (token === undefined || token.length === 0) return yield* Effect.fail(new Errors.Unauthorized({ message: "missing bearer token" }))
-  const principal = yield* auth.authenticate(token)
+  const { principal, token } = yield* principalOf(auth, request.headers, url)
   const params = yield* HttpRouter.params
   return { request, url, principal, token, id: params["id"] ?? "" }
 })
