@@ -151,7 +151,7 @@ describe("broker link: spawn orders, round trip, reconcile after a runner restar
     })
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-    const frame = (predicate: (f: { conn: number; frame: any }) => boolean, what: string) =>
+    const frame = (predicate: (f: { conn: number; frame: any }) => boolean, what: string, timeoutMs = 5_000) =>
       new Promise<any>((resolve, reject) => {
         const check = () => {
           const found = frames.find(predicate)
@@ -161,7 +161,7 @@ describe("broker link: spawn orders, round trip, reconcile after a runner restar
             resolve(found.frame)
           }
         }
-        const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}: ${JSON.stringify(frames)}`)), 5_000)
+        const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}: ${JSON.stringify(frames)}`)), timeoutMs)
         waiters.add(check)
         check()
       })
@@ -183,7 +183,9 @@ describe("broker link: spawn orders, round trip, reconcile after a runner restar
       await api(runner, "POST", "/agents/s_away1/stop")
       expect(isAlive(running.pid)).toBe(false)
       accept = true
-      const hello2 = await frame((f) => f.conn === 2 && f.frame.type === "hello", "hello after reconnect")
+      // The runner retried while refused, its backoff doubling from 200 ms up to 10 s (±20 %
+      // jitter): the next attempt can be a whole step away, longer the longer the away part took.
+      const hello2 = await frame((f) => f.conn === 2 && f.frame.type === "hello", "hello after reconnect", 15_000)
       expect(hello2.agents).toEqual([])
       const exited = await frame((f) => f.conn === 2 && f.frame.type === "spawn_status", "the report after hello")
       expect(exited).toMatchObject({ spawnId: "s_away1", status: "exited" })
