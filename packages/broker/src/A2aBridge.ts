@@ -253,7 +253,7 @@ export const make = Effect.gen(function* () {
               Effect.catchAllCause(Effect.logWarning)
             )
           )
-        })
+        }, { presence: false })
         .pipe(Scope.extend(child))
       // Messages that waited while the broker was down are forwarded now.
       const backlog = yield* bus.inbox.read(stored.tenant, peer.id, { limit: 1000 })

@@ -246,7 +246,7 @@ export const make = (options: Options = {}) =>
         yield* bus.hub
           .attach(tenant, id, (item) => {
             if (item.type === "message") fork(onAnswer(tenant, id, item.message))
-          })
+          }, { presence: false })
           .pipe(Scope.extend(scope))
         // Answers that arrived while the broker was down belong to tasks this process no longer runs: drop them.
         const backlog = yield* bus.inbox.read(tenant, id, { limit: 1000 })

@@ -428,7 +428,7 @@ const make = (url: string) =>
 
     const hub: ChannelHub.ChannelHubService = {
       subscribe: memory.subscribe,
-      attach: (tenant, peer, sink) =>
+      attach: (tenant, peer, sink, options) =>
         Effect.gen(function* () {
           const key = keyOf(tenant, peer)
           let pump = pumps.get(key)
@@ -445,7 +445,7 @@ const make = (url: string) =>
               if (--mine.refs === 0 && pumps.get(key) === mine) pumps.delete(key)
             })
           )
-          yield* memory.attach(tenant, peer, sink)
+          yield* memory.attach(tenant, peer, sink, options)
           // Catch up at once: a notification may have come before the pump was there.
           kick(mine)
         }),

@@ -466,8 +466,12 @@ export const makeInbox = (capacity: number, groupCommit = false, onAppend?: Appe
 
     const read = (tenant: string, peer: Ids.PeerId, options?: Inbox.ReadOptions) =>
       Effect.gen(function* () {
-        const cursor = yield* cursorOf(tenant, peer)
+        // The single writer knows the counters (read once into the mirror): an inbox with nothing
+        // after `after` is not queried, so a wave of idle peers reconnecting costs no inbox reads.
+        const state = groupCommit ? yield* stateOf(tenant, peer) : undefined
+        const cursor = state === undefined ? yield* cursorOf(tenant, peer) : state.cursor
         const after = Math.max(options?.after ?? cursor, cursor)
+        if (state !== undefined && state.lastSeq <= after) return { messages: [], cursor }
         const limit = options?.limit ?? 100
         const rows = yield* sql<{ data: string; seq: number }>`SELECT seq, data FROM a2a_inbox WHERE tenant = ${tenant} AND peer_id = ${peer} AND seq > ${after} ORDER BY seq LIMIT ${limit}`
         return { messages: rows.map(toMessage), cursor }
@@ -659,7 +663,7 @@ export const makeInbox = (capacity: number, groupCommit = false, onAppend?: Appe
         groupCommit
           ? enqueue<Message.InboxCursor, never>((done) => ({ kind: "ack", tenant, peer, upTo, done }))
           : orDie(ackNow(tenant, peer, upTo)),
-      cursor: (tenant, peer) => orDie(cursorOf(tenant, peer)),
+      cursor: (tenant, peer) => orDie(groupCommit ? Effect.map(stateOf(tenant, peer), (state) => state.cursor) : cursorOf(tenant, peer)),
       depth: (tenant, peer) =>
         orDie(
           sql<{ depth: number | string }>`SELECT last_seq - cursor AS depth FROM a2a_inbox_state WHERE tenant = ${tenant} AND peer_id = ${peer}`.pipe(

@@ -148,11 +148,12 @@ describe("messaging through a real broker", () => {
     await api.close()
   })
 
-  it("closes the channel of an unregistered peer with 4001", async () => {
+  // `none`: the socket is not offered the tenant's presence, but still the change naming its own peer.
+  it.each(["all", "none"])("closes the channel of an unregistered peer with 4001 (presence=%s)", async (presence) => {
     const { default: WebSocket } = await import("ws")
     const api = client(broker, broker.adminToken)
-    const gone = (await api.peers.register({ name: "to-be-gone" })).peer
-    const ws = new WebSocket(`${broker.url.replace("http", "ws")}/ws/broker/peer/${gone.id}`, { headers: { authorization: `Bearer ${broker.adminToken}` } })
+    const gone = (await api.peers.register({ name: `to-be-gone-${presence}` })).peer
+    const ws = new WebSocket(`${broker.url.replace("http", "ws")}/ws/broker/peer/${gone.id}?presence=${presence}`, { headers: { authorization: `Bearer ${broker.adminToken}` } })
     const closed = new Promise<number>((resolve) => ws.on("close", (code) => resolve(code)))
     await new Promise<void>((resolve) => ws.on("message", (d) => JSON.parse(String(d)).type === "hello" && resolve()))
     await api.peers.unregister(gone.id)

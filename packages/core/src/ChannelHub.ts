@@ -22,6 +22,17 @@ export type ChannelItem =
  */
 export type ChannelSink = (item: ChannelItem) => void
 
+/** How a sink is attached. */
+export interface AttachOptions {
+  /**
+   * Whether the tenant's presence events (`peers_changed`, `peer_joined`, `peer_left`,
+   * `peer_updated`) reach this sink (default `true`). With `false` only those that name the
+   * sink's own peer do (so a session still learns that its peer was unregistered): a socket
+   * that asked for `presence=none` costs nothing when thousands of peers come and go.
+   */
+  readonly presence?: boolean | undefined
+}
+
 export { SlowConsumer } from "./internal/slowConsumer.js"
 import type { SlowConsumer } from "./internal/slowConsumer.js"
 
@@ -32,7 +43,7 @@ export interface ChannelHubService {
    * Like `subscribe`, but items are handed to `sink` synchronously at publish time instead of
    * being buffered for a Stream: for a consumer that writes straight to a socket.
    */
-  readonly attach: (tenant: string, peer: PeerId, sink: ChannelSink) => Effect.Effect<void, never, Scope.Scope>
+  readonly attach: (tenant: string, peer: PeerId, sink: ChannelSink, options?: AttachOptions) => Effect.Effect<void, never, Scope.Scope>
   /** Push each delivery to its recipient's live subscriptions (no-op for peers not connected). */
   readonly publish: (tenant: string, deliveries: ReadonlyArray<Delivery>) => Effect.Effect<void>
   /** Push an event to the given peers, or to every subscribed peer of the tenant. */

@@ -330,11 +330,17 @@ export const make = (host: ChannelSessionHost, out: ChannelOutput, options: Chan
       }
       // Attach before reading the inbox so nothing appended in between is missed: live items
       // are held until the replay is out, then written after it (skipping what it covered).
-      yield* hub.attach(tenant, peerId, (item) => {
-        if (!replaying) return deliver(item)
-        if (held.length >= replayBuffer) return out.close(CloseCode.slowConsumer, "slow consumer: reconnect to replay")
-        held.push(item)
-      })
+      yield* hub.attach(
+        tenant,
+        peerId,
+        (item) => {
+          if (!replaying) return deliver(item)
+          if (held.length >= replayBuffer) return out.close(CloseCode.slowConsumer, "slow consumer: reconnect to replay")
+          held.push(item)
+        },
+        // `presence=none`: the tenant's presence is not written, so it need not be offered.
+        { presence: presence !== "none" }
+      )
       if (host.attached !== undefined) yield* host.attached
       const peer = yield* host.connect
       const cursor = yield* inbox.cursor(tenant, peerId)

@@ -6,6 +6,7 @@ import * as Ids from "../src/Ids.js"
 import type { PeerId, TeamName, ThreadId } from "../src/Ids.js"
 import type { Delivery } from "../src/Message.js"
 import { Message } from "../src/Message.js"
+import { Peer } from "../src/Peer.js"
 
 const peer = (name: string) => `p_${name.padEnd(20, "0")}` as PeerId
 const [alice, bob, carol, sender] = [peer("alice"), peer("bob"), peer("carol"), peer("sender")]
@@ -199,6 +200,39 @@ describe("ChannelHub.layerMemory", () => {
         expect(yield* hub.connections).toBe(0)
         yield* hub.publish("acme", [delivery(alice, "gone", 4)])
         expect(got).toHaveLength(4)
+      })
+    ))
+  it.effect("attach with presence false: the tenant's presence reaches only sinks that want it, and a quiet sink still hears about its own peer, its messages and other events", () =>
+    run((hub) =>
+      Effect.gen(function*() {
+        const record = (id: PeerId) =>
+          new Peer({ id, name: id as never, summary: "", agent: "test", cwd: "/", gitRoot: null, host: "h", pid: null, teams: [], status: "online", registeredAt: Ids.nowIso(0), lastSeenAt: Ids.nowIso(0), meta: {} })
+        const changed = (joined: Array<PeerId>, left: Array<PeerId>): PeerEvent => ({ type: "peers_changed", joined: joined.map(record), left: left.map(record), updated: [], at: Ids.nowIso(0) })
+        const watching: Array<string> = []
+        const quiet: Array<string> = []
+        const scope = yield* Scope.make()
+        yield* Scope.extend(hub.attach("acme", alice, (item) => watching.push(describeItem(item))), scope)
+        yield* Scope.extend(hub.attach("acme", bob, (item) => quiet.push(describeItem(item)), { presence: false }), scope)
+        const stream = yield* Scope.extend(hub.subscribe("acme", carol), scope)
+
+        yield* hub.publishEvent("acme", changed([carol, sender], []))
+        yield* hub.publishEvent("acme", { type: "peer_joined", peer: record(sender), at: Ids.nowIso(0) })
+        expect(watching).toEqual(["event:peers_changed", "event:peer_joined"])
+        expect(quiet).toEqual([])
+        // Its own peer named (joined, or left: unregistered), it is told, once per event.
+        yield* hub.publishEvent("acme", changed([bob], [bob]))
+        yield* hub.publishEvent("acme", { type: "peer_left", peer: record(bob), at: Ids.nowIso(0) })
+        yield* hub.publishEvent("acme", teamEvent("web"))
+        yield* hub.publish("acme", [delivery(bob, "for bob")])
+        expect(quiet).toEqual(["event:peers_changed", "event:peer_left", "event:team_changed", "message:for bob"])
+        expect(watching).toEqual(["event:peers_changed", "event:peer_joined", "event:peers_changed", "event:peer_left", "event:team_changed"])
+        // A stream subscriber always gets presence.
+        expect((yield* take(stream, 5)).map(describeItem)).toEqual(watching)
+
+        yield* Scope.close(scope, Exit.void)
+        yield* hub.publishEvent("acme", changed([bob], []))
+        expect(quiet).toHaveLength(4)
+        expect(watching).toHaveLength(5)
       })
     ))
 })

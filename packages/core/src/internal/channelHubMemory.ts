@@ -1,4 +1,5 @@
 import { Deferred, Effect, Option, Queue, Stream } from "effect"
+import type { PeerEvent } from "../ChannelFrame.js"
 import type { ChannelHubService, ChannelItem, ChannelSink } from "../ChannelHub.js"
 import { SlowConsumer } from "./slowConsumer.js"
 import type { PeerId } from "../Ids.js"
@@ -12,10 +13,27 @@ type Subscription =
     /** Failed with `SlowConsumer` when the buffer overflows; ends the stream at once. */
     readonly cut: Deferred.Deferred<never, SlowConsumer>
   }
-  | { readonly kind: "sink"; readonly peer: PeerId; readonly sink: ChannelSink }
+  | { readonly kind: "sink"; readonly peer: PeerId; readonly sink: ChannelSink; readonly presence: boolean }
 
 /** tenant → peer → live subscriptions (by identity). Mutated only synchronously. */
 type State = Map<string, Map<PeerId, Array<Subscription>>>
+
+/** Whether a subscription gets the tenant's presence events (queues always do). */
+const wantsPresence = (sub: Subscription) => sub.kind === "queue" || sub.presence
+
+/** The peers a presence event names, or `undefined` for an event that is not about presence. */
+const presenceOf = (event: PeerEvent): ReadonlyArray<{ readonly id: PeerId }> | undefined => {
+  switch (event.type) {
+    case "peers_changed":
+      return [...event.joined, ...event.left, ...event.updated]
+    case "peer_joined":
+    case "peer_left":
+    case "peer_updated":
+      return [event.peer]
+    default:
+      return undefined
+  }
+}
 
 /**
  * The in-memory `ChannelHub`. Publishing is synchronous (one `Effect.sync`): it can neither
@@ -26,6 +44,12 @@ export const make = (options: { readonly buffer: number }): Effect.Effect<Channe
   Effect.sync(() => {
     const { buffer } = options
     const state: State = new Map()
+    /**
+     * tenant → the subscriptions that want its presence events, in subscription order. A
+     * presence event goes to these and to the named peers' own subscriptions only, so a wave of
+     * N reconnects costs O(watchers) per flush, not O(N).
+     */
+    const watchers = new Map<string, Set<Subscription>>()
 
     const add = (tenant: string, sub: Subscription) => {
       let peers = state.get(tenant)
@@ -33,6 +57,11 @@ export const make = (options: { readonly buffer: number }): Effect.Effect<Channe
       const subs = peers.get(sub.peer)
       if (subs === undefined) peers.set(sub.peer, [sub])
       else subs.push(sub)
+      if (wantsPresence(sub)) {
+        let set = watchers.get(tenant)
+        if (set === undefined) watchers.set(tenant, (set = new Set()))
+        set.add(sub)
+      }
     }
 
     const remove = (tenant: string, sub: Subscription) => {
@@ -43,6 +72,8 @@ export const make = (options: { readonly buffer: number }): Effect.Effect<Channe
       if (i >= 0) subs.splice(i, 1)
       if (subs.length === 0) peers.delete(sub.peer)
       if (peers.size === 0) state.delete(tenant)
+      const set = watchers.get(tenant)
+      if (set !== undefined && set.delete(sub) && set.size === 0) watchers.delete(tenant)
     }
 
     /** Offer without waiting: a full buffer cuts that subscription off instead of blocking the publisher. */
@@ -76,7 +107,8 @@ export const make = (options: { readonly buffer: number }): Effect.Effect<Channe
         return Stream.fromQueue(queue).pipe(Stream.interruptWhenDeferred(sub.cut))
       })
 
-    const attach: ChannelHubService["attach"] = (tenant, peer, sink) => live(tenant, { kind: "sink", peer, sink })
+    const attach: ChannelHubService["attach"] = (tenant, peer, sink, options) =>
+      live(tenant, { kind: "sink", peer, sink, presence: options?.presence ?? true })
 
     const publish: ChannelHubService["publish"] = (tenant, deliveries) =>
       Effect.sync(() => {
@@ -96,6 +128,19 @@ export const make = (options: { readonly buffer: number }): Effect.Effect<Channe
         const peers = state.get(tenant)
         if (peers === undefined) return
         const item: ChannelItem = { type: "event", event }
+        const named = to === undefined ? presenceOf(event) : undefined
+        if (named !== undefined) {
+          // The watchers, then the named peers' subscriptions that do not watch (each once).
+          const subs = Array.from(watchers.get(tenant) ?? [])
+          const seen = new Set<PeerId>()
+          for (const { id } of named) {
+            if (seen.has(id)) continue
+            seen.add(id)
+            for (const sub of peers.get(id) ?? []) if (!wantsPresence(sub)) subs.push(sub)
+          }
+          for (const sub of subs) offer(tenant, sub, item)
+          return
+        }
         const targets = to === undefined ? Array.from(peers.keys()) : Array.from(new Set(to))
         const subs = targets.flatMap((peer) => peers.get(peer) ?? [])
         for (const sub of subs) offer(tenant, sub, item)
