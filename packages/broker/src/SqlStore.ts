@@ -252,6 +252,50 @@ export const makePeerRegistry = (cache: boolean) => Effect.gen(function* () {
   // One registration at a time per process: name lookups and inserts must not interleave.
   const lifecycle = yield* Effect.makeSemaphore(1)
 
+  /**
+   * A status change (`touch` when `seenAt` is set, else `setStatus`). With the cache (this
+   * process is the only writer) the changes of one turn are written in one transaction, each
+   * caller answered after its commit: a wave of thousands of reconnects (or disconnects) costs
+   * one commit per batch instead of one each (measured ~40-86 µs per commit, ~8 µs batched).
+   */
+  interface StatusWrite {
+    readonly tenant: string
+    readonly id: string
+    readonly status: Peer.PeerStatus
+    readonly seenAt: number | undefined
+    readonly done: WriteQueue.Answer<PeerRow | undefined, SqlError>
+  }
+  const statusNow = (tenant: string, id: string, status: Peer.PeerStatus, seenAt: number | undefined) =>
+    Effect.map(
+      seenAt === undefined
+        ? sql<PeerRow>`UPDATE a2a_peers SET status = ${status} WHERE tenant = ${tenant} AND id = ${id} RETURNING *`
+        : sql<PeerRow>`UPDATE a2a_peers SET status = ${status}, last_seen_at = ${seenAt} WHERE tenant = ${tenant} AND id = ${id} RETURNING *`,
+      (rows) => rows[0]
+    )
+  const runtime = yield* Effect.runtime<never>()
+  const enqueueStatus = WriteQueue.make<StatusWrite>(
+    (batch) =>
+      sql.withTransaction(Effect.forEach(batch, (w) => statusNow(w.tenant, w.id, w.status, w.seenAt))).pipe(
+        Effect.matchCause({
+          onSuccess: (rows) => batch.forEach((w, i) => w.done(Effect.succeed(rows[i]))),
+          onFailure: (cause) => batch.forEach((w) => w.done(Effect.failCause(cause)))
+        })
+      ),
+    runtime
+  )
+  /**
+   * The row after the change (remembered), or `undefined` when there is no such peer. Not
+   * interruptible once queued: a channel closed while its `touch` waits for the batch must see
+   * the peer online when it then marks it offline, or the peer would stay online without a socket.
+   */
+  const writeStatus = (tenant: string, id: string, status: Peer.PeerStatus, seenAt: number | undefined) =>
+    Effect.uninterruptible(
+      Effect.tap(
+        cache ? enqueueStatus<PeerRow | undefined, SqlError>((done) => ({ tenant, id, status, seenAt, done })) : statusNow(tenant, id, status, seenAt),
+        (row) => Effect.sync(() => row !== undefined && remember(row))
+      )
+    )
+
   const toPeer = peerOfRow
   // With the cache, the record built from a cached row is kept with it (until the row or its teams change).
   const built = new WeakMap<PeerRow, { readonly teams: ReadonlyArray<Ids.TeamName>; readonly record: Peer.PeerRecord }>()
@@ -344,19 +388,17 @@ export const makePeerRegistry = (cache: boolean) => Effect.gen(function* () {
       orDie(
         Effect.gen(function* () {
           const now = yield* Clock.currentTimeMillis
-          const rows = yield* sql<PeerRow>`UPDATE a2a_peers SET status = 'online', last_seen_at = ${now} WHERE tenant = ${tenant} AND id = ${id} RETURNING *`
-          if (rows.length === 0) return yield* Effect.fail(notFound(id))
-          remember(rows[0]!)
-          return (yield* toRecord(rows[0]!)).peer
+          const row = yield* writeStatus(tenant, id, "online", now)
+          if (row === undefined) return yield* Effect.fail(notFound(id))
+          return (yield* toRecord(row)).peer
         })
       ),
     setStatus: (tenant, id, status) =>
       orDie(
         Effect.gen(function* () {
-          const rows = yield* sql<PeerRow>`UPDATE a2a_peers SET status = ${status} WHERE tenant = ${tenant} AND id = ${id} RETURNING *`
-          if (rows.length === 0) return yield* Effect.fail(notFound(id))
-          remember(rows[0]!)
-          return (yield* toRecord(rows[0]!)).peer
+          const row = yield* writeStatus(tenant, id, status, undefined)
+          if (row === undefined) return yield* Effect.fail(notFound(id))
+          return (yield* toRecord(row)).peer
         })
       ),
     unregister: (tenant, id) =>
@@ -534,6 +576,9 @@ export const makeInbox = (capacity: number, groupCommit = false, onAppend?: Appe
         if (hit !== undefined) return Effect.succeed(hit)
         return sql<{ last_seq: number | string; cursor: number | string }>`SELECT last_seq, cursor FROM a2a_inbox_state WHERE tenant = ${tenant} AND peer_id = ${peer}`.pipe(
           Effect.map((rows) => {
+            // Readers load it too: one that got here first (a commit may be using it) stays.
+            const loaded = mirror.get(key)
+            if (loaded !== undefined) return loaded
             const state = { tenant, peer, lastSeq: Number(rows[0]?.last_seq ?? 0), cursor: Number(rows[0]?.cursor ?? 0) }
             mirror.set(key, state)
             return state

@@ -27,10 +27,11 @@ export type PendingWrite =
 
 /**
  * `enqueue`, which queues a write for the next batch (after the current I/O phase, or after the
- * batch in flight) and awaits its answer. `commit` must answer every write of its batch.
+ * batch in flight) and awaits its answer. `commit` must answer every write of its batch. The
+ * inboxes queue `PendingWrite`s; the SQLite peer registry queues its status updates the same way.
  */
-export const make = (commit: (batch: ReadonlyArray<PendingWrite>) => Effect.Effect<void>, runtime: Runtime.Runtime<never>) => {
-  let queue: Array<PendingWrite> = []
+export const make = <W = PendingWrite>(commit: (batch: ReadonlyArray<W>) => Effect.Effect<void>, runtime: Runtime.Runtime<never>) => {
+  let queue: Array<W> = []
   let scheduled = false
   const drain: Effect.Effect<void> = Effect.suspend(() => {
     const batch = queue
@@ -47,7 +48,7 @@ export const make = (commit: (batch: ReadonlyArray<PendingWrite>) => Effect.Effe
   const startDrain = () => {
     Runtime.runFork(runtime)(drain)
   }
-  return <A, E>(write: (done: Answer<A, E>) => PendingWrite): Effect.Effect<A, E> =>
+  return <A, E>(write: (done: Answer<A, E>) => W): Effect.Effect<A, E> =>
     Effect.async<A, E>((resume) => {
       queue.push(write(resume))
       if (!scheduled) {

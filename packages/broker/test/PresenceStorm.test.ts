@@ -157,3 +157,45 @@ describe(`a reconnect wave of ${N} peers`, () => {
     for (const c of conns) expect(c.frames.filter((f) => f.type === "event")).toEqual([])
   }, DEADLINE * 4)
 })
+
+describe("sockets that drop as soon as they open", () => {
+  const M = 500
+  let broker: TestBroker
+  afterAll(() => broker?.close())
+
+  // A channel's connect (the peer marked online) is written in a batch with the others of its
+  // turn; a socket gone before that batch commits must still leave its peer offline, not online
+  // without a socket until the peer timeout (far beyond this test) expires it.
+  it(`${M} peers whose sockets are closed on open leave no ghost online`, async () => {
+    broker = await startBroker({ peerTimeout: 600_000 })
+    const token = await broker.token("drops", "peer")
+    const ids: Array<string> = []
+    await pool(Array.from({ length: M }, (_, i) => i), 32, async (i) => {
+      const res = await http(broker, token, "POST", "/api/peers", { name: `d${i}` })
+      expect(res.status, res.text).toBe(201)
+      ids.push(res.json.peer.id)
+    })
+    const online = async () => (await http(broker, token, "GET", "/api/peers?status=online")).json.peers.length as number
+    // Registered over HTTP: online until their first socket closes. One socket each, then gone.
+    const first = ids.map((id) => connect(broker, token, id, "none"))
+    await Promise.all(first.map((c) => c.hello))
+    for (const c of first) c.ws.terminate()
+    await Promise.all(first.map((c) => c.closed))
+    await pollUntil(async () => ((await online()) === 0 ? true : undefined), "every peer offline", DEADLINE)
+    // All at once, each closed the moment its upgrade is answered (before or while its hello is written).
+    const storm = ids.map((id) => {
+      const c = connect(broker, token, id, "none")
+      c.hello.catch(() => {})
+      c.ws.once("upgrade", () => c.ws.terminate())
+      return c
+    })
+    await Promise.all(storm.map((c) => c.closed))
+    // A round trip through every peer's registry entry after the closes were handled: none online.
+    await pollUntil(async () => ((await online()) === 0 ? true : undefined), "no ghost online", DEADLINE)
+    // And they still connect normally afterwards.
+    const again = ids.slice(0, 10).map((id) => connect(broker, token, id, "none"))
+    await Promise.all(again.map((c) => c.hello))
+    expect(await online()).toBe(10)
+    for (const c of again) c.ws.terminate()
+  }, DEADLINE * 3)
+})
