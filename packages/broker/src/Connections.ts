@@ -9,6 +9,7 @@
  *   closed with 4003 (`REVOKED_CLOSE_CODE`).
  */
 import { Ids, PeerRegistry } from "@mks/a2a"
+import { ScopedSync } from "@mks/a2a/internal"
 import { Context, Effect, Layer, Schedule, Scope } from "effect"
 import { BrokerConfig } from "./BrokerConfig.js"
 import { TokenStore } from "./TokenStore.js"
@@ -66,18 +67,18 @@ export const make = Effect.gen(function* () {
     if (set.size === 0) map.delete(key)
   }
 
+  // A plain scope finalizer (core's ScopedSync): one per peer socket, run when it closes.
   const add = (connection: Connection) =>
-    Effect.acquireRelease(
-      Effect.sync(() => {
+    ScopedSync.resource(
+      () => {
         index(byPeer, keyOf(connection.tenant, connection.peer), connection)
         if (connection.tokenId !== undefined) index(byToken, connection.tokenId, connection)
-      }),
-      () =>
-        Effect.sync(() => {
-          unindex(byPeer, keyOf(connection.tenant, connection.peer), connection)
-          if (connection.tokenId !== undefined) unindex(byToken, connection.tokenId, connection)
-        })
-    ).pipe(Effect.asVoid)
+      },
+      () => {
+        unindex(byPeer, keyOf(connection.tenant, connection.peer), connection)
+        if (connection.tokenId !== undefined) unindex(byToken, connection.tokenId, connection)
+      }
+    )
 
   const closeRevoked = Effect.gen(function* () {
     if (byToken.size === 0) return 0

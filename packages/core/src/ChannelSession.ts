@@ -17,7 +17,7 @@
  * The host provides the peer's operations (`ChannelSessionHost`) and a sink for frames
  * (`ChannelOutput`); the session returns `receive` for the frames the client sends.
  */
-import { Effect, FiberSet, Schema, Scope } from "effect"
+import { Effect, Fiber, Runtime, Schema, Scope } from "effect"
 import { CloseCode, type ClientFrame, ClientFrame as ClientFrameSchema, type PeerEvent, type PeersChanged, type PresenceMode, type ServerFrame, ServerFrame as ServerFrameSchema } from "./ChannelFrame.js"
 import type { ChannelHubService, ChannelItem } from "./ChannelHub.js"
 import { DEFAULT_BUFFER } from "./ChannelHub.js"
@@ -236,37 +236,53 @@ export const make = (host: ChannelSessionHost, out: ChannelOutput, options: Chan
     const writeShared = out.writeShared ?? ((frame: Buffer) => out.write(frame.toString("utf8")))
     const send = (frame: ServerFrame) => Effect.sync(() => out.write(encodeServer(frame)))
 
+    // Fibers of the session are forked on the caller's runtime only while there is work, and
+    // interrupted by one plain scope finalizer (no fiber waits while a peer idles; see ScopedSync
+    // for why not `forkScoped`/`FiberSet`, whose bookkeeping dominated a fleet's reconnect waves).
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+    let ended = false
+    let worker: Fiber.RuntimeFiber<void> | undefined
+    let ackFiber: Fiber.RuntimeFiber<void> | undefined
+    yield* Scope.addFinalizer(
+      scope,
+      Effect.suspend(() => {
+        ended = true
+        const fibers = [worker, ackFiber].filter((f) => f !== undefined)
+        worker = ackFiber = undefined
+        return fibers.length === 0 ? Effect.void : Fiber.interruptAll(fibers)
+      })
+    )
+
     // ---- inbound: frames are handled one at a time, in arrival order, by one fiber per
-    // session that sleeps while there is nothing to do ----
+    // session that runs while there are frames and ends when there are none ----
     const tasks: Array<Task> = []
     let paused = true // until the hello and the replay are out
-    let wake: ((done: Effect.Effect<void>) => void) | undefined
-    const idle = Effect.async<void>((resume) => {
-      if (!paused && tasks.length > 0) resume(Effect.void)
-      else wake = resume
-    })
+    let working = false
     const work: Effect.Effect<void> = Effect.suspend(() => {
-      const task = paused ? undefined : tasks.shift()
-      if (task === undefined) return idle
+      const task = paused || ended ? undefined : tasks.shift()
+      if (task === undefined) {
+        working = false
+        worker = undefined
+        return Effect.void
+      }
       const step = Effect.isEffect(task) ? task : onFrame(task)
       return Effect.zipRight(Effect.catchAllCause(step, () => Effect.void), work)
     })
     const kick = () => {
-      if (wake === undefined || paused || tasks.length === 0) return
-      const resume = wake
-      wake = undefined
-      resume(Effect.void)
+      if (working || ended || paused || tasks.length === 0) return
+      working = true
+      const fiber = runFork(work)
+      // It may have run to the end already (every frame handled synchronously).
+      if (working) worker = fiber
     }
     const schedule = (task: Task) => {
       tasks.push(task)
       kick()
     }
-    yield* Effect.forever(work).pipe(Effect.forkScoped)
 
     // ---- acks: coalesced. The cursor only moves forward, so the acks that arrive while one is
     // being committed merge into one cursor move (the highest `upTo`), written by the next
     // commit; one `acked` answers all of them. ----
-    const runAck = yield* FiberSet.makeRuntime<never, void, never>()
     let ackWanted = -1 // the highest `upTo` received and not yet handed to a commit
     let acking = false
     const commitAcks: Effect.Effect<void> = Effect.suspend(() => {
@@ -277,8 +293,9 @@ export const make = (host: ChannelSessionHost, out: ChannelOutput, options: Chan
         Effect.catchAllCause(() => Effect.void),
         Effect.zipRight(
           Effect.suspend(() => {
-            if (ackWanted >= 0 && !out.closed()) return commitAcks
+            if (ackWanted >= 0 && !out.closed() && !ended) return commitAcks
             acking = false
+            ackFiber = undefined
             return Effect.void
           })
         )
@@ -286,9 +303,10 @@ export const make = (host: ChannelSessionHost, out: ChannelOutput, options: Chan
     })
     const ack = (upTo: number) => {
       if (upTo > ackWanted) ackWanted = upTo
-      if (acking) return
+      if (acking || ended) return
       acking = true
-      runAck(commitAcks)
+      const fiber = runFork(commitAcks)
+      if (acking) ackFiber = fiber
     }
     const receive = (data: string | Uint8Array) => {
       const text = textOf(data)
@@ -326,7 +344,7 @@ export const make = (host: ChannelSessionHost, out: ChannelOutput, options: Chan
       // Runs after the hub let go of this session (finalizers run in reverse): the last session of a peer takes it offline.
       const disconnected = host.disconnected
       if (disconnected !== undefined) {
-        yield* Effect.addFinalizer(() => hub.isConnected(tenant, peerId).pipe(Effect.flatMap((connected) => (connected ? Effect.void : disconnected))))
+        yield* Scope.addFinalizer(scope, Effect.suspend(() => hub.isConnected(tenant, peerId).pipe(Effect.flatMap((connected) => (connected ? Effect.void : disconnected)))))
       }
       // Attach before reading the inbox so nothing appended in between is missed: live items
       // are held until the replay is out, then written after it (skipping what it covered).

@@ -1,6 +1,7 @@
 import { Deferred, Effect, Option, Queue, Stream } from "effect"
 import type { PeerEvent } from "../ChannelFrame.js"
 import type { ChannelHubService, ChannelItem, ChannelSink } from "../ChannelHub.js"
+import * as ScopedSync from "../ScopedSync.js"
 import { SlowConsumer } from "./slowConsumer.js"
 import type { PeerId } from "../Ids.js"
 
@@ -93,9 +94,9 @@ export const make = (options: { readonly buffer: number }): Effect.Effect<Channe
     }
 
     const live = (tenant: string, sub: Subscription) =>
-      Effect.acquireRelease(
-        Effect.sync(() => add(tenant, sub)),
-        () => Effect.sync(() => remove(tenant, sub))
+      ScopedSync.resource(
+        () => add(tenant, sub),
+        () => remove(tenant, sub)
       )
 
     const subscribe: ChannelHubService["subscribe"] = (tenant, peer) =>
