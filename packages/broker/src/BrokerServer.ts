@@ -285,9 +285,11 @@ export const layer = (
   let fastSend: ((req: IncomingMessage, res: ServerResponse) => boolean) | undefined
   // Peer channel upgrades on their Node-level path (ChannelNode.make), set once the services are built.
   let peerUpgrade: ChannelNode.PeerUpgrade | undefined
+  let accepts = () => 0
   const ServerLive = NodeHttpServer.layer(() => {
     const server = createServer(ServerLimits.serverOptions(config.limits))
     const limits = ServerLimits.apply(server, config.limits, { upgrades: true })
+    accepts = limits.accepted
     // The platform listens for "request" and "upgrade"; what a Node-level path takes never reaches it.
     const emit = server.emit
     server.emit = function (this: Server, event: string | symbol, ...args: Array<any>): boolean {
@@ -326,7 +328,7 @@ export const layer = (
   const PeerChannels = Layer.scopedDiscard(
     Effect.gen(function* () {
       // Kept after shutdown: a stopped path refuses peer upgrades (503) instead of handing them to the router.
-      peerUpgrade = yield* ChannelNode.make
+      peerUpgrade = yield* ChannelNode.make(() => accepts())
     })
   )
   return Layer.mergeAll(Serve, FastSend, PeerChannels).pipe(

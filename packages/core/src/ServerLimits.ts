@@ -95,6 +95,8 @@ export const DRAIN_MS = 3_000
 /** What `apply` installed: the pending count (for metrics and tests). */
 export interface Guard {
   readonly pending: () => number
+  /** Connections accepted so far (a server that paces its own work by the accept rate reads it). */
+  readonly accepted: () => number
   /** Connections refused at the cap so far. */
   readonly refused: () => number
   /**
@@ -119,6 +121,7 @@ export const apply = (server: Server, limits: ServerLimits, options: { readonly 
   const pending = new Set<Socket>()
   const open = new Set<Socket>()
   let refused = 0
+  let accepted = 0
   const text = refusal(limits.retryAfter)
   // A stop never waits on a client. `server.close()` stops accepting and then waits for every
   // connection to end, upgraded ones included: a WebSocket that reconnected while the server was
@@ -131,6 +134,7 @@ export const apply = (server: Server, limits: ServerLimits, options: { readonly 
     return server
   }) as Server["close"]
   server.on("connection", (socket: Socket) => {
+    accepted++
     open.add(socket)
     socket.once("close", () => open.delete(socket))
     while (pending.size >= limits.maxPendingConnections) {
@@ -162,7 +166,7 @@ export const apply = (server: Server, limits: ServerLimits, options: { readonly 
     settleAbortedUpgrades()
     server.on("upgrade", upgrading)
   }
-  return { pending: () => pending.size, refused: () => refused, upgrading }
+  return { pending: () => pending.size, refused: () => refused, accepted: () => accepted, upgrading }
 }
 
 const settles = Symbol.for("@mks/a2a/ws-upgrade-settles")
