@@ -18,9 +18,14 @@ const answers = [] // pong's sends in flight: closing the client before they are
 pongChannel.on("message", (m) => answers.push(pongChannel.send({ to: m.from, body: m.body.replace("ping", "pong"), replyTo: m.id, threadId: m.threadId })))
 
 const pingChannel = broker.connect(ping.id, { autoAck: true })
+// One reader for all rounds: a pong can arrive before the send that caused it has returned, and
+// each `for await` is a reader of its own that sees only what arrives while it iterates.
+const replies = pingChannel[Symbol.asyncIterator]()
 for (let i = 1; i <= rounds; i++) {
   const { message } = await broker.messages.send({ from: ping.id, to: "pong", body: `ping ${i}` })
-  for await (const reply of pingChannel) {
+  for (;;) {
+    const { value: reply, done } = await replies.next()
+    if (done) throw new Error("the channel closed")
     if (reply.replyTo !== message.id) continue
     console.log(`${message.body} -> ${reply.body}`)
     break
