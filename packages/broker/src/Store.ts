@@ -5,7 +5,7 @@ import { ChannelHub, Errors, Inbox, PeerRegistry, PostgresUrl, SpawnPlane, TaskB
 import { Effect, Layer, Schedule, Scope } from "effect"
 import { SqlClient } from "@effect/sql"
 import { SqliteClient } from "@effect/sql-sqlite-node"
-import { mkdirSync, statSync } from "node:fs"
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, statSync } from "node:fs"
 import { createRequire } from "node:module"
 import { dirname } from "node:path"
 import { Worker } from "node:worker_threads"
@@ -142,6 +142,23 @@ const walCheckpointer = (file: string, startBytes = CHECKPOINTER_START_BYTES) =>
   )
 
 /**
+ * The database holds message bodies: readable by this user only (0600), whatever the mode of its
+ * directory (an existing `A2A_HOME` is often 0755) and whatever an older version created. SQLite
+ * gives the `-wal` and `-shm` files it creates the database file's mode; existing ones are set
+ * here too. A file of another owner is left as it is (chmod is refused; SQLite opens it anyway).
+ */
+const restrictDatabaseFiles = (file: string) => {
+  closeSync(openSync(file, "a", 0o600))
+  for (const path of [file, `${file}-wal`, `${file}-shm`]) {
+    try {
+      if (existsSync(path) && (statSync(path).mode & 0o077) !== 0) chmodSync(path, 0o600)
+    } catch {
+      // Not ours to change.
+    }
+  }
+}
+
+/**
  * SQLite (WAL) at `file`: peers, teams, inboxes, spawns, runners and spawn tokens survive
  * restarts; live channels are in memory (runners re-announce their agents when they reconnect).
  */
@@ -149,7 +166,15 @@ export const layerSqlite = (file: string): Layer.Layer<Stores | SharedSpawnToken
   Layer.unwrapEffect(
     Effect.gen(function* () {
       const config = yield* BrokerConfig
-      if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
+      if (file !== ":memory:") {
+        yield* Effect.try({
+          try: () => {
+            mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
+            restrictDatabaseFiles(file)
+          },
+          catch: (e) => new Errors.ServiceUnavailable({ message: `cannot open database ${file}: ${String(e)}` })
+        })
+      }
       return Layer.mergeAll(
         SqlStore.layer({ capacity: config.inboxCapacity, cache: true }),
         Layer.effect(StoreGauges, SqlStore.gauges),

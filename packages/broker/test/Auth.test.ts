@@ -3,7 +3,7 @@
  * (404, existence does not leak), principal ownership (403), roles, the token file and CLI.
  */
 import { createHash } from "node:crypto"
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { exportJWK, generateKeyPair, SignJWT, type JWTPayload } from "jose"
@@ -201,6 +201,26 @@ describe("static tokens and tenancy", () => {
     const refused = await wsRefusal(wsUrl(broker, "/ws/runner/r1"), { authorization: `Bearer ${x}` })
     expect(refused.status).toBe(403)
     expect(refused.body._tag).toBe("Forbidden")
+  })
+
+  it("the database and its WAL files are 0600 in a 0755 home, also when an older version left them 0644", async () => {
+    const home = mkdtempSync(join(tmpdir(), "a2a-modes-"))
+    chmodSync(home, 0o755)
+    const db = join(home, "broker.db")
+    try {
+      const first = await startBroker({ home, db })
+      // Written through, so the WAL and its index exist.
+      await register(first, first.adminToken, { name: "modes" })
+      expect([db, `${db}-wal`, `${db}-shm`].map(mode)).toEqual([0o600, 0o600, 0o600])
+      await first.close()
+      for (const path of [db, `${db}-wal`, `${db}-shm`]) if (existsSync(path)) chmodSync(path, 0o644)
+      const again = await startBroker({ home, db })
+      expect((await http(again, again.adminToken, "GET", "/api/peers")).json.peers.map((p: any) => p.name)).toContain("modes")
+      for (const path of [db, `${db}-wal`, `${db}-shm`]) if (existsSync(path)) expect(mode(path), path).toBe(0o600)
+      await again.close()
+    } finally {
+      rmSync(home, { recursive: true, force: true })
+    }
   })
 
   it("the tokens file is 0600 and holds only hashes; broker.token is 0600", async () => {
