@@ -10,7 +10,7 @@ import WebSocket from "ws"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { http, startBroker, startBrokerProcess, tempHome, type TestBroker } from "./harness.js"
 import { effectiveBacklog, listenBacklog } from "../../../test-support/flood.js"
-import { pollUntil, wsUrl } from "./probe.js"
+import { pollUntil, runCli, wsUrl } from "./probe.js"
 
 const CAP = 100
 
@@ -248,6 +248,32 @@ describe("WebSocket frames over the limit", () => {
       ws.send(JSON.stringify({ type: "send", to: "big", body: "small", ref: "r1" }))
       await new Promise<void>((resolve) => ws.on("message", (d) => JSON.parse(String(d)).type === "sent" && resolve()))
       ws.close()
+    } finally {
+      proc.child.kill("SIGTERM")
+      await proc.exited
+    }
+  }, 120_000)
+
+  it("are refused (1009) on the runner link too, before they are buffered", async () => {
+    const home = tempHome()
+    const proc = await startBrokerProcess(home, ["--db", ":memory:"])
+    const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${proc.child.pid}/status`, "utf8"))![1]) * 1024
+    try {
+      const created = await runCli(["token", "create", "--home", home, "--tenant", "default", "--role", "runner"])
+      expect(created.code, created.stderr).toBe(0)
+      const runner = created.stdout.trim()
+      const before = rss()
+      const frame = Buffer.alloc(50 * 1024 * 1024, 0x61)
+      for (let i = 0; i < 4; i++) {
+        const ws = new WebSocket(wsUrl(proc, "/ws/runner/big-runner"), { headers: { authorization: `Bearer ${runner}` } })
+        const code = new Promise<number>((resolve) => ws.on("close", (c) => resolve(c)))
+        ws.on("error", () => {})
+        await new Promise<void>((resolve) => ws.on("open", () => resolve()))
+        ws.send(frame)
+        expect([1009, 1006]).toContain(await code)
+      }
+      expect(rss() - before).toBeLessThan(64 * 1024 * 1024)
+      expect((await http(proc, undefined, "GET", "/healthz")).status).toBe(200)
     } finally {
       proc.child.kill("SIGTERM")
       await proc.exited
