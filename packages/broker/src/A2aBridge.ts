@@ -24,6 +24,7 @@ import { BrokerConfig } from "./BrokerConfig.js"
 import { Bus } from "./Bus.js"
 import * as Channels from "./Channels.js"
 import { writeFileAtomic } from "./TokenStore.js"
+import { keyOf } from "./TenantKey.js"
 
 const BRIDGE_OWNER = "system:a2a-bridge"
 /** Most remote agents a broker keeps (all tenants). */
@@ -108,7 +109,6 @@ export const make = Effect.gen(function* () {
   }
 
   const agents = new Map<string, Stored>()
-  const keyOf = (tenant: string, name: string) => `${tenant}\u0000${name}`
   const persist = Effect.try({
     try: () => writeFileAtomic(file, JSON.stringify({ version: 1, agents: [...agents.values()] }, null, 2) + "\n"),
     catch: (e) => new Errors.ServiceUnavailable({ message: `cannot write ${file}: ${(e as Error).message}` })

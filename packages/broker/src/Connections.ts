@@ -13,6 +13,7 @@ import { ScopedSync } from "@mks/a2a/internal"
 import { Context, Effect, Layer, Schedule, Scope } from "effect"
 import { BrokerConfig } from "./BrokerConfig.js"
 import { TokenStore } from "./TokenStore.js"
+import { keyOf } from "./TenantKey.js"
 
 /** Close code of a socket whose static token was revoked: do not reconnect with that token. */
 export const REVOKED_CLOSE_CODE = 4003
@@ -43,8 +44,6 @@ export interface ConnectionsService {
 }
 
 export class Connections extends Context.Tag("@mks/a2a-broker/Connections")<Connections, ConnectionsService>() {}
-
-const keyOf = (tenant: string, peer: string) => `${tenant}\u0000${peer}`
 
 export const make = Effect.gen(function* () {
   const config = yield* BrokerConfig

@@ -26,6 +26,7 @@ import type { Ids } from "@mks/a2a"
 import { Cause, Effect, Schedule } from "effect"
 import * as WriteQueue from "./WriteQueue.js"
 import type { PendingWrite } from "./WriteQueue.js"
+import { keyOf } from "./TenantKey.js"
 
 /** Largest notification payload we send (PostgreSQL refuses 8,000 bytes and more). */
 const NOTIFY_BYTES = 7_500
@@ -55,8 +56,6 @@ export interface Stats {
 
 const unavailable = (e: unknown) =>
   new Errors.ServiceUnavailable({ message: `store unavailable: ${(e as { message?: string }).message ?? String(e)}` })
-
-const keyOf = (tenant: string, peer: string) => `${tenant}\u0000${peer}`
 
 /** PostgreSQL's deadlock_detected and serialization_failure: the batch is retried as a whole. */
 const isRetryable = (e: SqlError) => {

@@ -18,6 +18,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { Errors, Ids, Runner, RunnerFrame, Spawn, SpawnPlane } from "@mks/a2a"
 import { Clock, Effect, Either, PubSub, Queue, Schema, Stream } from "effect"
 import { randomBytes } from "node:crypto"
+import { keyOf } from "./TenantKey.js"
 
 export const RUNNER_CHANNEL = "a2a_runner"
 
@@ -79,8 +80,6 @@ interface Tx {
 
 const opt = <K extends string, V>(key: K, value: V | undefined | null): { [P in K]?: V } =>
   (value === undefined || value === null ? {} : { [key]: value }) as { [P in K]?: V }
-
-const keyOf = (tenant: string, runner: string) => `${tenant}\u0000${runner}`
 
 const toEntry = (row: SpawnRow): Entry => ({
   spawn: decodeSpawn(JSON.parse(row.data)),

@@ -53,6 +53,7 @@ import * as SqlTaskBoard from "./SqlTaskBoard.js"
 import type { Stores } from "./Store.js"
 import { StoreGauges } from "./StoreGauges.js"
 import { SharedSpawnTokens, type SharedSpawnTokensService, TokenRecord } from "./TokenStore.js"
+import { keyOf } from "./TenantKey.js"
 
 /** The LISTEN connection is a plain `pg.Client` of our own (the same `pg` that `@effect/sql-pg` uses), since we must see it drop. */
 type PgClientRaw = pg.Client
@@ -84,8 +85,6 @@ const PG_MIGRATIONS = [
   `CREATE TABLE IF NOT EXISTS a2a_instances (instance TEXT PRIMARY KEY, url TEXT NOT NULL, seen_at BIGINT NOT NULL)`,
   ...PgSpawnPlane.MIGRATIONS
 ]
-
-const keyOf = (tenant: string, peer: string) => `${tenant}\u0000${peer}`
 
 const unavailable = (e: SqlError) => new Errors.ServiceUnavailable({ message: `store unavailable: ${e.message}` })
 const orDie = <A, E, R>(self: Effect.Effect<A, E | SqlError, R>) =>

@@ -11,6 +11,7 @@
  */
 import { Errors, Ids, RunnerFrame } from "@mks/a2a"
 import { Context, Effect, Layer, Runtime, Scope } from "effect"
+import { keyOf } from "./TenantKey.js"
 
 /** The runner frames that answer relay streams (the link hands them to `fromRunner`). */
 export type RunnerRelayFrame = Extract<RunnerFrame.RunnerUpFrame, { readonly type: "log" | "term_output" | "stream_end" | "stream_error" }>
@@ -72,8 +73,6 @@ interface Link {
   readonly send: (frame: RunnerFrame.RunnerDownFrame) => void
   readonly streams: Map<number, StreamSink>
 }
-
-const keyOf = (tenant: string, runner: string) => `${tenant}\u0000${runner}`
 
 export const make = Effect.gen(function* () {
   const links = new Map<string, Link>()

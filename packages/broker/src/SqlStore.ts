@@ -13,6 +13,7 @@ import { Errors, Ids, Inbox, Message, Peer, PeerRegistry, TeamDirectory, Team } 
 import { Cause, Clock, Deferred, Effect, Layer, Option } from "effect"
 import * as WriteQueue from "./WriteQueue.js"
 import type { PendingWrite } from "./WriteQueue.js"
+import { keyOf } from "./TenantKey.js"
 
 const MIGRATIONS: ReadonlyArray<ReadonlyArray<string>> = [
   [
@@ -56,8 +57,6 @@ export const migrate = Effect.gen(function* () {
     )
   }
 })
-
-const keyOf = (tenant: string, key: string) => `${tenant}\u0000${key}`
 
 const unavailable = (e: SqlError) => new Errors.ServiceUnavailable({ message: `store unavailable: ${e.message}` })
 /** Store failures are defects of the request (answered 503 by the server's guard), never silent. */
@@ -471,7 +470,6 @@ export const makeWaiters = () => {
     keys: () => waiting.keys()
   }
 }
-
 
 /** Rows per multi-row INSERT: few distinct statements to prepare, far below any bind-parameter limit. */
 const ROWS_PER_STATEMENT = 50
