@@ -4,8 +4,8 @@
  * `A2A_PROXY_ADMIN_TOKEN` or the proxy's token file.
  */
 import { FetchHttpClient, HttpApiClient, HttpClient, HttpClientRequest } from "@effect/platform"
-import { type Ids, ProxyApi, StackRecord, type Usage, type VirtualKey } from "@mks/a2a"
-import { ProxyConfig } from "@mks/a2a-proxy"
+import { type Ids, ProxyApi, StackRecord } from "@mks/a2a"
+import { KeyTables, ProxyConfig } from "@mks/a2a-proxy"
 import { Effect } from "effect"
 import { ago, CliError, json, type Output, paint, table } from "./Output.js"
 
@@ -47,23 +47,6 @@ const client = (options: ProxyOptions) =>
     const call = <A, E>(effect: Effect.Effect<A, E>) => effect.pipe(Effect.mapError((e) => new CliError({ message: describe(e, url) })))
     return { api, call }
   }).pipe(Effect.provide(FetchHttpClient.layer))
-
-const limitsText = (l: VirtualKey.KeyLimits): string =>
-  [
-    l.requestsPerMinute === undefined ? "" : `${l.requestsPerMinute} rpm`,
-    l.requestsPer5h === undefined ? "" : `${l.requestsPer5h} req/5h`,
-    l.tokensPer5h === undefined ? "" : `${l.tokensPer5h} tok/5h`
-  ].filter((s) => s !== "").join(", ") || "-"
-
-const remainingText = (r: Usage.Remaining): string =>
-  [
-    r.requestsPerMinute === undefined ? "" : `${r.requestsPerMinute} rpm`,
-    r.requestsPer5h === undefined ? "" : `${r.requestsPer5h} req`,
-    r.tokensPer5h === undefined ? "" : `${r.tokensPer5h} tok`
-  ].filter((s) => s !== "").join(", ") || "-"
-
-const stateOf = (k: VirtualKey.VirtualKey) =>
-  k.disabled ? "disabled" : k.expiresAt !== undefined && Date.parse(k.expiresAt) <= Date.now() ? "expired" : "active"
 
 export interface CreateInput {
   readonly name: string
@@ -107,17 +90,7 @@ export const keysList = (o: Output, options: ProxyOptions) =>
     const { keys } = yield* call(api.keys.list())
     if (o.json) return json(o, keys)
     if (keys.length === 0) return o.out("no keys")
-    table(o, ["ID", "NAME", "KEY", "TENANT", "TIER", "MODELS", "LIMITS", "STATE", "LAST USED"], keys.map((k) => [
-      k.id,
-      k.name,
-      `${k.prefix}…`,
-      k.tenant,
-      k.tier,
-      k.models.join(",") || "*",
-      limitsText(k.limits),
-      stateOf(k),
-      k.lastUsedAt === undefined ? "-" : ago(k.lastUsedAt)
-    ]))
+    table(o, KeyTables.KEY_HEADER, keys.map((k) => KeyTables.keyRow(k, ago)))
   })
 
 export const keysRevoke = (o: Output, options: ProxyOptions, id: string) =>
@@ -134,15 +107,5 @@ export const usage = (o: Output, options: ProxyOptions, key: string | undefined)
     const { usage } = yield* call(api.keys.usage({ urlParams: key === undefined ? {} : { key: key as Ids.KeyId } }))
     if (o.json) return json(o, usage)
     if (usage.length === 0) return o.out("no usage")
-    table(o, ["KEY", "NAME", "WINDOW START", "REQUESTS", "INPUT", "OUTPUT", "CACHE WRITE", "CACHE READ", "REMAINING"], usage.map((u) => [
-      u.record.id,
-      u.record.name,
-      u.window.start,
-      String(u.window.requests),
-      String(u.window.inputTokens),
-      String(u.window.outputTokens),
-      String(u.window.cacheCreationInputTokens),
-      String(u.window.cacheReadInputTokens),
-      remainingText(u.remaining)
-    ]))
+    table(o, KeyTables.USAGE_HEADER, usage.map(KeyTables.usageRow))
   })

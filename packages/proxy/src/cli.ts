@@ -9,9 +9,10 @@ import { gcTuning } from "./internal/gcTuning.js"
 import { FetchHttpClient, HttpApiClient, HttpClient, HttpClientRequest } from "@effect/platform"
 import { NodeRuntime } from "@effect/platform-node"
 import { PostgresUrl, ProxyApi } from "@mks/a2a"
-import type { Ids, Usage, VirtualKey } from "@mks/a2a"
+import type { Ids } from "@mks/a2a"
 import { Data, Effect, Logger, Redacted } from "effect"
 import { parseArgs } from "node:util"
+import * as KeyTables from "./KeyTables.js"
 import * as ProxyConfig from "./ProxyConfig.js"
 import * as ProxyServer from "./ProxyServer.js"
 
@@ -90,14 +91,6 @@ const pad = (rows: ReadonlyArray<ReadonlyArray<string>>): string => {
   return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n")
 }
 
-const limitsText = (l: VirtualKey.KeyLimits): string =>
-  [
-    l.requestsPerMinute === undefined ? "" : `${l.requestsPerMinute} rpm`,
-    l.requestsPer5h === undefined ? "" : `${l.requestsPer5h} req/5h`,
-    l.tokensPer5h === undefined ? "" : `${l.tokensPer5h} tok/5h`
-  ]
-    .filter((s) => s !== "")
-    .join(", ") || "-"
 
 const keys = (args: ReadonlyArray<string>) =>
   Effect.gen(function* () {
@@ -148,20 +141,7 @@ const keys = (args: ReadonlyArray<string>) =>
         const { values } = parseArgs({ args: rest, options: { json: { type: "boolean" } } })
         const { keys } = yield* client.keys.list()
         if (values.json === true) return yield* stdout(JSON.stringify(keys, null, 2))
-        const rows = [
-          ["ID", "NAME", "KEY", "TENANT", "TIER", "MODELS", "LIMITS", "STATE", "LAST USED"],
-          ...keys.map((k) => [
-            k.id,
-            k.name,
-            k.prefix + "…",
-            k.tenant,
-            k.tier,
-            k.models.join(",") || "*",
-            limitsText(k.limits),
-            k.disabled ? "disabled" : k.expiresAt !== undefined && Date.parse(k.expiresAt) <= Date.now() ? "expired" : "active",
-            k.lastUsedAt ?? "-"
-          ])
-        ]
+        const rows = [KeyTables.KEY_HEADER, ...keys.map((k) => KeyTables.keyRow(k))]
         return yield* stdout(pad(rows))
       }
       case "revoke": {
@@ -181,28 +161,7 @@ const usage = (args: ReadonlyArray<string>) =>
     const client = yield* controlClient
     const { usage } = yield* client.keys.usage({ urlParams: values.key === undefined ? {} : { key: values.key as Ids.KeyId } })
     if (values.json === true) return yield* stdout(JSON.stringify(usage, null, 2))
-    const remaining = (r: Usage.Remaining) =>
-      [
-        r.requestsPerMinute === undefined ? "" : `${r.requestsPerMinute} rpm`,
-        r.requestsPer5h === undefined ? "" : `${r.requestsPer5h} req`,
-        r.tokensPer5h === undefined ? "" : `${r.tokensPer5h} tok`
-      ]
-        .filter((s) => s !== "")
-        .join(", ") || "-"
-    const rows = [
-      ["KEY", "NAME", "WINDOW START", "REQUESTS", "INPUT", "OUTPUT", "CACHE WRITE", "CACHE READ", "REMAINING"],
-      ...usage.map((u) => [
-        u.record.id,
-        u.record.name,
-        u.window.start,
-        String(u.window.requests),
-        String(u.window.inputTokens),
-        String(u.window.outputTokens),
-        String(u.window.cacheCreationInputTokens),
-        String(u.window.cacheReadInputTokens),
-        remaining(u.remaining)
-      ])
-    ]
+    const rows = [KeyTables.USAGE_HEADER, ...usage.map(KeyTables.usageRow)]
     return yield* stdout(pad(rows))
   })
 

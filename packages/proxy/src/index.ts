@@ -4,6 +4,7 @@
  */
 export * as AnthropicError from "./AnthropicError.js"
 export * as KeyFile from "./KeyFile.js"
+export * as KeyTables from "./KeyTables.js"
 export * as ModelRouter from "./ModelRouter.js"
 export * as PgStore from "./PgStore.js"
 export * as ProxyConfig from "./ProxyConfig.js"

@@ -1,0 +1,56 @@
+/**
+ * The text tables of the proxy's virtual keys and usage windows, as `a2a-proxy keys list`,
+ * `a2a-proxy usage` and the `a2a` CLI's `keys list` / `usage` print them: one header and one
+ * row per key or window, each cell a string.
+ */
+import type { Usage, VirtualKey } from "@mks/a2a"
+
+/** A key's limits in short (`60 rpm, 1000 req/5h`), `-` when it has none. */
+export const limitsText = (l: VirtualKey.KeyLimits): string =>
+  [
+    l.requestsPerMinute === undefined ? "" : `${l.requestsPerMinute} rpm`,
+    l.requestsPer5h === undefined ? "" : `${l.requestsPer5h} req/5h`,
+    l.tokensPer5h === undefined ? "" : `${l.tokensPer5h} tok/5h`
+  ].filter((s) => s !== "").join(", ") || "-"
+
+/** What a key has left in its windows (`59 rpm, 999 req`), `-` when it has no limits. */
+export const remainingText = (r: Usage.Remaining): string =>
+  [
+    r.requestsPerMinute === undefined ? "" : `${r.requestsPerMinute} rpm`,
+    r.requestsPer5h === undefined ? "" : `${r.requestsPer5h} req`,
+    r.tokensPer5h === undefined ? "" : `${r.tokensPer5h} tok`
+  ].filter((s) => s !== "").join(", ") || "-"
+
+/** `active`, `disabled` or `expired` (at `now`). */
+export const stateOf = (k: VirtualKey.VirtualKey, now = Date.now()): string =>
+  k.disabled ? "disabled" : k.expiresAt !== undefined && Date.parse(k.expiresAt) <= now ? "expired" : "active"
+
+export const KEY_HEADER = ["ID", "NAME", "KEY", "TENANT", "TIER", "MODELS", "LIMITS", "STATE", "LAST USED"]
+
+/** A key's row; `lastUsed` shows its last use (default: the timestamp as it is). */
+export const keyRow = (k: VirtualKey.VirtualKey, lastUsed: (at: string) => string = (at) => at): Array<string> => [
+  k.id,
+  k.name,
+  `${k.prefix}…`,
+  k.tenant,
+  k.tier,
+  k.models.join(",") || "*",
+  limitsText(k.limits),
+  stateOf(k),
+  k.lastUsedAt === undefined ? "-" : lastUsed(k.lastUsedAt)
+]
+
+export const USAGE_HEADER = ["KEY", "NAME", "WINDOW START", "REQUESTS", "INPUT", "OUTPUT", "CACHE WRITE", "CACHE READ", "REMAINING"]
+
+/** A usage window's row. */
+export const usageRow = (u: Usage.UsageReport): Array<string> => [
+  u.record.id,
+  u.record.name,
+  u.window.start,
+  String(u.window.requests),
+  String(u.window.inputTokens),
+  String(u.window.outputTokens),
+  String(u.window.cacheCreationInputTokens),
+  String(u.window.cacheReadInputTokens),
+  remainingText(u.remaining)
+]
