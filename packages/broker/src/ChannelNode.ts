@@ -77,8 +77,8 @@ const refuseOn = (socket: Duplex, error: Errors.WireError): number => {
  * moved) does no upgrade work, up to `MAX_SKIPS` turns in a row, so the queue is drained into
  * this process while the upgrades are served, at most `SLICE_MS` of them per turn. Measured
  * the same way, three runs: 5,000-14,000 dropped SYNs (most in the first burst), 5.6-6.6 s, and
- * 0.58-0.70 ms per upgrade instead of 1 ms (the retries' work is gone). Hand-written, not an Effect queue: it decides
- * per loop turn and must not add fibers on this path.
+ * 0.58-0.70 ms per upgrade instead of 1 ms (the retries' work is gone). Hand-written, not an
+ * Effect queue: it decides per loop turn and must not add fibers on this path.
  */
 const makeAcceptFirst = (accepts: () => number) => {
   let queue: Array<() => void> = []

@@ -5,7 +5,7 @@ import { ChannelHub, Errors, Inbox, PeerRegistry, PostgresUrl, SpawnPlane, TaskB
 import { Effect, Layer, Schedule, Scope } from "effect"
 import { SqlClient } from "@effect/sql"
 import { SqliteClient } from "@effect/sql-sqlite-node"
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, statSync } from "node:fs"
+import { chmodSync, closeSync, mkdirSync, openSync, statSync } from "node:fs"
 import { createRequire } from "node:module"
 import { dirname } from "node:path"
 import { Worker } from "node:worker_threads"
@@ -151,7 +151,8 @@ const restrictDatabaseFiles = (file: string) => {
   closeSync(openSync(file, "a", 0o600))
   for (const path of [file, `${file}-wal`, `${file}-shm`]) {
     try {
-      if (existsSync(path) && (statSync(path).mode & 0o077) !== 0) chmodSync(path, 0o600)
+      const mode = statSync(path, { throwIfNoEntry: false })?.mode
+      if (mode !== undefined && (mode & 0o077) !== 0) chmodSync(path, 0o600)
     } catch {
       // Not ours to change.
     }

@@ -5,21 +5,20 @@
  */
 import type { Usage, VirtualKey } from "@mks/a2a"
 
+/** The set ones of a key's three limits (or what is left of them), with their units; `-` for none. */
+const summary = (
+  values: { readonly requestsPerMinute?: number | undefined; readonly requestsPer5h?: number | undefined; readonly tokensPer5h?: number | undefined },
+  units: readonly [perMinute: string, requests: string, tokens: string]
+): string =>
+  [values.requestsPerMinute, values.requestsPer5h, values.tokensPer5h]
+    .flatMap((value, i) => (value === undefined ? [] : [`${value} ${units[i]}`]))
+    .join(", ") || "-"
+
 /** A key's limits in short (`60 rpm, 1000 req/5h`), `-` when it has none. */
-export const limitsText = (l: VirtualKey.KeyLimits): string =>
-  [
-    l.requestsPerMinute === undefined ? "" : `${l.requestsPerMinute} rpm`,
-    l.requestsPer5h === undefined ? "" : `${l.requestsPer5h} req/5h`,
-    l.tokensPer5h === undefined ? "" : `${l.tokensPer5h} tok/5h`
-  ].filter((s) => s !== "").join(", ") || "-"
+export const limitsText = (l: VirtualKey.KeyLimits): string => summary(l, ["rpm", "req/5h", "tok/5h"])
 
 /** What a key has left in its windows (`59 rpm, 999 req`), `-` when it has no limits. */
-export const remainingText = (r: Usage.Remaining): string =>
-  [
-    r.requestsPerMinute === undefined ? "" : `${r.requestsPerMinute} rpm`,
-    r.requestsPer5h === undefined ? "" : `${r.requestsPer5h} req`,
-    r.tokensPer5h === undefined ? "" : `${r.tokensPer5h} tok`
-  ].filter((s) => s !== "").join(", ") || "-"
+export const remainingText = (r: Usage.Remaining): string => summary(r, ["rpm", "req", "tok"])
 
 /** `active`, `disabled` or `expired` (at `now`). */
 export const stateOf = (k: VirtualKey.VirtualKey, now = Date.now()): string =>
