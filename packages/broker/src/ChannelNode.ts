@@ -132,7 +132,8 @@ interface Live {
   readonly ws: WebSocket
   readonly scope: Scope.CloseableScope
   start: Fiber.RuntimeFiber<void, Errors.WireError> | undefined
-  done: boolean
+  /** The fiber ending the session, once its socket closed or the broker stops. */
+  ending: Fiber.RuntimeFiber<void> | undefined
 }
 
 /**
@@ -157,21 +158,29 @@ export const make = (accepts: () => number): Effect.Effect<
   const live = new Set<Live>()
   let stopping = false
 
-  const end = (entry: Live): Effect.Effect<void> =>
-    Effect.suspend(() => {
-      if (entry.done) return Effect.void
-      entry.done = true
-      live.delete(entry)
+  /**
+   * Ends a session once (its socket closed, or the broker stops) and answers the fiber doing it.
+   * The entry stays in `live` until its scope closed, so a shutdown that begins while a client's
+   * own close is still taking its peer offline waits for that too: the stores close after it.
+   */
+  const end = (entry: Live): Fiber.RuntimeFiber<void> => {
+    if (entry.ending === undefined) {
       const start = entry.start
-      return Effect.zipRight(start === undefined ? Effect.void : Fiber.interrupt(start), Scope.close(entry.scope, Exit.void))
-    })
+      entry.ending = runFork(
+        Effect.zipRight(start === undefined ? Effect.void : Fiber.interrupt(start), Scope.close(entry.scope, Exit.void)).pipe(
+          Effect.ensuring(Effect.sync(() => live.delete(entry)))
+        )
+      )
+    }
+    return entry.ending
+  }
 
   yield* Effect.addFinalizer(() =>
     Effect.suspend(() => {
       stopping = true
       const entries = [...live]
       for (const entry of entries) entry.ws.close(ChannelFrame.CloseCode.goingAway, "broker shutting down")
-      return Effect.forEach(entries, end, { discard: true, concurrency: "unbounded" })
+      return Effect.forEach(entries, (entry) => Fiber.await(end(entry)), { discard: true, concurrency: "unbounded" })
     })
   )
 
@@ -182,12 +191,12 @@ export const make = (accepts: () => number): Effect.Effect<
       return
     }
     const output = wsOutput(ws as unknown as RawSocket, stream)
-    const entry: Live = { ws, scope: Effect.runSync(Scope.make()), start: undefined, done: false }
+    const entry: Live = { ws, scope: Effect.runSync(Scope.make()), start: undefined, ending: undefined }
     live.add(entry)
     ws.on("error", () => {}) // an `error` (e.g. 1009 for an oversize frame) is followed by `close`
     ws.on("close", () => {
       output.ended()
-      runFork(end(entry))
+      end(entry)
     })
     let session: ChannelSession.ChannelSession
     try {

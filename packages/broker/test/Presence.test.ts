@@ -4,7 +4,9 @@
  * `peers_changed` to a batched watcher, `peer_left` to a legacy one), and resumes its id by name.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { http, startBroker, type TestBroker } from "./harness.js"
+import { rmSync } from "node:fs"
+import { join } from "node:path"
+import { http, startBroker, store, tempHome, type TestBroker } from "./harness.js"
 import { FrameSocket, pollUntil, wsRefusal, wsUrl } from "./probe.js"
 
 describe("presence follows sockets", () => {
@@ -53,4 +55,43 @@ describe("presence follows sockets", () => {
     expect(res.status).toBe(400)
     expect(res.body._tag).toBe("InvalidRequest")
   })
+})
+
+// With the SQLite store a peer goes offline when its last socket closes (docs/broker.md); with a
+// shared (PostgreSQL) store the GC decides, so this case is SQLite's.
+describe.runIf(store() === "sqlite")("sockets closing as the broker stops", () => {
+  it("peers whose clients close their sockets just before the broker stops are offline after its restart", async () => {
+    const home = tempHome()
+    const db = join(home, "broker.db")
+    try {
+      const first = await startBroker({ home, db, peerTimeout: 600_000 })
+      const token = await first.token("closing", "peer")
+      const peers: Array<string> = []
+      const sockets: Array<FrameSocket> = []
+      for (let i = 0; i < 100; i++) {
+        const peer = (await http(first, token, "POST", "/api/peers", { name: `closing-${i}` })).json.peer
+        peers.push(peer.id)
+        const socket = await FrameSocket.open(wsUrl(first, `/ws/broker/peer/${peer.id}?presence=none`), { authorization: `Bearer ${token}` })
+        await socket.next((f) => f.type === "hello")
+        sockets.push(socket)
+      }
+      // Every client closes; once the broker has answered the first close, it stops while the
+      // others are being taken offline. A session ended by its client counts as much as one the
+      // shutdown ends: the store closes after both.
+      for (const socket of sockets) socket.ws.close(1000)
+      await sockets[0]!.closed
+      await first.close()
+      const second = await startBroker({ home, db, peerTimeout: 600_000 })
+      try {
+        const listed = (await http(second, token, "GET", "/api/peers")).json.peers as Array<{ id: string; status: string }>
+        const online = listed.filter((p) => peers.includes(p.id) && p.status !== "offline").map((p) => p.id)
+        expect(listed.filter((p) => peers.includes(p.id))).toHaveLength(100)
+        expect(online).toEqual([])
+      } finally {
+        await second.close()
+      }
+    } finally {
+      rmSync(home, { recursive: true, force: true })
+    }
+  }, 60_000)
 })
