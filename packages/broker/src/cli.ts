@@ -1,90 +1,68 @@
 #!/usr/bin/env node
-/**
- * a2a-broker [--port 4200] [--host 127.0.0.1] [--db FILE|:memory:|memory|postgres://…] [--home DIR] [--public-url URL] [--advertise-url URL]
- * a2a-broker token create --tenant T --role R [--scope P …] [--name N]   (prints the token alone on stdout)
- * a2a-broker token list [--json]
- * a2a-broker token revoke ID
- */
+/** `a2a-broker`: serve, or manage static tokens. Its commands and settings are in ./CliSpec.ts. */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Permission, ServerLimits } from "@mks/a2a"
+import { CliSpec } from "@mks/a2a/internal"
 import { Effect, Layer, Logger, LogLevel } from "effect"
 import { join } from "node:path"
-import { parseArgs } from "node:util"
 import * as BrokerConfig from "./BrokerConfig.js"
 import * as BrokerServer from "./BrokerServer.js"
+import { spec } from "./CliSpec.js"
 import { isAdvertiseUrl } from "./RelayForward.js"
 import * as TokenStore from "./TokenStore.js"
 import { VERSION } from "./version.js"
-
-const usage = `usage: a2a-broker [--port N] [--host H] [--db FILE|:memory:|memory|postgres://…] [--home DIR] [--public-url URL] [--advertise-url URL]
-       a2a-broker token create --tenant T --role admin|peer|runner [--role …] [--scope PERMISSION …] [--name N]
-       a2a-broker token list [--json]
-       a2a-broker token revoke ID`
 
 const fail = (message: string): never => {
   process.stderr.write(`a2a-broker: ${message}\n`)
   process.exit(2)
 }
 
-const { values, positionals } = (() => {
+// Flags, environment variables and defaults come from one spec (./CliSpec.ts), as do `--help` and docs/broker.md's tables.
+const args = (() => {
   try {
-    return parseArgs({
-      allowPositionals: true,
-      options: {
-        port: { type: "string" },
-        host: { type: "string" },
-        db: { type: "string" },
-        home: { type: "string" },
-        "public-url": { type: "string" },
-        "advertise-url": { type: "string" },
-        tenant: { type: "string" },
-        role: { type: "string", multiple: true },
-        scope: { type: "string", multiple: true },
-        name: { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean" }
-      }
-    })
+    return CliSpec.parse(spec)
   } catch (e) {
-    return fail(`${(e as Error).message}\n${usage}`)
+    return fail(`${(e as Error).message} (see a2a-broker --help)`)
   }
 })()
+const values = args.values as { readonly [K in "tenant" | "name"]?: string } & { readonly role?: ReadonlyArray<string>; readonly scope?: ReadonlyArray<string>; readonly json?: boolean }
+const positionals = args.positionals
 
-if (values.help) {
-  process.stdout.write(usage + "\n")
+if (args.has("help")) {
+  process.stdout.write(CliSpec.help(spec, VERSION))
   process.exit(0)
 }
-if (values.version) {
+if (args.has("version")) {
   process.stdout.write(VERSION + "\n")
   process.exit(0)
 }
-
-const env = process.env
 
 /** `A2A_AUDIT_RETENTION_DAYS`: how long the audit log keeps entries. */
 const auditDays = (text: string): number => {
   const days = Number(text)
   return Number.isFinite(days) && days > 0 ? days * 24 * 60 * 60 * 1000 : fail(`A2A_AUDIT_RETENTION_DAYS must be a positive number of days, got "${text}"`)
 }
-const home = values.home ?? BrokerConfig.defaultHome()
-const portText = values.port ?? env.A2A_BROKER_PORT
+const home = args.get("home") ?? BrokerConfig.defaultHome()
+const portText = args.get("port")
 const port = portText === undefined ? 4200 : Number(portText)
 if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`invalid port: ${portText}`)
 
-const splitList = (text: string | undefined) => (text ?? "").split(/[\s,]+/).filter((s) => s.length > 0)
+const advertiseFlag = typeof args.values["advertise-url"] === "string" ? args.values["advertise-url"] : undefined
+const auditText = args.get("A2A_AUDIT_RETENTION_DAYS")
+const presenceText = args.get("A2A_BROKER_PRESENCE_MS")
+const issuer = args.get("A2A_OIDC_ISSUER")
 
 const config = BrokerConfig.make({
   home,
   port,
-  host: values.host ?? env.A2A_BROKER_HOST ?? "127.0.0.1",
-  db: values.db ?? env.A2A_BROKER_DB ?? join(home, "broker.db"),
-  publicUrl: values["public-url"] ?? env.A2A_BROKER_PUBLIC_URL,
+  host: args.get("host") ?? "127.0.0.1",
+  db: args.get("db") ?? join(home, "broker.db"),
+  publicUrl: args.get("public-url"),
   // A2A_BROKER_ADVERTISE_URL is read by the broker itself (RelayForward.ts); the flag wins.
-  ...(values["advertise-url"] !== undefined
-    ? { advertiseUrl: isAdvertiseUrl(values["advertise-url"]) ? values["advertise-url"] : fail(`--advertise-url must be an http:// or https:// URL, got "${values["advertise-url"]}"`) }
+  ...(advertiseFlag !== undefined
+    ? { advertiseUrl: isAdvertiseUrl(advertiseFlag) ? advertiseFlag : fail(`--advertise-url must be an http:// or https:// URL, got "${advertiseFlag}"`) }
     : {}),
-  ...(env.A2A_AUDIT_RETENTION_DAYS !== undefined ? { auditRetention: auditDays(env.A2A_AUDIT_RETENTION_DAYS) } : {}),
+  ...(auditText !== undefined ? { auditRetention: auditDays(auditText) } : {}),
   version: VERSION,
   // A2A_BROKER_HEADERS_TIMEOUT_MS, _REQUEST_TIMEOUT_MS, _KEEP_ALIVE_TIMEOUT_MS, _MAX_PENDING_CONNECTIONS, _LISTEN_BACKLOG.
   limits: (() => {
@@ -94,21 +72,21 @@ const config = BrokerConfig.make({
       return fail(`invalid connection limits: ${String(e)}`)
     }
   })(),
-  ...(env.A2A_BROKER_PRESENCE_MS === undefined
+  ...(presenceText === undefined
     ? {}
-    : { presenceInterval: Number.isInteger(Number(env.A2A_BROKER_PRESENCE_MS)) && Number(env.A2A_BROKER_PRESENCE_MS) >= 1 ? Number(env.A2A_BROKER_PRESENCE_MS) : fail(`invalid A2A_BROKER_PRESENCE_MS: ${env.A2A_BROKER_PRESENCE_MS}`) }),
+    : { presenceInterval: Number.isInteger(Number(presenceText)) && Number(presenceText) >= 1 ? Number(presenceText) : fail(`invalid A2A_BROKER_PRESENCE_MS: ${presenceText}`) }),
   oidc:
-    env.A2A_OIDC_ISSUER === undefined
+    issuer === undefined
       ? undefined
       : {
-          issuer: env.A2A_OIDC_ISSUER,
-          audience: env.A2A_OIDC_AUDIENCE ?? fail("A2A_OIDC_AUDIENCE is required with A2A_OIDC_ISSUER"),
-          allowedClients: splitList(env.A2A_ALLOWED_CLIENTS),
-          jwksUri: env.A2A_OIDC_JWKS_URI,
-          tenantClaim: env.A2A_OIDC_TENANT_CLAIM ?? "tenant",
-          defaultTenant: env.A2A_OIDC_DEFAULT_TENANT ?? "default",
-          rolesClaim: env.A2A_OIDC_ROLES_CLAIM ?? "roles",
-          permissionsClaim: env.A2A_OIDC_PERMISSIONS_CLAIM ?? "a2a_permissions"
+          issuer,
+          audience: args.get("A2A_OIDC_AUDIENCE") ?? fail("A2A_OIDC_AUDIENCE is required with A2A_OIDC_ISSUER"),
+          allowedClients: args.list("A2A_ALLOWED_CLIENTS"),
+          jwksUri: args.get("A2A_OIDC_JWKS_URI"),
+          tenantClaim: args.get("A2A_OIDC_TENANT_CLAIM") ?? "tenant",
+          defaultTenant: args.get("A2A_OIDC_DEFAULT_TENANT") ?? "default",
+          rolesClaim: args.get("A2A_OIDC_ROLES_CLAIM") ?? "roles",
+          permissionsClaim: args.get("A2A_OIDC_PERMISSIONS_CLAIM") ?? "a2a_permissions"
         }
 })
 
@@ -145,7 +123,7 @@ const tokenCommand = (command: string | undefined, arg: string | undefined) =>
         process.stderr.write(`revoked ${arg}\n`)
         return
       default:
-        return fail(usage)
+        return fail(`unknown token command ${command ?? "(none)"} (see a2a-broker --help)`)
     }
   })
 
@@ -155,7 +133,7 @@ const logger = Logger.replace(Logger.defaultLogger, Logger.logfmtLogger.pipe(Log
 if (positionals[0] === "token") {
   Effect.runPromise(tokenCommand(positionals[1], positionals[2])).catch((e) => fail(String(e?.message ?? e)))
 } else if (positionals.length > 0) {
-  fail(`unknown command ${positionals[0]}\n${usage}`)
+  fail(`unknown command ${positionals[0]} (see a2a-broker --help)`)
 } else {
   const main = Layer.launch(
     Layer.effectDiscard(

@@ -6,3 +6,4 @@
 export * as AtomicFile from "./AtomicFile.js"
 export * as Prometheus from "./Prometheus.js"
 export * as ScopedSync from "./ScopedSync.js"
+export * as CliSpec from "./CliSpec.js"
