@@ -22,7 +22,7 @@ const args = (() => {
   try {
     return CliSpec.parse(spec)
   } catch (e) {
-    return fail(`${(e as Error).message} (see a2a-broker --help)`)
+    return fail((e as Error).message)
   }
 })()
 const values = args.values as { readonly [K in "tenant" | "name"]?: string } & { readonly role?: ReadonlyArray<string>; readonly scope?: ReadonlyArray<string>; readonly json?: boolean }
@@ -133,7 +133,7 @@ const logger = Logger.replace(Logger.defaultLogger, Logger.logfmtLogger.pipe(Log
 if (positionals[0] === "token") {
   Effect.runPromise(tokenCommand(positionals[1], positionals[2])).catch((e) => fail(String(e?.message ?? e)))
 } else if (positionals.length > 0) {
-  fail(`unknown command ${positionals[0]} (see a2a-broker --help)`)
+  fail(`unknown command ${positionals[0]}`)
 } else {
   const main = Layer.launch(
     Layer.effectDiscard(

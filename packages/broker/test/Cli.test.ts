@@ -74,7 +74,7 @@ describe("a2a-broker flags", () => {
     const [help, short, version] = await Promise.all([runCli(["--help"]), runCli(["-h"]), runCli(["--version"])])
     expect(help.code).toBe(0)
     expect(help.stderr).toBe("")
-    expect(help.stdout).toMatch(/^usage: a2a-broker \[--port N\]/)
+    expect(help.stdout).toMatch(/^a2a-broker \d+\.\d+\.\d+\S*: .*\n\nusage:\n  a2a-broker \[--port N\]/)
     for (const part of ["--host", "--db", "--home", "--public-url", "token create --tenant T --role", "token list [--json]", "token revoke ID"]) {
       expect(help.stdout).toContain(part)
     }
