@@ -83,7 +83,19 @@ export interface Parsed {
  * `get`/`list` is a flag name, or the environment variable of an environment-only setting.
  */
 export const parse = (spec: Spec, argv: ReadonlyArray<string> = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): Parsed => {
-  const { values, positionals } = parseArgs({ args: [...argv], options: options(spec), allowPositionals: true, strict: true })
+  const { values, positionals } = (() => {
+    try {
+      return parseArgs({ args: [...argv], options: options(spec), allowPositionals: true, strict: true })
+    } catch (e) {
+      // Some of parseArgs' messages span lines (`--port -1`); a bin's refusal is one line.
+      // Node's hint after an unknown option (how to pass a positional that starts with '-') is dropped.
+      throw new TypeError(
+        String((e as Error).message)
+          .replace(/\s*\n\s*/g, " ")
+          .replace(/^(Unknown option '[^']*')\. To specify a positional argument.*$/, "$1")
+      )
+    }
+  })()
   const find = (key: string) => spec.settings.find((s) => s.flag === key || (s.flag === undefined && s.env === key))
   const fromEnv = (s: Setting | undefined) => {
     if (s?.env === undefined) return undefined
@@ -134,6 +146,23 @@ const wrap = (text: string, width: number, indent: string): Array<string> => {
   return lines
 }
 
+const commandLine = (spec: Spec, c: Command) => (c.usage === "" ? spec.bin : `${spec.bin} ${c.usage}`)
+
+/** A usage line, broken before an option group (`[`) past 100 columns, continued under its command. */
+const wrapUsage = (usage: string): Array<string> => {
+  const lines: Array<string> = []
+  let line = "  "
+  const indent = " ".repeat(4)
+  for (const part of usage.split(/ (?=\[)/)) {
+    if (line.trim().length > 0 && line.length + 1 + part.length > 100) {
+      lines.push(line)
+      line = indent + part
+    } else line = line.trim().length === 0 ? line + part : `${line} ${part}`
+  }
+  lines.push(line)
+  return lines
+}
+
 const groups = <A extends { readonly group?: string }>(items: ReadonlyArray<A>) => {
   const out: Array<{ title: string | undefined; items: Array<A> }> = []
   for (const item of items) {
@@ -146,11 +175,11 @@ const groups = <A extends { readonly group?: string }>(items: ReadonlyArray<A>) 
 
 /** The `--help` text: usage lines, then every setting with its flag, variable and default. */
 export const help = (spec: Spec, version: string): string => {
-  const out: Array<string> = [`${spec.bin} ${version}: ${plain(spec.summary)}`, ""]
+  const out: Array<string> = [...wrap(`${spec.bin} ${version}: ${plain(spec.summary)}`, 100, ""), ""]
   for (const group of groups(spec.commands)) {
-    out.push(group.title === undefined ? "usage:" : `${plain(group.title)}:`)
+    out.push(...(group.title === undefined ? ["usage:"] : wrap(`${plain(group.title)}:`, 100, "")))
     for (const c of group.items) {
-      out.push(`  ${spec.bin} ${c.usage}`)
+      out.push(...wrapUsage(commandLine(spec, c)))
       out.push(...wrap(plain(c.what), 100, "      "))
     }
     out.push("")
@@ -160,13 +189,17 @@ export const help = (spec: Spec, version: string): string => {
   out.push("options (a flag wins over its environment variable, which wins over the default):")
   for (const s of flags) {
     const extra = [s.env !== undefined ? `env ${s.env}` : undefined, s.default !== undefined ? `default ${plain(s.default)}` : undefined].filter((x) => x !== undefined)
-    out.push(`  ${flagText(s)}${extra.length > 0 ? `    (${extra.join("; ")})` : ""}`)
+    const line = `  ${flagText(s)}${extra.length > 0 ? `    (${extra.join("; ")})` : ""}`
+    if (line.length <= 100) out.push(line)
+    else out.push(`  ${flagText(s)}`, ...wrap(`(${extra.join("; ")})`, 100, "      "))
     out.push(...wrap(plain(s.what), 100, "      "))
   }
   if (envOnly.length > 0) {
     out.push("", "environment only:")
     for (const s of envOnly) {
-      out.push(`  ${s.env}${s.default !== undefined ? `    (default ${plain(s.default)})` : ""}`)
+      const line = `  ${s.env}${s.default !== undefined ? `    (default ${plain(s.default)})` : ""}`
+      if (line.length <= 100) out.push(line)
+      else out.push(`  ${s.env}`, ...wrap(`(default ${plain(s.default!)})`, 100, "      "))
       out.push(...wrap(plain(s.what), 100, "      "))
     }
   }
@@ -181,7 +214,7 @@ export const markdown = (spec: Spec): string => {
   const out: Array<string> = []
   if (spec.commands.length > 1) {
     out.push("| command | what |", "|---|---|")
-    for (const c of spec.commands) out.push(`| \`${cell(`${spec.bin} ${c.usage}`)}\` | ${c.what} |`)
+    for (const c of spec.commands) out.push(`| \`${cell(commandLine(spec, c))}\` | ${c.what} |`)
     out.push("")
   }
   out.push("| flag | environment | default | what |", "|---|---|---|---|")
