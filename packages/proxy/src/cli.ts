@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
- * `a2a-proxy [--port 3200] [--host 127.0.0.1] [--config FILE]` serves the proxy;
- * `a2a-proxy keys create|list|revoke` and `a2a-proxy usage` talk to a running proxy's control
- * plane over HTTP with the admin token (the proxy stays the only writer of its key file).
+ * `a2a-proxy [serve]` serves the proxy; `a2a-proxy keys create|list|revoke` and `a2a-proxy usage`
+ * talk to a running proxy's control plane over HTTP with the admin token (the proxy stays the
+ * only writer of its key file). Its commands and settings are in ./CliSpec.ts.
  */
 // First: GC flags take effect only for the heap growth that follows them.
 import { gcTuning } from "./internal/gcTuning.js"
@@ -10,42 +10,80 @@ import { FetchHttpClient, HttpApiClient, HttpClient, HttpClientRequest } from "@
 import { NodeRuntime } from "@effect/platform-node"
 import { PostgresUrl, ProxyApi } from "@mks/a2a"
 import type { Ids } from "@mks/a2a"
+import { CliSpec } from "@mks/a2a/internal"
 import { Data, Effect, Logger, Redacted } from "effect"
-import { parseArgs } from "node:util"
+import { spec } from "./CliSpec.js"
 import * as KeyTables from "./KeyTables.js"
 import * as ProxyConfig from "./ProxyConfig.js"
 import * as ProxyServer from "./ProxyServer.js"
 
 class CliError extends Data.TaggedError("CliError")<{ readonly message: string }> {}
 
-const USAGE = `usage:
-  a2a-proxy [--port N] [--host H] [--config FILE]     serve (env A2A_PROXY_PORT, A2A_PROXY_CONFIG, A2A_PROXY_ADMIN_TOKEN,
-                                                      A2A_PROXY_OIDC_ISSUER, A2A_PROXY_OIDC_AUDIENCE, ...)
-  a2a-proxy keys create --name NAME [--tenant T] [--tier tier1|tier2] [--models 'glob,glob']
-                        [--rpm N] [--requests-per-5h N] [--tokens-per-5h N] [--expires ISO-8601] [--json]
-  a2a-proxy keys list [--json]
-  a2a-proxy keys revoke KEY_ID
-  a2a-proxy usage [--key KEY_ID] [--json]
-keys/usage accept --url URL (else env A2A_PROXY_URL, else http://127.0.0.1:$A2A_PROXY_PORT or 3200)
-with the admin token from A2A_PROXY_ADMIN_TOKEN or $A2A_HOME/proxy.token (~/.a2a/proxy.token).`
+/** A command-line mistake: one line on stderr, exit code 2 (before anything runs). */
+const fail = (message: string): never => {
+  process.stderr.write(`a2a-proxy: ${message}\n`)
+  process.exit(2)
+}
+
+// Flags, environment variables and defaults come from one spec (./CliSpec.ts), as do `--help` and docs/proxy.md's tables.
+const args = (() => {
+  try {
+    return CliSpec.parse(spec)
+  } catch (e) {
+    // Without parseArgs' hint on positionals that start with '-' (this bin has none).
+    return fail((e as Error).message.replace(/\. To specify a positional argument .*$/s, ""))
+  }
+})()
+
+if (args.has("help") || args.positionals[0] === "help") {
+  process.stdout.write(CliSpec.help(spec, ProxyServer.VERSION))
+  process.exit(0)
+}
+if (args.has("version")) {
+  process.stdout.write(ProxyServer.VERSION + "\n")
+  process.exit(0)
+}
+
+/** Each command, the flags it takes (one parser for all: the others are refused here) and how many positionals follow it. */
+const COMMANDS: Record<string, { readonly flags: ReadonlyArray<string>; readonly operands: number }> = {
+  serve: { flags: ["port", "host", "config"], operands: 0 },
+  "keys create": { flags: ["url", "name", "tenant", "tier", "models", "rpm", "requests-per-5h", "tokens-per-5h", "expires", "json"], operands: 0 },
+  "keys list": { flags: ["url", "json"], operands: 0 },
+  "keys revoke": { flags: ["url"], operands: 1 },
+  usage: { flags: ["url", "key", "json"], operands: 0 }
+}
+
+const command = (() => {
+  const [first, second] = args.positionals
+  if (first === undefined || first === "serve") return "serve"
+  if (first === "usage") return "usage"
+  if (first === "keys") {
+    const name = `keys ${second}`
+    return name in COMMANDS ? name : fail(`unknown keys command ${second ?? "(none)"} (create, list or revoke)`)
+  }
+  return fail(`unknown command ${first}`)
+})()
+{
+  const { flags, operands } = COMMANDS[command]!
+  const given = Object.keys(args.values).filter((flag) => args.values[flag] !== undefined && !flags.includes(flag))
+  if (given.length > 0) fail(`${command} does not take --${given[0]}`)
+  const words = command === "serve" ? (args.positionals[0] === "serve" ? 1 : 0) : command.split(" ").length
+  const extra = args.positionals.slice(words + operands)
+  if (extra.length > 0) fail(`Unexpected argument '${extra[0]}'`)
+}
+
+const int = (name: string, value: string | undefined): number | undefined => {
+  if (value === undefined) return undefined
+  const n = Number(value)
+  return Number.isInteger(n) && n >= 0 ? n : fail(`--${name} must be a whole number, got ${value}`)
+}
 
 const stdout = (line: string) => Effect.sync(() => void process.stdout.write(line + "\n"))
 const stderr = (line: string) => Effect.sync(() => void process.stderr.write(line + "\n"))
 
-const int = (flag: string, value: string | undefined): Effect.Effect<number | undefined, CliError> => {
-  if (value === undefined) return Effect.succeed(undefined)
-  const n = Number(value)
-  return Number.isInteger(n) && n >= 0 ? Effect.succeed(n) : Effect.fail(new CliError({ message: `--${flag} must be a whole number, got ${value}` }))
-}
-
-const serve = (args: ReadonlyArray<string>) =>
+const serve = (port: number | undefined) =>
   Effect.gen(function* () {
-    const { values } = yield* Effect.try({
-      try: () => parseArgs({ args: [...args], options: { port: { type: "string" }, host: { type: "string" }, config: { type: "string" } } }),
-      catch: (e) => new CliError({ message: `${(e as Error).message}\n${USAGE}` })
-    })
-    const port = yield* int("port", values.port)
-    let config = yield* ProxyConfig.load({ configPath: values.config, port, host: values.host })
+    let config = yield* ProxyConfig.load({ configPath: args.get("config"), port, host: args.get("host") })
     if (config.adminToken === undefined) {
       const file = ProxyConfig.adminTokenFile()
       // With OIDC admins configured no token file is created (as the broker does); an existing one still works.
@@ -65,14 +103,11 @@ const serve = (args: ReadonlyArray<string>) =>
     }).pipe(Effect.provide(ProxyServer.layer(config)))
   })
 
-/** `--url` of the control commands, taken out of argv before each command parses its own flags. */
-let urlFlag: string | undefined
-
 const controlClient = Effect.gen(function* () {
-  const env = process.env
-  const url = urlFlag ?? env.A2A_PROXY_URL ?? `http://127.0.0.1:${env.A2A_PROXY_PORT ?? ProxyConfig.DEFAULT_PORT}`
-  let token = env.A2A_PROXY_ADMIN_TOKEN
-  if (token === undefined || token === "") {
+  // `--url`, else A2A_PROXY_URL, else the local proxy on A2A_PROXY_PORT (the control commands take no --port).
+  const url = args.get("url") ?? `http://127.0.0.1:${args.get("port") ?? ProxyConfig.DEFAULT_PORT}`
+  let token = args.get("A2A_PROXY_ADMIN_TOKEN")
+  if (token === undefined) {
     const found = yield* ProxyConfig.adminTokenFromFile(ProxyConfig.adminTokenFile(), false)
     token = found?.token
   }
@@ -91,93 +126,81 @@ const pad = (rows: ReadonlyArray<ReadonlyArray<string>>): string => {
   return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n")
 }
 
-
-const keys = (args: ReadonlyArray<string>) =>
-  Effect.gen(function* () {
-    const [command, ...rest] = args
-    const client = yield* controlClient
-    switch (command) {
-      case "create": {
-        const { values } = parseArgs({
-          args: rest,
-          options: {
-            name: { type: "string" },
-            tenant: { type: "string" },
-            tier: { type: "string" },
-            models: { type: "string", multiple: true },
-            rpm: { type: "string" },
-            "requests-per-5h": { type: "string" },
-            "tokens-per-5h": { type: "string" },
-            expires: { type: "string" },
-            json: { type: "boolean" }
-          }
-        })
-        if (values.name === undefined) return yield* new CliError({ message: "keys create needs --name" })
-        if (values.tier !== undefined && values.tier !== "tier1" && values.tier !== "tier2") {
-          return yield* new CliError({ message: "--tier must be tier1 or tier2" })
-        }
-        const rpm = yield* int("rpm", values.rpm)
-        const per5h = yield* int("requests-per-5h", values["requests-per-5h"])
-        const tokens = yield* int("tokens-per-5h", values["tokens-per-5h"])
-        const created = yield* client.keys.create({
-          payload: {
-            name: values.name,
-            ...(values.tenant === undefined ? {} : { tenant: values.tenant }),
-            ...(values.tier === undefined ? {} : { tier: values.tier }),
-            ...(values.models === undefined ? {} : { models: values.models.flatMap((m) => m.split(",")).map((m) => m.trim()).filter((m) => m !== "") }),
-            limits: {
-              ...(rpm === undefined ? {} : { requestsPerMinute: rpm }),
-              ...(per5h === undefined ? {} : { requestsPer5h: per5h }),
-              ...(tokens === undefined ? {} : { tokensPer5h: tokens })
-            },
-            ...(values.expires === undefined ? {} : { expiresAt: new Date(values.expires).toISOString() })
-          }
-        })
-        if (values.json === true) return yield* stdout(JSON.stringify(created, null, 2))
-        yield* stderr(`created ${created.record.id} (${created.record.name}, tenant ${created.record.tenant}); the key is shown only now:`)
-        return yield* stdout(created.key)
-      }
-      case "list": {
-        const { values } = parseArgs({ args: rest, options: { json: { type: "boolean" } } })
-        const { keys } = yield* client.keys.list()
-        if (values.json === true) return yield* stdout(JSON.stringify(keys, null, 2))
-        const rows = [KeyTables.KEY_HEADER, ...keys.map((k) => KeyTables.keyRow(k))]
-        return yield* stdout(pad(rows))
-      }
-      case "revoke": {
-        const id = rest[0]
-        if (id === undefined) return yield* new CliError({ message: "keys revoke needs a key id (see keys list)" })
-        yield* client.keys.revoke({ path: { id: id as Ids.KeyId } })
-        return yield* stdout(`revoked ${id}`)
-      }
-      default:
-        return yield* new CliError({ message: USAGE })
-    }
-  })
-
-const usage = (args: ReadonlyArray<string>) =>
-  Effect.gen(function* () {
-    const { values } = parseArgs({ args: [...args], options: { key: { type: "string" }, json: { type: "boolean" } } })
-    const client = yield* controlClient
-    const { usage } = yield* client.keys.usage({ urlParams: values.key === undefined ? {} : { key: values.key as Ids.KeyId } })
-    if (values.json === true) return yield* stdout(JSON.stringify(usage, null, 2))
-    const rows = [KeyTables.USAGE_HEADER, ...usage.map(KeyTables.usageRow)]
-    return yield* stdout(pad(rows))
-  })
-
-const main = (args: ReadonlyArray<string>): Effect.Effect<void, unknown> => {
-  const argv = [...args]
-  const at = argv.findIndex((a) => a === "--url" || a.startsWith("--url="))
-  if (at !== -1 && (argv[0] === "keys" || argv[0] === "usage")) {
-    const [flag] = argv.splice(at, 1)
-    urlFlag = flag!.includes("=") ? flag!.slice(6) : argv.splice(at, 1)[0]
+/** `keys create`'s request, checked before anything runs. */
+const createPayload = () => {
+  const name = args.get("name") ?? fail("keys create needs --name")
+  const tenant = args.get("tenant")
+  const tier = args.get("tier")
+  if (tier !== undefined && tier !== "tier1" && tier !== "tier2") fail("--tier must be tier1 or tier2")
+  const rpm = int("rpm", args.get("rpm"))
+  const per5h = int("requests-per-5h", args.get("requests-per-5h"))
+  const tokens = int("tokens-per-5h", args.get("tokens-per-5h"))
+  const expires = args.get("expires")
+  const expiresAt = expires === undefined ? undefined : new Date(expires)
+  if (expiresAt !== undefined && Number.isNaN(expiresAt.getTime())) fail(`--expires must be an ISO-8601 date, got ${expires}`)
+  return {
+    name,
+    ...(tenant === undefined ? {} : { tenant }),
+    ...(tier === undefined ? {} : { tier: tier as "tier1" | "tier2" }),
+    ...(args.values.models === undefined ? {} : { models: args.list("models").flatMap((m) => m.split(",")).map((m) => m.trim()).filter((m) => m !== "") }),
+    limits: {
+      ...(rpm === undefined ? {} : { requestsPerMinute: rpm }),
+      ...(per5h === undefined ? {} : { requestsPer5h: per5h }),
+      ...(tokens === undefined ? {} : { tokensPer5h: tokens })
+    },
+    ...(expiresAt === undefined ? {} : { expiresAt: expiresAt.toISOString() })
   }
-  const [command, ...rest] = argv
-  if (command === "keys") return keys(rest)
-  if (command === "usage") return usage(rest)
-  if (command === "help" || command === "--help" || command === "-h") return stdout(USAGE)
-  return serve(command === "serve" ? rest : argv)
 }
+
+const keysCreate = (payload: ReturnType<typeof createPayload>) =>
+  Effect.gen(function* () {
+    const client = yield* controlClient
+    const created = yield* client.keys.create({ payload })
+    if (args.has("json")) return yield* stdout(JSON.stringify(created, null, 2))
+    yield* stderr(`created ${created.record.id} (${created.record.name}, tenant ${created.record.tenant}); the key is shown only now:`)
+    return yield* stdout(created.key)
+  })
+
+const keysList = Effect.gen(function* () {
+  const client = yield* controlClient
+  const { keys } = yield* client.keys.list()
+  if (args.has("json")) return yield* stdout(JSON.stringify(keys, null, 2))
+  const rows = [KeyTables.KEY_HEADER, ...keys.map((k) => KeyTables.keyRow(k))]
+  return yield* stdout(pad(rows))
+})
+
+const keysRevoke = (id: string) =>
+  Effect.gen(function* () {
+    const client = yield* controlClient
+    yield* client.keys.revoke({ path: { id: id as Ids.KeyId } })
+    return yield* stdout(`revoked ${id}`)
+  })
+
+const usage = Effect.gen(function* () {
+  const key = args.get("key")
+  const client = yield* controlClient
+  const { usage } = yield* client.keys.usage({ urlParams: key === undefined ? {} : { key: key as Ids.KeyId } })
+  if (args.has("json")) return yield* stdout(JSON.stringify(usage, null, 2))
+  const rows = [KeyTables.USAGE_HEADER, ...usage.map(KeyTables.usageRow)]
+  return yield* stdout(pad(rows))
+})
+
+/** The command's program; its arguments are checked here, before anything runs (exit code 2). */
+const main = ((): Effect.Effect<void, unknown> => {
+  switch (command) {
+    case "keys create":
+      return keysCreate(createPayload())
+    case "keys list":
+      return keysList
+    case "keys revoke":
+      return keysRevoke(args.positionals[2] ?? fail("keys revoke needs a key id (see keys list)"))
+    case "usage":
+      return usage
+    default:
+      // The flag alone: A2A_PROXY_PORT is read under it by ProxyConfig (with its own check), over the config's `port`.
+      return serve(int("port", typeof args.values.port === "string" ? args.values.port : undefined))
+  }
+})()
 
 const message = (error: unknown): string => {
   if (error !== null && typeof error === "object") {
@@ -188,7 +211,7 @@ const message = (error: unknown): string => {
   return String(error)
 }
 
-main(process.argv.slice(2)).pipe(
+main.pipe(
   Effect.catchAll((error) =>
     Effect.sync(() => {
       process.stderr.write(`a2a-proxy: ${message(error)}\n`)

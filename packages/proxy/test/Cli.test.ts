@@ -1,13 +1,15 @@
 /**
  * The `a2a-proxy` CLI as users run it (child processes): `--port 0` prints the chosen port,
  * the start refuses without providers, `keys` and `usage` work over the control plane, a
- * SIGTERM flushes usage, and a SIGKILL during key writes never leaves a corrupt key file.
+ * SIGTERM flushes usage, and a SIGKILL during key writes never leaves a corrupt key file;
+ * `--help` comes from the spec (src/CliSpec.ts) and argument mistakes exit 2 before anything runs.
  */
 import { Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { KeyFile } from "../src/index.js"
+import { spec } from "../src/CliSpec.js"
+import { KeyFile, ProxyConfig } from "../src/index.js"
 import { ensureBuilt, run, serve } from "./helpers/cli.js"
 import type { FakeUpstream } from "./helpers/fakeUpstream.js"
 import { startFake } from "./helpers/fakeUpstream.js"
@@ -174,5 +176,54 @@ describe("a2a-proxy CLI", () => {
       await proxy.exited
     }
     expect(acknowledged.length).toBeGreaterThan(30)
+  })
+})
+
+describe("a2a-proxy arguments", () => {
+  it("--help (-h, help) prints the usage on stdout and exits 0; --version prints the version", async () => {
+    const [help, short, word, version] = await Promise.all([run(["--help"], {}), run(["-h"], {}), run(["help"], {}), run(["--version"], {})])
+    expect(help.code).toBe(0)
+    expect(help.stderr).toBe("")
+    expect(help.stdout).toMatch(/^a2a-proxy \d+\.\d+\.\d+\S*: .*\n\nusage:\n  a2a-proxy \[serve\] \[--port N\] \[--host H\] \[--config FILE\]\n/)
+    for (const part of ["keys create --name N", "keys list [--json]", "keys revoke KEY_ID", "usage [--key KEY_ID] [--json]", "--url URL    (env A2A_PROXY_URL", "A2A_PROXY_ADMIN_TOKEN", "A2A_PROXY_KEEP_ALIVE_TIMEOUT_MS    (default 65000)", "A2A_PROXY_OIDC_ISSUER"]) {
+      expect(help.stdout).toContain(part)
+    }
+    expect(short).toMatchObject({ code: 0, stdout: help.stdout })
+    expect(word).toMatchObject({ code: 0, stdout: help.stdout })
+    expect(version.code).toBe(0)
+    expect(version.stdout).toMatch(/^\d+\.\d+\.\d+\S*\n$/)
+  }, 60_000)
+
+  it("unknown flags and commands, flags of another command and bad values exit 2 with one line on stderr", async () => {
+    const cases: Array<[ReadonlyArray<string>, RegExp]> = [
+      [["--bogus"], /^a2a-proxy: Unknown option '--bogus'$/],
+      [["--port"], /^a2a-proxy: Option '--port <value>' argument missing$/],
+      [["--port", "abc"], /^a2a-proxy: --port must be a whole number, got abc$/],
+      [["foo"], /^a2a-proxy: unknown command foo$/],
+      [["serve", "extra"], /^a2a-proxy: Unexpected argument 'extra'$/],
+      [["--url", "http://127.0.0.1:1"], /^a2a-proxy: serve does not take --url$/],
+      [["keys"], /^a2a-proxy: unknown keys command \(none\)/],
+      [["keys", "list", "--tenant", "t"], /^a2a-proxy: keys list does not take --tenant$/],
+      [["keys", "create"], /^a2a-proxy: keys create needs --name$/],
+      [["keys", "create", "--name", "n", "--tier", "tier3"], /^a2a-proxy: --tier must be tier1 or tier2$/],
+      [["keys", "create", "--name", "n", "--rpm", "x"], /^a2a-proxy: --rpm must be a whole number, got x$/],
+      [["keys", "create", "--name", "n", "--expires", "soon"], /^a2a-proxy: --expires must be an ISO-8601 date, got soon$/],
+      [["keys", "revoke"], /^a2a-proxy: keys revoke needs a key id/],
+      [["usage", "extra"], /^a2a-proxy: Unexpected argument 'extra'$/]
+    ]
+    const home = tempDir()
+    const results = await Promise.all(cases.map(([args]) => run(args, { A2A_HOME: home })))
+    results.forEach((result, i) => {
+      const [args, stderr] = cases[i]!
+      expect(result.code, args.join(" ")).toBe(2)
+      expect(result.stdout, args.join(" ")).toBe("")
+      expect(result.stderr.split("\n").length, args.join(" ")).toBe(2)
+      expect(result.stderr.trimEnd(), args.join(" ")).toMatch(stderr)
+    })
+  }, 60_000)
+
+  it("the spec names every preset's key variable", () => {
+    const names = new Set(spec.settings.map((s) => s.env))
+    for (const preset of Object.values(ProxyConfig.presets)) expect(names.has(preset.apiKeyEnv), preset.apiKeyEnv).toBe(true)
   })
 })
