@@ -1,80 +1,50 @@
 #!/usr/bin/env node
-/**
- * a2a-runner [--port 8487] [--host H] [--api-key K] [--data-dir D] [--broker URL] [--token T]
- *            [--id ID] [--labels k=v,…] [--capacity N] [--proxy URL --proxy-key K] [--claude-bin PATH] [--policy FILE]
- * a2a-runner launch claude [--provider P] [--model M] [--name N] [--team T]… [--channels] [-- claude args]
- */
+/** `a2a-runner`: serve the local API (and the broker link), or `launch claude`. Its commands and settings are in ./CliSpec.ts. */
 import { NodeRuntime } from "@effect/platform-node"
 import { RunnerPolicy, ServerLimits } from "@mks/a2a"
+import { CliSpec } from "@mks/a2a/internal"
 import { Effect, Either, Layer, Logger, LogLevel, Schema } from "effect"
 import { spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { basename, join } from "node:path"
-import { parseArgs } from "node:util"
-import { userInfo } from "node:os"
+import { homedir, userInfo } from "node:os"
 import * as ClaudeSession from "./ClaudeSession.js"
+import { spec } from "./CliSpec.js"
 import * as Preset from "./Preset.js"
 import * as RunnerConfig from "./RunnerConfig.js"
 import * as RunnerServer from "./RunnerServer.js"
 import { VERSION } from "./version.js"
-
-const usage = `usage: a2a-runner [--port N] [--host H] [--api-key K] [--data-dir DIR] [--broker URL] [--token T]
-                  [--id ID] [--labels k=v,…] [--capacity N] [--proxy URL --proxy-key K] [--claude-bin PATH]
-                  [--policy FILE]   (what spawn orders may run here: docs/runner.md#policy)
-       a2a-runner launch claude [--provider P] [--model M] [--name N] [--team T]… [--channels]
-                  [--broker URL] [--token T] [--proxy URL --proxy-key K] [-- extra claude args]`
 
 const fail = (message: string): never => {
   process.stderr.write(`a2a-runner: ${message}\n`)
   process.exit(2)
 }
 
-const { values, positionals } = (() => {
+// Flags, environment variables and defaults come from one spec (./CliSpec.ts), as do `--help` and docs/runner.md's table.
+const args = (() => {
   try {
-    return parseArgs({
-      allowPositionals: true,
-      options: {
-        port: { type: "string" },
-        host: { type: "string" },
-        "api-key": { type: "string" },
-        "data-dir": { type: "string" },
-        broker: { type: "string" },
-        token: { type: "string" },
-        id: { type: "string" },
-        labels: { type: "string", multiple: true },
-        capacity: { type: "string" },
-        proxy: { type: "string" },
-        "proxy-key": { type: "string" },
-        "claude-bin": { type: "string" },
-        policy: { type: "string" },
-        "mcp-command": { type: "string" },
-        provider: { type: "string" },
-        model: { type: "string" },
-        name: { type: "string" },
-        team: { type: "string", multiple: true },
-        channels: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean" }
-      }
-    })
+    return CliSpec.parse(spec)
   } catch (e) {
-    return fail(`${(e as Error).message}\n${usage}`)
+    // One line: some of parseArgs' messages span several (`--capacity -1`: "… is ambiguous.\nDid you forget …").
+    return fail((e as Error).message.replace(/\s*\n\s*/g, " "))
   }
 })()
+const values = args.values as { readonly [K in "provider" | "model" | "name"]?: string } & { readonly team?: ReadonlyArray<string>; readonly channels?: boolean }
+const positionals = args.positionals
 
-if (values.help) {
-  process.stdout.write(usage + "\n")
+if (args.has("help")) {
+  process.stdout.write(CliSpec.help(spec, VERSION))
   process.exit(0)
 }
-if (values.version) {
+if (args.has("version")) {
   process.stdout.write(VERSION + "\n")
   process.exit(0)
 }
 
-const env = process.env
-const home = RunnerConfig.defaultHome()
-const dataDir = values["data-dir"] ?? env.A2A_RUNNER_DATA_DIR ?? join(home, "runner")
+// RunnerConfig.defaultHome() without its empty-`A2A_HOME` case (an empty variable counts as unset).
+const home = args.get("A2A_HOME") ?? join(homedir(), ".a2a")
+const dataDir = args.get("data-dir") ?? join(home, "runner")
 
 const splitList = (texts: ReadonlyArray<string> | string | undefined) =>
   (Array.isArray(texts) ? texts : texts === undefined ? [] : [texts]).flatMap((t: string) => t.split(/[\s,]+/)).filter((s: string) => s.length > 0)
@@ -97,7 +67,7 @@ const intOf = (text: string | undefined, name: string, fallback: number, min: nu
 
 /** The broker token: flag, env, then the local broker's admin token file. */
 const brokerToken = (): string | undefined => {
-  const given = values.token ?? env.A2A_TOKEN
+  const given = args.get("token")
   if (given !== undefined) return given
   const file = join(home, "broker.token")
   return existsSync(file) ? readFileSync(file, "utf8").trim() : undefined
@@ -105,7 +75,7 @@ const brokerToken = (): string | undefined => {
 
 /** The API key: flag, env, else `<data-dir>/runner.key` (created 0600 on first start). */
 const apiKey = (): string => {
-  const given = values["api-key"] ?? (env.A2A_RUNNER_API_KEY || undefined)
+  const given = args.get("api-key")
   if (given !== undefined) {
     if (given.length < 8) fail("the API key must be at least 8 characters")
     return given
@@ -119,25 +89,28 @@ const apiKey = (): string => {
   return key
 }
 
-const claudeSettings = (): RunnerConfig.RunnerConfigShape["claude"] => ({
-  bin: values["claude-bin"] ?? env.A2A_CLAUDE_BIN ?? "claude",
-  mcpCommand: values["mcp-command"] !== undefined ? splitList(values["mcp-command"]) : env.A2A_MCP_COMMAND !== undefined ? splitList(env.A2A_MCP_COMMAND) : RunnerConfig.defaultMcpCommand(),
-  shareFrom: env.CLAUDE_CONFIG_DIR ?? join(userInfo().homedir, ".claude")
-})
+const claudeSettings = (): RunnerConfig.RunnerConfigShape["claude"] => {
+  const mcpCommand = args.get("mcp-command")
+  return {
+    bin: args.get("claude-bin") ?? "claude",
+    mcpCommand: mcpCommand !== undefined ? splitList(mcpCommand) : RunnerConfig.defaultMcpCommand(),
+    shareFrom: args.get("CLAUDE_CONFIG_DIR") ?? join(userInfo().homedir, ".claude")
+  }
+}
 
 const proxySettings = () => {
-  const url = values.proxy ?? env.A2A_PROXY_URL
-  const key = values["proxy-key"] ?? env.A2A_PROXY_KEY
+  const url = args.get("proxy")
+  const key = args.get("proxy-key")
   if (url === undefined) return undefined
   if (key === undefined) return fail("--proxy needs --proxy-key (a virtual key sk-mks-…)")
   return { url, key }
 }
 
-const brokerUrl = values.broker ?? env.A2A_BROKER_URL
+const brokerUrl = args.get("broker")
 
 /** The policy file (`--policy`, `A2A_RUNNER_POLICY`): a JSON `RunnerPolicy`; a bad one stops the runner at start. */
 const policySettings = () => {
-  const file = values.policy ?? env.A2A_RUNNER_POLICY
+  const file = args.get("policy")
   if (file === undefined) return undefined
   let text: string
   try {
@@ -152,14 +125,14 @@ const policySettings = () => {
 const logger = Logger.replace(Logger.defaultLogger, Logger.logfmtLogger.pipe(Logger.withConsoleError))
 
 if (positionals[0] === "launch") {
-  if (positionals[1] !== "claude") fail(`launch knows only \`claude\`\n${usage}`)
+  if (positionals[1] !== "claude") fail("launch knows only `claude`")
   // Everything after `--` goes to claude as is.
   const dashDash = process.argv.indexOf("--")
   const extra = dashDash >= 0 ? process.argv.slice(dashDash + 1) : positionals.slice(2)
   const cwd = process.cwd()
   const name = values.name ?? `${userInfo().username}-${basename(cwd)}`.replace(/[^A-Za-z0-9_.@-]/g, "-").replace(/^[^A-Za-z0-9]+/, "").slice(0, 64)
   const claude = claudeSettings()
-  const bin = Preset.resolveCommand(claude.bin, cwd, env.PATH) ?? fail(`Claude Code not found: ${claude.bin} (install it, or pass --claude-bin)`)
+  const bin = Preset.resolveCommand(claude.bin, cwd, process.env.PATH) ?? fail(`Claude Code not found: ${claude.bin} (install it, or pass --claude-bin)`)
   const launch = ClaudeSession.prepare({
     bin,
     cwd,
@@ -178,17 +151,17 @@ if (positionals[0] === "launch") {
   child.on("error", (e) => fail(`could not start ${launch.file}: ${e.message}`))
   child.on("exit", (code, signal) => process.exit(code ?? (signal !== null ? 128 : 1)))
 } else if (positionals.length > 0) {
-  fail(`unknown command ${positionals[0]}\n${usage}`)
+  fail(`unknown command ${positionals[0]}`)
 } else {
   const token = brokerUrl === undefined ? undefined : (brokerToken() ?? fail(`--broker needs a token (--token, A2A_TOKEN or ${join(home, "broker.token")})`))
   const config = RunnerConfig.make({
-    id: values.id ?? env.A2A_RUNNER_ID ?? RunnerConfig.defaultId(),
-    host: values.host ?? env.A2A_RUNNER_HOST ?? "127.0.0.1",
-    port: intOf(values.port ?? env.A2A_RUNNER_PORT, "port", 8487, 0, 65535),
+    id: args.get("id") ?? RunnerConfig.defaultId(),
+    host: args.get("host") ?? "127.0.0.1",
+    port: intOf(args.get("port"), "port", 8487, 0, 65535),
     apiKey: apiKey(),
     dataDir,
-    labels: parseLabels(values.labels ?? env.A2A_RUNNER_LABELS),
-    capacity: intOf(values.capacity ?? env.A2A_RUNNER_CAPACITY, "capacity", 8, 0, 10_000),
+    labels: parseLabels(args.list("labels")),
+    capacity: intOf(args.get("capacity"), "capacity", 8, 0, 10_000),
     // A2A_RUNNER_HEADERS_TIMEOUT_MS, _REQUEST_TIMEOUT_MS, _KEEP_ALIVE_TIMEOUT_MS, _MAX_PENDING_CONNECTIONS, _LISTEN_BACKLOG.
     limits: (() => {
       try {

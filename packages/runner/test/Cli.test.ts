@@ -60,7 +60,13 @@ describe("a2a-runner CLI", () => {
 
   it("refuses bad flags with exit 2 and a clear message", () => {
     const run = (...args: Array<string>) => spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", env: { ...process.env, A2A_HOME: tempDir() } })
-    expect(run("--help").stdout).toContain("a2a-runner launch claude")
+    const help = run("--help")
+    expect(help.status).toBe(0)
+    expect(help.stderr).toBe("")
+    // Generated from src/CliSpec.ts: usage lines, then every flag and environment variable.
+    expect(help.stdout).toMatch(/^a2a-runner \d+\.\d+\.\d+\S*: .*\n\nusage:\n {2}a2a-runner \[--port N\]/)
+    for (const part of ["a2a-runner launch claude", "--policy FILE", "A2A_RUNNER_API_KEY", "A2A_HOME", "A2A_RUNNER_LISTEN_BACKLOG"]) expect(help.stdout).toContain(part)
+    expect(run("-h").stdout).toBe(help.stdout)
     const cases: Array<[Array<string>, RegExp]> = [
       [["--port", "99999"], /invalid port/],
       [["--capacity=-1"], /invalid capacity/],
@@ -69,13 +75,19 @@ describe("a2a-runner CLI", () => {
       [["--broker", "http://127.0.0.1:1", "--api-key", "long-enough-key"], /needs a token/],
       [["--proxy", "http://127.0.0.1:1", "--api-key", "long-enough-key"], /--proxy-key/],
       [["launch", "emacs"], /launch knows only/],
-      [["--nope"], /Unknown option/],
+      [["--nope"], /Unknown option '--nope'/],
+      [["--capacity", "-1"], /argument is ambiguous/],
       [["frobnicate"], /unknown command/]
     ]
     for (const [args, message] of cases) {
       const result = run(...args)
       expect(result.status, args.join(" ")).toBe(2)
       expect(result.stderr, args.join(" ")).toMatch(message)
+      // the error is one line that names the bin (after "created an API key" when the key was made first)
+      const lines = result.stderr.trimEnd().split("\n")
+      expect(lines.at(-1), args.join(" ")).toMatch(/^a2a-runner: /)
+      expect(lines.at(-1), args.join(" ")).toMatch(message)
+      for (const line of lines) expect(line, args.join(" ")).toMatch(/^a2a-runner: /)
     }
   })
 })
