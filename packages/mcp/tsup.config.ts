@@ -48,7 +48,11 @@ export default defineConfig([
     // See src/lazyGlobals.ts: keeps a read of the global FormData from loading Node's undici.
     inject: ["src/lazyGlobals.ts"],
     esbuildOptions(options) {
-      options.alias = { "@mks/a2a": fileURLToPath(new URL("../core/src/index.ts", import.meta.url)) }
+      options.alias = {
+        "@mks/a2a": fileURLToPath(new URL("../core/src/index.ts", import.meta.url)),
+        // Commands.ts's CliSpec (from core's source, like the rest of core: only what is used is bundled).
+        "@mks/a2a/internal": fileURLToPath(new URL("../core/src/internal.ts", import.meta.url))
+      }
     },
     define: { __VERSION__: JSON.stringify(version) },
     // Bundled CommonJS dependencies (ws, …) call require() for node built-ins.

@@ -1,36 +1,13 @@
 /**
- * The bin's command-line answers (`--help`, `--version`, `--print-config`, unknown arguments).
+ * The bin's command-line answers (`--help`, `--version`, `--print-config`, unknown arguments),
+ * parsed, and `--help` written, from the spec in ./CliSpec.ts (core's `CliSpec`, no effect).
  * Loaded by cli.ts only when it is given arguments, so serving MCP does not parse this (it
  * imports core for the default broker URL and the local stack's record).
  */
 import { BrokerClient, StackRecord } from "@mks/a2a"
+import { CliSpec } from "@mks/a2a/internal"
+import { spec } from "./CliSpec.js"
 import { VERSION } from "./version.js"
-
-const HELP = `a2a-mcp ${VERSION}: MCP stdio server that puts this agent session on the a2a bus
-
-Usage:
-  a2a-mcp                         serve MCP on stdin/stdout (started by the agent)
-  a2a-mcp --print-config claude   print a .mcp.json snippet for Claude Code
-          [--channels]            with A2A_CHANNELS=1, for sessions started with
-                                  --dangerously-load-development-channels server:a2a
-  a2a-mcp --print-config codex    print a ~/.codex/config.toml snippet
-  a2a-mcp --help | --version
-
-Environment:
-  A2A_BROKER_URL   broker base URL (default ${BrokerClient.DEFAULT_URL})
-  A2A_TOKEN        bearer token (default: contents of ~/.a2a/broker.token)
-  A2A_PEER_NAME    peer name to register or resume (default: derived from the git repo / cwd)
-  A2A_TEAMS        comma-separated teams to join
-  A2A_SPAWN_ID     spawn id (set by a runner)
-  A2A_AGENT        agent kind (default: the MCP client's name)
-  A2A_SUMMARY      first summary
-  A2A_CHANNELS=1   the client shows channel messages though it does not declare claude/channel
-                   (Claude Code started with --dangerously-load-development-channels server:a2a)
-  A2A_PUSH=0       never push messages, even to clients that declare claude/channel
-  A2A_PUSH_SETTLE_MS   ms after initialized before pushes to Claude Code begin (default 2000;
-                   it drops channel messages that arrive before its handler is registered)
-  A2A_UNREGISTER_ON_EXIT=1   delete the peer and its inbox on exit (default: go offline, keep them)
-`
 
 /**
  * How to start this server again, for the way it is installed: `npx -y @mks/a2a-mcp` when npx
@@ -76,23 +53,43 @@ export const printConfig = (kind: string, channels: boolean, file: string): stri
   }
 }
 
+/** `a2a-mcp: unknown argument "…"` and the help on stderr; exit code 2. */
+const unknown = (arg: string | undefined): number => {
+  process.stderr.write(`a2a-mcp: unknown argument "${arg}"\n\n${CliSpec.help(spec, VERSION)}`)
+  return 2
+}
+
+/** The argument `CliSpec.parse` refused: the first option the spec does not have (as given), else the first argument. */
+const refused = (argv: ReadonlyArray<string>): string | undefined => {
+  const known = new Set(Object.entries(CliSpec.options(spec)).flatMap(([name, o]) => [`--${name}`, ...(o.short === undefined ? [] : [`-${o.short}`])]))
+  const end = argv.indexOf("--")
+  return (end < 0 ? argv : argv.slice(0, end)).find((a) => a.startsWith("-") && a !== "-" && !known.has(a)) ?? argv[0]
+}
+
 /**
  * Answer the arguments `argv` (not empty) of the bin at `file` (the path of `dist/cli.js`, which
- * `--print-config` prints): writes to stdout or stderr and returns the exit code.
+ * `--print-config` prints): writes to stdout or stderr and returns the exit code. The flags are
+ * the spec's (./CliSpec.ts); `--print-config`'s kind is the one argument it allows.
  */
 export const run = (argv: ReadonlyArray<string>, file: string): number => {
-  if (argv.includes("--help") || argv.includes("-h")) {
-    process.stdout.write(HELP)
+  let args: CliSpec.Parsed
+  try {
+    args = CliSpec.parse(spec, argv)
+  } catch {
+    return unknown(refused(argv))
+  }
+  if (args.has("help")) {
+    process.stdout.write(CliSpec.help(spec, VERSION))
     return 0
   }
-  if (argv.includes("--version")) {
+  if (args.has("version")) {
     process.stdout.write(`${VERSION}\n`)
     return 0
   }
-  const printAt = argv.indexOf("--print-config")
-  if (printAt >= 0) {
-    const kind = argv[printAt + 1] === undefined || argv[printAt + 1]!.startsWith("--") ? "claude" : argv[printAt + 1]!
-    const out = printConfig(kind, argv.includes("--channels"), file)
+  if (args.has("print-config")) {
+    const [kind = "claude", extra] = args.positionals
+    if (extra !== undefined) return unknown(extra)
+    const out = printConfig(kind, args.has("channels"), file)
     if (out === undefined) {
       process.stderr.write(`a2a-mcp: --print-config takes claude, codex or json, not "${kind}"\n`)
       return 2
@@ -100,6 +97,5 @@ export const run = (argv: ReadonlyArray<string>, file: string): number => {
     process.stdout.write(`${out}\n`)
     return 0
   }
-  process.stderr.write(`a2a-mcp: unknown argument "${argv[0]}"\n\n${HELP}`)
-  return 2
+  return unknown(argv[0])
 }

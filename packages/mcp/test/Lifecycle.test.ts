@@ -173,11 +173,13 @@ describe("CLI", () => {
     expect(withChannels.mcpServers.a2a.env.A2A_CHANNELS).toBe("1")
     const codex = execFileSync(process.execPath, [CLI, "--print-config", "codex"]).toString()
     expect(codex).toContain("[mcp_servers.a2a]")
-    expect(execFileSync(process.execPath, [CLI, "--help"]).toString()).toContain("A2A_PEER_NAME")
+    const help = execFileSync(process.execPath, [CLI, "--help"]).toString()
+    expect(help).toMatch(/^a2a-mcp \d+\.\d+\.\d+\S*: .*\n\nusage:\n {2}a2a-mcp ?\n/)
+    for (const part of ["--print-config [claude|codex|json] [--channels]", "A2A_BROKER_URL", "A2A_TOKEN", "A2A_PEER_NAME", "A2A_TEAMS"]) expect(help).toContain(part)
   })
 
   it("exits 2 on an unknown argument or print-config kind", () => {
-    for (const args of [["--bogus"], ["--print-config", "vim"]]) {
+    for (const args of [["--bogus"], ["--print-config", "vim"], ["--print-config", "claude", "extra"], ["--channels"]]) {
       try {
         execFileSync(process.execPath, [CLI, ...args], { stdio: "pipe" })
         expect.unreachable()
