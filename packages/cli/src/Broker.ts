@@ -38,7 +38,7 @@ const api = Effect.map(BrokerClient.BrokerClient, (c) => c.api)
 export const self = (name: string | undefined) =>
   Effect.gen(function*() {
     const a = yield* api
-    const chosen = name ?? process.env.A2A_PEER_NAME ?? `cli-${Os.userInfo().username}`.replace(/[^A-Za-z0-9_.@-]/g, "-")
+    const chosen = name || process.env.A2A_PEER_NAME || `cli-${Os.userInfo().username}`.replace(/[^A-Za-z0-9_.@-]/g, "-")
     const { peer } = yield* call(
       a.peers.register({ payload: { name: chosen as never, agent: "a2a-cli", host: Os.hostname(), cwd: process.cwd(), pid: process.pid } })
     )

@@ -15,7 +15,8 @@ export interface ProxyOptions {
 }
 
 const proxyUrl = (options: ProxyOptions) =>
-  options.url ?? process.env.A2A_PROXY_URL ?? StackRecord.readSync()?.proxy ?? `http://127.0.0.1:${process.env.A2A_PROXY_PORT ?? ProxyConfig.DEFAULT_PORT}`
+  // an empty variable counts as unset (as for every setting of the a2a spec, ./CliSpec.ts)
+  options.url || process.env.A2A_PROXY_URL || StackRecord.readSync()?.proxy || `http://127.0.0.1:${process.env.A2A_PROXY_PORT || ProxyConfig.DEFAULT_PORT}`
 
 const describe = (error: unknown, url: string): string => {
   if (typeof error === "object" && error !== null) {

@@ -5,6 +5,7 @@
  * where the tokens are, and how to join Claude Code to the bus; SIGINT/SIGTERM stop it all.
  */
 import { KeyStore, StackRecord } from "@mks/a2a"
+import { CliSpec } from "@mks/a2a/internal"
 import { BrokerConfig, BrokerServer, TokenStore, VERSION as BROKER_VERSION } from "@mks/a2a-broker"
 import { ProxyConfig, ProxyServer } from "@mks/a2a-proxy"
 import { BrokerLink, RunnerConfig, RunnerServer } from "@mks/a2a-runner"
@@ -15,6 +16,7 @@ import { createServer } from "node:net"
 import { homedir } from "node:os"
 import { join } from "node:path"
 import { parseArgs } from "node:util"
+import { spec, UP_FLAGS } from "./CliSpec.js"
 import { CliError, make as makeOutput, progress } from "./Output.js"
 
 export class UpError extends Data.TaggedError("UpError")<{ readonly message: string }> {}
@@ -319,29 +321,27 @@ export const up = (options: UpOptions = {}): Effect.Effect<never, UpError> =>
 
 const USAGE = "usage: a2a up [--home DIR] [--port N] [--runner-port N] [--proxy-port N] [--proxy-config FILE] [--no-runner] [--check-config]"
 
+/** `up`'s flags, from the `a2a` spec (./CliSpec.ts); their variables are read by {@link layer} and {@link check}. */
+const UP_OPTIONS = Object.fromEntries(Object.entries(CliSpec.options(spec)).filter(([flag]) => flag === "help" || UP_FLAGS.includes(flag)))
+
 /** Options from `a2a up`'s arguments. */
 export const parse = (argv: ReadonlyArray<string>): Effect.Effect<UpOptions, CliError> =>
   Effect.gen(function* () {
-    const { values, positionals } = yield* Effect.try({
+    const parsed = yield* Effect.try({
       try: () =>
         parseArgs({
           args: [...argv],
           allowPositionals: true,
           strict: true,
-          options: {
-            home: { type: "string" },
-            port: { type: "string" },
-            "runner-port": { type: "string" },
-            "proxy-port": { type: "string" },
-            "proxy-config": { type: "string" },
-            "no-runner": { type: "boolean", default: false },
-            "check-config": { type: "boolean", default: false },
-            help: { type: "boolean", short: "h", default: false }
-          }
+          options: UP_OPTIONS
         }),
       catch: (e) => new CliError({ message: `up: ${(e as Error).message}`, usage: true })
     })
-    if (values.help) {
+    const values = parsed.values as { readonly [K in "home" | "port" | "runner-port" | "proxy-port" | "proxy-config"]?: string } & {
+      readonly [K in "no-runner" | "check-config" | "help"]?: boolean
+    }
+    const positionals = parsed.positionals
+    if (values.help === true) {
       process.stdout.write(USAGE + "\n")
       return yield* Effect.interrupt
     }
@@ -354,8 +354,8 @@ export const parse = (argv: ReadonlyArray<string>): Effect.Effect<UpOptions, Cli
       runnerPort: yield* port("runner-port", values["runner-port"]),
       proxyPort: yield* port("proxy-port", values["proxy-port"]),
       proxyConfig: values["proxy-config"],
-      runner: !values["no-runner"],
-      checkOnly: values["check-config"]
+      runner: values["no-runner"] !== true,
+      checkOnly: values["check-config"] === true
     } satisfies UpOptions
   })
 

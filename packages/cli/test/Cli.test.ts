@@ -179,10 +179,29 @@ describe("a2a against a running broker", () => {
   }, 120_000)
 })
 
+describe("--help", () => {
+  it("is generated from the spec (src/CliSpec.ts): grouped commands, every flag and variable with its default", async () => {
+    const [help, bare] = await Promise.all([a2a(["--help"]), a2a([])])
+    expect(help.code).toBe(0)
+    expect(help.stderr).toBe("")
+    expect(bare.stdout).toBe(help.stdout)
+    expect(help.stdout).toMatch(/^a2a \d+\.\d+\.\d+\S*: the a2a command line\n\nBroker \(--broker URL or A2A_BROKER_URL, [^)]*\n[^)]*\):\n  a2a peers \[--team T\]/)
+    for (const part of ["\nProxy (--proxy URL or A2A_PROXY_URL", "\nLocal stack (what npm start runs):\n  a2a up [--home DIR]", "a2a up --check-config", "--token T    (env A2A_TOKEN;", "--as NAME    (env A2A_PEER_NAME; default cli-<user>)"]) {
+      expect(help.stdout).toContain(part)
+    }
+    for (const variable of ["A2A_PROXY_ADMIN_TOKEN", "A2A_HOME", "A2A_BROKER_PORT", "A2A_RUNNER_PORT", "A2A_PROXY_PORT", "A2A_PROXY_CONFIG", "A2A_RUNNER_ID", "A2A_CLAUDE_BIN", "A2A_LOG_LEVEL"]) {
+      expect(help.stdout).toContain(variable)
+    }
+    expect(help.stdout).toContain("<agent> is a spawn id (s_...)")
+  })
+})
+
 describe("errors are one clear line with a non-zero exit", () => {
   it.each([
     [["bogus"], 2, /^a2a: unknown command "bogus"/],
     [["peers", "--nope"], 2, /^a2a: Unknown option '--nope'/],
+    [["peers", "--home", "/tmp"], 2, /^a2a: Unknown option '--home'/], // up's flags are up's only
+    [["up", "--json"], 2, /^a2a: up: Unknown option '--json'/],
     [["send", "nobody-at-all", "hi"], 1, /^a2a: PeerNotFound: /],
     [["send", "alice"], 2, /^a2a: send needs a text/],
     [["send", "--team", "no-such-team", "hi"], 1, /^a2a: TeamNotFound: /],
