@@ -144,7 +144,11 @@ export const make = Effect.gen(function* () {
       if (record.peer.status !== "online") return
       const peer = yield* peers.setStatus(tenant, id, "offline")
       yield* presence.changed(tenant, "left", peer)
-    }).pipe(Effect.catchAllCause((cause) => Effect.logWarning("could not mark a disconnected peer offline", cause)))
+    }).pipe(
+      // An unregistered peer's sockets close after it is gone: nothing to mark.
+      Effect.catchTag("PeerNotFound", () => Effect.void),
+      Effect.catchAllCause((cause) => Effect.logWarning("could not mark a disconnected peer offline", cause))
+    )
   const shared = /^postgres(ql)?:/i.test(config.db)
 
   /**
