@@ -64,7 +64,7 @@ export interface BrokerConfigShape {
 
 export class BrokerConfig extends Context.Tag("@mks/a2a-broker/BrokerConfig")<BrokerConfig, BrokerConfigShape>() {}
 
-export const defaultHome = (): string => process.env.A2A_HOME ?? join(homedir(), ".a2a")
+export const defaultHome = (): string => process.env.A2A_HOME || join(homedir(), ".a2a")
 
 /** Defaults, with `overrides` on top. */
 export const make = (overrides: Partial<BrokerConfigShape> = {}): BrokerConfigShape => {

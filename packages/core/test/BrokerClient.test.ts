@@ -5,7 +5,7 @@ import { ConfigProvider, Deferred, Effect, Exit, Fiber, FiberId, Layer, Option, 
 import { mkdtemp, rm, writeFile } from "node:fs/promises"
 import { createServer, type IncomingHttpHeaders } from "node:http"
 import type { AddressInfo } from "node:net"
-import { tmpdir } from "node:os"
+import { homedir, tmpdir } from "node:os"
 import { join } from "node:path"
 import { type WebSocket, WebSocketServer } from "ws"
 import * as BrokerClient from "../src/BrokerClient.js"
@@ -487,6 +487,14 @@ describe("BrokerClient config", () => {
       expect(config.url).toBe(BrokerClient.DEFAULT_URL)
       expect(Redacted.value(config.token as Redacted.Redacted<string>)).toBe("from-file")
     }).pipe(Effect.scoped))
+
+  it.effect("an empty A2A_HOME is unset: the token file is ~/.a2a's, not ./broker.token", () =>
+    Effect.gen(function*() {
+      const unset = yield* Effect.exit(BrokerClient.readConfig.pipe(withEnv({ A2A_BROKER_URL: "http://broker:9" })))
+      const empty = yield* Effect.exit(BrokerClient.readConfig.pipe(withEnv({ A2A_BROKER_URL: "http://broker:9", A2A_HOME: "" })))
+      expect(String(empty)).toBe(String(unset))
+      if (unset._tag === "Failure") expect(String(unset)).toContain(join(homedir(), ".a2a", "broker.token"))
+    }))
 
   it("builds the channel URL from the base URL", () => {
     expect(channelUrl(new URL("https://example.com/broker"), "p_1", 3).href).toBe("wss://example.com/broker/ws/broker/peer/p_1?after=3")

@@ -168,7 +168,7 @@ export const DEFAULT_TIMEOUTS: Required<typeof Timeouts.Type> = { connectMs: 10_
 type Env = Readonly<Record<string, string | undefined>>
 
 /** `$A2A_HOME`, else `~/.a2a`. */
-export const dataDir = (env: Env = process.env): string => env.A2A_HOME ?? path.join(os.homedir(), ".a2a")
+export const dataDir = (env: Env = process.env): string => env.A2A_HOME || path.join(os.homedir(), ".a2a")
 
 const fail = (message: string) => Effect.fail(new ProxyConfigError({ message }))
 

@@ -30,8 +30,7 @@ const args = (() => {
   try {
     return CliSpec.parse(spec)
   } catch (e) {
-    // Without parseArgs' hint on positionals that start with '-' (this bin has none).
-    return fail((e as Error).message.replace(/\. To specify a positional argument .*$/s, ""))
+    return fail((e as Error).message)
   }
 })()
 

@@ -53,7 +53,8 @@ export interface RunnerConfigShape {
 export class RunnerConfig extends Context.Tag("@mks/a2a-runner/RunnerConfig")<RunnerConfig, RunnerConfigShape>() {}
 
 /** `A2A_HOME` or `~/.a2a`. */
-export const defaultHome = (): string => process.env.A2A_HOME ?? join(homedir(), ".a2a")
+/** `A2A_HOME`, else `~/.a2a` (an empty variable counts as unset, as for every setting). */
+export const defaultHome = (): string => process.env.A2A_HOME || join(homedir(), ".a2a")
 
 /** A runner id from the host name, kept to the id alphabet. */
 export const defaultId = (): string => hostname().replace(/[^A-Za-z0-9_.:-]/g, "-").replace(/^[^A-Za-z0-9]+/, "") || "runner"

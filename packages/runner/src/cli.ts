@@ -8,7 +8,7 @@ import { spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { basename, join } from "node:path"
-import { homedir, userInfo } from "node:os"
+import { userInfo } from "node:os"
 import * as ClaudeSession from "./ClaudeSession.js"
 import { spec } from "./CliSpec.js"
 import * as Preset from "./Preset.js"
@@ -26,8 +26,7 @@ const args = (() => {
   try {
     return CliSpec.parse(spec)
   } catch (e) {
-    // One line: some of parseArgs' messages span several (`--capacity -1`: "… is ambiguous.\nDid you forget …").
-    return fail((e as Error).message.replace(/\s*\n\s*/g, " "))
+    return fail((e as Error).message)
   }
 })()
 const values = args.values as { readonly [K in "provider" | "model" | "name"]?: string } & { readonly team?: ReadonlyArray<string>; readonly channels?: boolean }
@@ -42,8 +41,7 @@ if (args.has("version")) {
   process.exit(0)
 }
 
-// RunnerConfig.defaultHome() without its empty-`A2A_HOME` case (an empty variable counts as unset).
-const home = args.get("A2A_HOME") ?? join(homedir(), ".a2a")
+const home = RunnerConfig.defaultHome()
 const dataDir = args.get("data-dir") ?? join(home, "runner")
 
 const splitList = (texts: ReadonlyArray<string> | string | undefined) =>

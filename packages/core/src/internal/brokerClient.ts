@@ -27,8 +27,9 @@ export const make = (options: Options): Effect.Effect<BrokerClientService, never
 
 /** The token file the broker writes on first start, under `$A2A_HOME` (default `~/.a2a`). */
 const tokenFile = Config.string("A2A_HOME").pipe(
-  Config.withDefault(join(homedir(), ".a2a")),
-  Config.map((home) => join(home, "broker.token"))
+  Config.withDefault(""),
+  // An empty A2A_HOME counts as unset (as for every setting), not as the current directory.
+  Config.map((home) => join(home === "" ? join(homedir(), ".a2a") : home, "broker.token"))
 )
 
 const readTokenFile = (file: string): Effect.Effect<Option.Option<string>, ConfigError.ConfigError> =>
