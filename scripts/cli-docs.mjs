@@ -1,13 +1,12 @@
 #!/usr/bin/env node
 /**
- * `npm run docs:cli`: writes the flag and environment tables of every bin into docs/, between
+ * `npm run docs:cli` (after `npm run build`: the specs import the built packages): writes the flag and environment tables of every bin into docs/, between
  * the markers of `CliSpec.markers` (core), from each bin's `src/CliSpec.ts` — the same spec its
  * `--help` and argument parser use. `--check` changes nothing and exits 1 when a page is out of
  * date (the CliSpecs test checks the same).
  */
 import { build } from "esbuild" // tsup's own bundler, installed with it
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { pathToFileURL } from "node:url"
 
@@ -21,14 +20,16 @@ export const BINS = [
   { pkg: "cli", doc: "docs/cli.md" }
 ]
 
-const dir = mkdtempSync(join(tmpdir(), "a2a-cli-docs-"))
+// Inside the repository, so the bundle's external imports (effect, @mks/a2a, …) resolve from its node_modules.
+mkdirSync(join(root, "node_modules", ".cache"), { recursive: true })
+const dir = mkdtempSync(join(root, "node_modules", ".cache", "a2a-cli-docs-"))
 try {
   const entry = [
     `export * as CliSpec from ${JSON.stringify(join(root, "packages/core/src/CliSpec.ts"))}`,
     ...BINS.map((b) => `export { spec as ${b.pkg} } from ${JSON.stringify(join(root, "packages", b.pkg, "src/CliSpec.ts"))}`)
   ].join("\n")
   const out = join(dir, "specs.mjs")
-  await build({ stdin: { contents: entry, resolveDir: root, loader: "ts" }, bundle: true, platform: "node", format: "esm", outfile: out, logLevel: "error" })
+  await build({ stdin: { contents: entry, resolveDir: root, loader: "ts" }, bundle: true, packages: "external", platform: "node", format: "esm", outfile: out, logLevel: "error" })
   const specs = await import(pathToFileURL(out).href)
   const check = process.argv.includes("--check")
   let stale = 0

@@ -2,7 +2,8 @@
  * The `a2a-broker` command line: commands, flags, environment variables and defaults, in one
  * place. `--help` and the tables in docs/broker.md are generated from it (core's `CliSpec`).
  */
-import type { CliSpec } from "@mks/a2a/internal"
+import { ServerLimits } from "@mks/a2a"
+import { CliSpec } from "@mks/a2a/internal"
 
 export const spec: CliSpec.Spec = {
   bin: "a2a-broker",
@@ -50,19 +51,7 @@ export const spec: CliSpec.Spec = {
     { env: "A2A_BROKER_PRESENCE_MS", default: "`100`", what: "at most how often presence changes are published to watchers, in milliseconds ([protocol.md](protocol.md))" },
     { env: "A2A_BROKER_PG_CATCHUP_MS", default: "`1000`", what: "PostgreSQL only: catch-up period, 10–60,000 ms ([scaling.md](scaling.md))" },
     { env: "A2A_BROKER_PG_LISTEN", default: "`on`", what: "PostgreSQL only: `off` runs without a LISTEN connection, on catch-up alone" },
-    {
-      env: "A2A_BROKER_HEADERS_TIMEOUT_MS",
-      default: "`10000`",
-      what: "a request's head must arrive within this, else `408` ([operations.md](operations.md#connection-limits))"
-    },
-    { env: "A2A_BROKER_REQUEST_TIMEOUT_MS", default: "`30000`", what: "a whole request, body included, must arrive within this, else `408` (`0`: no limit)" },
-    { env: "A2A_BROKER_KEEP_ALIVE_TIMEOUT_MS", default: "`5000`", what: "an idle keep-alive connection is closed after this" },
-    { env: "A2A_BROKER_MAX_PENDING_CONNECTIONS", default: "`1000`", what: "connections without a complete request head; past it the oldest is answered `503` and closed" },
-    {
-      env: "A2A_BROKER_LISTEN_BACKLOG",
-      default: "`4096`",
-      what: "the listen backlog (the kernel's accept queue)"
-    },
+    ...CliSpec.connectionLimits("A2A_BROKER", ServerLimits.defaults),
     { env: "A2A_OIDC_ISSUER", default: "unset", what: "enables OIDC access tokens (see [OIDC](#oidc-access-tokens))" },
     { env: "A2A_OIDC_AUDIENCE", default: "required with the issuer", what: "expected `aud`" },
     { env: "A2A_ALLOWED_CLIENTS", default: "empty: any client", what: "allowed client ids (`azp` or `client_id`), comma- or space-separated" },

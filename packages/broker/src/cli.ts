@@ -12,30 +12,12 @@ import { isAdvertiseUrl } from "./RelayForward.js"
 import * as TokenStore from "./TokenStore.js"
 import { VERSION } from "./version.js"
 
-const fail = (message: string): never => {
-  process.stderr.write(`a2a-broker: ${message}\n`)
-  process.exit(2)
-}
+const fail = (message: string): never => CliSpec.refuse(spec, message)
 
 // Flags, environment variables and defaults come from one spec (./CliSpec.ts), as do `--help` and docs/broker.md's tables.
-const args = (() => {
-  try {
-    return CliSpec.parse(spec)
-  } catch (e) {
-    return fail((e as Error).message)
-  }
-})()
+const args = CliSpec.start(spec, VERSION)
 const values = args.values as { readonly [K in "tenant" | "name"]?: string } & { readonly role?: ReadonlyArray<string>; readonly scope?: ReadonlyArray<string>; readonly json?: boolean }
 const positionals = args.positionals
-
-if (args.has("help")) {
-  process.stdout.write(CliSpec.help(spec, VERSION))
-  process.exit(0)
-}
-if (args.has("version")) {
-  process.stdout.write(VERSION + "\n")
-  process.exit(0)
-}
 
 /** `A2A_AUDIT_RETENTION_DAYS`: how long the audit log keeps entries. */
 const auditDays = (text: string): number => {

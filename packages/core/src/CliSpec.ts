@@ -127,6 +127,60 @@ export const parse = (spec: Spec, argv: ReadonlyArray<string> = process.argv.sli
   }
 }
 
+/** A command-line mistake of `spec`'s bin: one line `<bin>: <message>` on stderr, exit code 2. */
+export const refuse = (spec: Spec, message: string): never => {
+  process.stderr.write(`${spec.bin}: ${message}\n`)
+  process.exit(2)
+}
+
+/**
+ * A server bin's start: this process's arguments parsed against `spec`; `--help` (`-h`, or the
+ * command `help`) and `--version` print and exit 0; a flag the spec does not have is refused (`refuse`).
+ */
+export const start = (spec: Spec, version: string): Parsed => {
+  let parsed: Parsed
+  try {
+    parsed = parse(spec)
+  } catch (e) {
+    return refuse(spec, (e as Error).message)
+  }
+  if (parsed.has("help") || parsed.positionals[0] === "help") {
+    process.stdout.write(help(spec, version))
+    process.exit(0)
+  }
+  if (parsed.has("version")) {
+    process.stdout.write(`${version}\n`)
+    process.exit(0)
+  }
+  return parsed
+}
+
+/** The connection limits a server reads from `<prefix>_…` (core's `ServerLimits.config`), with their defaults. */
+export interface LimitDefaults {
+  readonly headersTimeout: number
+  readonly requestTimeout: number
+  readonly keepAliveTimeout: number
+  readonly maxPendingConnections: number
+  readonly listenBacklog?: number | undefined
+}
+
+/** The settings of `ServerLimits.config(prefix, limits)`, documented from the same numbers. */
+export const connectionLimits = (prefix: string, limits: LimitDefaults): ReadonlyArray<Setting> => [
+  {
+    env: `${prefix}_HEADERS_TIMEOUT_MS`,
+    default: `\`${limits.headersTimeout}\``,
+    what: "a request's head must arrive within this, else `408` ([operations.md](operations.md#connection-limits))"
+  },
+  { env: `${prefix}_REQUEST_TIMEOUT_MS`, default: `\`${limits.requestTimeout}\``, what: "a whole request, body included, must arrive within this, else `408` (`0`: no limit)" },
+  { env: `${prefix}_KEEP_ALIVE_TIMEOUT_MS`, default: `\`${limits.keepAliveTimeout}\``, what: "an idle keep-alive connection is closed after this" },
+  {
+    env: `${prefix}_MAX_PENDING_CONNECTIONS`,
+    default: `\`${limits.maxPendingConnections}\``,
+    what: "connections without a complete request head; past it the oldest is answered `503` and closed"
+  },
+  { env: `${prefix}_LISTEN_BACKLOG`, default: `\`${limits.listenBacklog ?? 4096}\``, what: "the listen backlog (the kernel's accept queue)" }
+]
+
 /** Markdown to plain text: code spans and links keep their text. */
 const plain = (text: string) => text.replace(/\[([^\]]+)\]\([^)]+\)/g, "$1").replace(/`([^`]*)`/g, "$1").replace(/\\\|/g, "|")
 

@@ -66,6 +66,17 @@ describe("CliSpec", () => {
     expect(lines.slice(at, at + 4).join(" ").replace(/\s+/g, " ")).toContain("[--option-10 VALUE] [--option-11 VALUE]")
   })
 
+  it("connection limits are documented from the numbers the server uses", () => {
+    const settings = CliSpec.connectionLimits("X", { headersTimeout: 1, requestTimeout: 2, keepAliveTimeout: 3, maxPendingConnections: 4, listenBacklog: 5 })
+    expect(settings.map((s) => [s.env, s.default])).toEqual([
+      ["X_HEADERS_TIMEOUT_MS", "`1`"],
+      ["X_REQUEST_TIMEOUT_MS", "`2`"],
+      ["X_KEEP_ALIVE_TIMEOUT_MS", "`3`"],
+      ["X_MAX_PENDING_CONNECTIONS", "`4`"],
+      ["X_LISTEN_BACKLOG", "`5`"]
+    ])
+  })
+
   it("docs tables: commands (pipes escaped in code) and settings; written between the markers only", () => {
     const table = CliSpec.markdown(spec)
     expect(table).toContain("| `demo keys create --tier tier1\\|tier2` | a key (`tier1\\|tier2`) |")

@@ -1,9 +1,9 @@
 /**
  * The `a2a-proxy` command line: commands, flags, environment variables and defaults, in one
  * place. `--help` and the tables in docs/proxy.md are generated from it (core's `CliSpec`).
- * Types only from core: the docs script bundles this file, and `--help` needs nothing else.
  */
-import type { CliSpec } from "@mks/a2a/internal"
+import { CliSpec } from "@mks/a2a/internal"
+import { PROXY_LIMITS } from "./ProxyLimits.js"
 
 /** The presets' key variables (`ProxyConfig.presets`; a test checks they match). */
 const presetKey = (env: string, preset: string): CliSpec.Setting => ({
@@ -85,15 +85,7 @@ export const spec: CliSpec.Spec = {
     { env: "A2A_PROXY_QUOTA_FLUSH_MS", default: "`200`", what: "10–10,000: how often settled usage is written and leases renewed" },
     { env: "A2A_PROXY_QUOTA_LEASE_TTL_MS", default: "`30000`", what: "1,000–3,600,000, at least 4 × the flush: a lease not renewed this long is swept" },
     { env: "A2A_PROXY_QUOTA_LEASE_MIN_FREE", default: "`100000`", what: "free tokens below which no lease slice is granted (the exact path)" },
-    {
-      env: "A2A_PROXY_HEADERS_TIMEOUT_MS",
-      default: "`10000`",
-      what: "a request's head must arrive within this, else `408` ([operations.md](operations.md#connection-limits))"
-    },
-    { env: "A2A_PROXY_REQUEST_TIMEOUT_MS", default: "`120000`", what: "a whole request, body included, must arrive within this, else `408` (`0`: no limit)" },
-    { env: "A2A_PROXY_KEEP_ALIVE_TIMEOUT_MS", default: "`65000`", what: "an idle keep-alive connection is closed after this" },
-    { env: "A2A_PROXY_MAX_PENDING_CONNECTIONS", default: "`1000`", what: "connections without a complete request head; past it the oldest is answered `503` and closed" },
-    { env: "A2A_PROXY_LISTEN_BACKLOG", default: "`4096`", what: "the listen backlog (the kernel's accept queue)" },
+    ...CliSpec.connectionLimits("A2A_PROXY", PROXY_LIMITS),
     {
       env: "A2A_PROXY_GC_TUNING",
       default: "on",

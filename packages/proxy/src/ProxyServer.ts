@@ -22,6 +22,7 @@ import * as KeyFile from "./KeyFile.js"
 import * as PgStore from "./PgStore.js"
 import * as ModelRouter from "./ModelRouter.js"
 import type { ProxyConfig } from "./ProxyConfig.js"
+import { PROXY_LIMITS } from "./ProxyLimits.js"
 import * as UsageFile from "./UsageFile.js"
 
 export type Settlement = DataPlane.Settlement
@@ -55,12 +56,7 @@ export interface Options {
   readonly limits?: ServerLimits.ServerLimits
 }
 
-/**
- * The proxy's defaults: keep-alive 65 s (longer than the usual 60 s idle timeout of load
- * balancers and clients that reuse connections between model calls) and 120 s to upload a
- * request (conversations are large); headers and the pending cap as everywhere.
- */
-export const PROXY_LIMITS: ServerLimits.ServerLimits = { ...ServerLimits.defaults, keepAliveTimeout: 65_000, requestTimeout: 120_000 }
+export { PROXY_LIMITS }
 
 const hasBody = (req: http.IncomingMessage) => Number(req.headers["content-length"] ?? "0") > 0 || req.headers["transfer-encoding"] !== undefined
 

@@ -20,28 +20,10 @@ import * as ProxyServer from "./ProxyServer.js"
 class CliError extends Data.TaggedError("CliError")<{ readonly message: string }> {}
 
 /** A command-line mistake: one line on stderr, exit code 2 (before anything runs). */
-const fail = (message: string): never => {
-  process.stderr.write(`a2a-proxy: ${message}\n`)
-  process.exit(2)
-}
+const fail = (message: string): never => CliSpec.refuse(spec, message)
 
 // Flags, environment variables and defaults come from one spec (./CliSpec.ts), as do `--help` and docs/proxy.md's tables.
-const args = (() => {
-  try {
-    return CliSpec.parse(spec)
-  } catch (e) {
-    return fail((e as Error).message)
-  }
-})()
-
-if (args.has("help") || args.positionals[0] === "help") {
-  process.stdout.write(CliSpec.help(spec, ProxyServer.VERSION))
-  process.exit(0)
-}
-if (args.has("version")) {
-  process.stdout.write(ProxyServer.VERSION + "\n")
-  process.exit(0)
-}
+const args = CliSpec.start(spec, ProxyServer.VERSION)
 
 /** Each command, the flags it takes (one parser for all: the others are refused here) and how many positionals follow it. */
 const COMMANDS: Record<string, { readonly flags: ReadonlyArray<string>; readonly operands: number }> = {

@@ -6,7 +6,8 @@
  * (`A2A_BROKER_URL`, `A2A_TOKEN`, `A2A_SPAWN_ID`, `A2A_PEER_NAME`, `A2A_TEAMS`, `A2A_TASK_ID`,
  * `A2A_CHANNELS`: Preset.ts, ClaudeSession.ts), and `PATH` (where commands and `claude` are found).
  */
-import type { CliSpec } from "@mks/a2a/internal"
+import { ServerLimits } from "@mks/a2a"
+import { CliSpec } from "@mks/a2a/internal"
 
 export const spec: CliSpec.Spec = {
   bin: "a2a-runner",
@@ -97,14 +98,6 @@ export const spec: CliSpec.Spec = {
       default: "`~/.claude`",
       what: "your Claude Code config: its `skills`, `agents`, `plugins` and `commands` are linked into each session's config dir"
     },
-    {
-      env: "A2A_RUNNER_HEADERS_TIMEOUT_MS",
-      default: "`10000`",
-      what: "a request's head must arrive within this, else `408` ([operations.md](operations.md#connection-limits))"
-    },
-    { env: "A2A_RUNNER_REQUEST_TIMEOUT_MS", default: "`30000`", what: "a whole request, body included, must arrive within this, else `408` (`0`: no limit)" },
-    { env: "A2A_RUNNER_KEEP_ALIVE_TIMEOUT_MS", default: "`5000`", what: "an idle keep-alive connection is closed after this" },
-    { env: "A2A_RUNNER_MAX_PENDING_CONNECTIONS", default: "`1000`", what: "connections without a complete request head; past it the oldest is answered `503` and closed" },
-    { env: "A2A_RUNNER_LISTEN_BACKLOG", default: "`4096`", what: "the listen backlog (the kernel's accept queue)" }
+    ...CliSpec.connectionLimits("A2A_RUNNER", ServerLimits.defaults)
   ]
 }

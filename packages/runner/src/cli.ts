@@ -16,30 +16,12 @@ import * as RunnerConfig from "./RunnerConfig.js"
 import * as RunnerServer from "./RunnerServer.js"
 import { VERSION } from "./version.js"
 
-const fail = (message: string): never => {
-  process.stderr.write(`a2a-runner: ${message}\n`)
-  process.exit(2)
-}
+const fail = (message: string): never => CliSpec.refuse(spec, message)
 
 // Flags, environment variables and defaults come from one spec (./CliSpec.ts), as do `--help` and docs/runner.md's table.
-const args = (() => {
-  try {
-    return CliSpec.parse(spec)
-  } catch (e) {
-    return fail((e as Error).message)
-  }
-})()
+const args = CliSpec.start(spec, VERSION)
 const values = args.values as { readonly [K in "provider" | "model" | "name"]?: string } & { readonly team?: ReadonlyArray<string>; readonly channels?: boolean }
 const positionals = args.positionals
-
-if (args.has("help")) {
-  process.stdout.write(CliSpec.help(spec, VERSION))
-  process.exit(0)
-}
-if (args.has("version")) {
-  process.stdout.write(VERSION + "\n")
-  process.exit(0)
-}
 
 const home = RunnerConfig.defaultHome()
 const dataDir = args.get("data-dir") ?? join(home, "runner")
