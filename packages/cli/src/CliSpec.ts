@@ -4,6 +4,7 @@
  * every command but `up` with it, and Up.ts parses `up`'s flags (`UP_FLAGS`) with it.
  */
 import type { CliSpec } from "@mks/a2a/internal"
+import { KeyTables } from "@mks/a2a-proxy"
 
 const BROKER = "Broker (--broker URL or A2A_BROKER_URL, default the running stack's, else http://127.0.0.1:4200; --token T or A2A_TOKEN, default ~/.a2a/broker.token)"
 const PROXY =
@@ -172,13 +173,7 @@ export const spec: CliSpec.Spec = {
       default: "the contents of `<home>/proxy.token`",
       what: "the proxy's admin token (or an OIDC admin JWT) for `keys` and `usage`"
     },
-    { flag: "tenant", arg: "T", what: "`keys create`: the key's tenant" },
-    { flag: "tier", arg: "T", what: "`keys create`: `tier1` or `tier2`" },
-    { flag: "models", arg: "GLOBS", what: "`keys create`: the models the key may use, comma-separated globs" },
-    { flag: "rpm", arg: "N", what: "`keys create`: requests per minute" },
-    { flag: "requests-per-5h", arg: "N", what: "`keys create`: requests per 5-hour window" },
-    { flag: "tokens-per-5h", arg: "N", what: "`keys create`: tokens per 5-hour window" },
-    { flag: "expires", arg: "ISO-8601", what: "`keys create`: when the key expires" },
+    ...KeyTables.CREATE_SETTINGS,
     { flag: "key", arg: "K", what: "`usage`: only this key" },
     // up
     {

@@ -246,7 +246,7 @@ const proxyCommand = (o: Output, name: string, rest: ReadonlyArray<string>, args
           name: keyName,
           tenant: args.get("tenant"),
           tier,
-          models: args.get("models")?.split(",").map((m) => m.trim()).filter((m) => m.length > 0),
+          models: many(args, "models")?.flatMap((m) => m.split(",")).map((m) => m.trim()).filter((m) => m.length > 0),
           rpm: yield* positiveInt("rpm", args.get("rpm")),
           requestsPer5h: yield* positiveInt("requests-per-5h", args.get("requests-per-5h")),
           tokensPer5h: yield* positiveInt("tokens-per-5h", args.get("tokens-per-5h")),

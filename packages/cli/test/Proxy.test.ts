@@ -29,6 +29,12 @@ afterAll(async () => {
 })
 
 describe("a2a keys and usage against a running proxy", () => {
+  it("--models takes comma-separated globs, repeated as a2a-proxy does (one flag spec for both)", async () => {
+    const created = await a2a(["keys", "create", "--name", "globs", "--models", "glm-*,kimi-*", "--models", "claude-*", "--json"])
+    expect(created.code, created.stderr).toBe(0)
+    expect(JSON.parse(created.stdout).record.models).toEqual(["glm-*", "kimi-*", "claude-*"])
+  })
+
   it("creates a key that works, lists it masked, shows its usage, and revokes it", async () => {
     const created = await a2a(["keys", "create", "--name", "ci-bot", "--models", "claude-*", "--rpm", "30", "--tokens-per-5h", "100000"])
     expect(created.code, created.stderr).toBe(0)

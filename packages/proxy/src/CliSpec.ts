@@ -3,6 +3,7 @@
  * place. `--help` and the tables in docs/proxy.md are generated from it (core's `CliSpec`).
  */
 import { CliSpec } from "@mks/a2a/internal"
+import * as KeyTables from "./KeyTables.js"
 import { PROXY_LIMITS } from "./ProxyLimits.js"
 
 /** The presets' key variables (`ProxyConfig.presets`; a test checks they match). */
@@ -51,18 +52,7 @@ export const spec: CliSpec.Spec = {
       what: "`keys`, `usage`: the running proxy whose control plane they use"
     },
     { flag: "name", arg: "N", what: "`keys create`: the key's name (required)" },
-    { flag: "tenant", arg: "T", what: "`keys create`: the key's tenant (default: an OIDC admin's own tenant, else `default`)" },
-    { flag: "tier", arg: "tier1|tier2", what: "`keys create`: `tier1` (a user's key) or `tier2` (a public or shared one), a label for policy" },
-    {
-      flag: "models",
-      arg: "GLOBS",
-      multiple: true,
-      what: "`keys create`: model globs the key may use, comma-separated or repeated (default: any model)"
-    },
-    { flag: "rpm", arg: "N", what: "`keys create`: requests per minute" },
-    { flag: "requests-per-5h", arg: "N", what: "`keys create`: requests per 5-hour window" },
-    { flag: "tokens-per-5h", arg: "N", what: "`keys create`: tokens per 5-hour window" },
-    { flag: "expires", arg: "ISO", what: "`keys create`: when the key expires (an ISO-8601 date)" },
+    ...KeyTables.CREATE_SETTINGS,
     { flag: "key", arg: "KEY_ID", what: "`usage`: this key only" },
     { flag: "json", what: "`keys create`, `keys list`, `usage`: JSON instead of a table (`keys create`: the key and its record)" },
     {

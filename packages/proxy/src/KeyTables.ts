@@ -4,6 +4,7 @@
  * row per key or window, each cell a string.
  */
 import type { Usage, VirtualKey } from "@mks/a2a"
+import type { CliSpec } from "@mks/a2a/internal"
 
 /** The set ones of a key's three limits (or what is left of them), with their units; `-` for none. */
 const summary = (
@@ -52,4 +53,20 @@ export const usageRow = (u: Usage.UsageReport): Array<string> => [
   String(u.window.cacheCreationInputTokens),
   String(u.window.cacheReadInputTokens),
   remainingText(u.remaining)
+]
+
+/** The flags of a new key's fields, as `a2a-proxy keys create` and the `a2a` CLI's `keys create` take them (their CLI specs). */
+export const CREATE_SETTINGS: ReadonlyArray<CliSpec.Setting> = [
+  { flag: "tenant", arg: "T", what: "`keys create`: the key's tenant (default: an OIDC admin's own tenant, else `default`)" },
+  { flag: "tier", arg: "tier1|tier2", what: "`keys create`: `tier1` (a user's key) or `tier2` (a public or shared one), a label for policy" },
+  {
+    flag: "models",
+    arg: "GLOBS",
+    multiple: true,
+    what: "`keys create`: model globs the key may use, comma-separated or repeated (default: any model)"
+  },
+  { flag: "rpm", arg: "N", what: "`keys create`: requests per minute" },
+  { flag: "requests-per-5h", arg: "N", what: "`keys create`: requests per 5-hour window" },
+  { flag: "tokens-per-5h", arg: "N", what: "`keys create`: tokens per 5-hour window" },
+  { flag: "expires", arg: "ISO", what: "`keys create`: when the key expires (an ISO-8601 date)" }
 ]
