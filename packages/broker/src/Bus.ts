@@ -151,13 +151,8 @@ export const make = Effect.gen(function* () {
     )
   const shared = /^postgres(ql)?:/i.test(config.db)
 
-  /**
-   * Send as `sender`, whose ownership the caller has checked (a channel checks it once, when
-   * the socket opens): direct by id or name, or to a team. `accepted` runs once the message is
-   * durable and before it is pushed to live channels (a channel writes its `sent` answer
-   * there, ahead of every recipient's copy).
-   */
-  const sendAs = (tenant: string, sender: Peer.Peer, fields: SendFields, accepted?: (result: SendResult) => void) =>
+  /** A send up to its append: the recipients (direct by id or name, or a team's) and the draft. */
+  const prepareSend = (tenant: string, sender: Peer.Peer, fields: SendFields) =>
     Effect.gen(function* () {
       let recipients: ReadonlyArray<Ids.PeerId>
       let to: Ids.PeerId | undefined
@@ -185,13 +180,47 @@ export const make = Effect.gen(function* () {
         sentAt: yield* isoNow,
         meta: fields.meta
       }
-      const deliveries = yield* inbox.append(tenant, recipients, draft)
+      return { recipients, draft }
+    })
+
+  /** A send after its append committed: `accepted`, then the push to live channels. */
+  const finishSend = (tenant: string, draft: Message.MessageDraft, deliveries: ReadonlyArray<Message.Delivery>, accepted?: (result: SendResult) => void) =>
+    Effect.suspend(() => {
       metrics.messagesIn(1)
       const message = deliveries[0]?.message ?? new Message.Message({ ...draft, seq: 0 })
       const result: SendResult = { message, recipients: deliveries.map((d) => d.recipient) }
       accepted?.(result)
-      yield* hub.publish(tenant, deliveries)
-      return result
+      return Effect.as(hub.publish(tenant, deliveries), result)
+    })
+
+  /**
+   * Send as `sender`, whose ownership the caller has checked (a channel checks it once, when
+   * the socket opens): direct by id or name, or to a team. `accepted` runs once the message is
+   * durable and before it is pushed to live channels (a channel writes its `sent` answer
+   * there, ahead of every recipient's copy).
+   */
+  const sendAs = (tenant: string, sender: Peer.Peer, fields: SendFields, accepted?: (result: SendResult) => void) =>
+    Effect.gen(function* () {
+      const { recipients, draft } = yield* prepareSend(tenant, sender, fields)
+      const deliveries = yield* inbox.append(tenant, recipients, draft)
+      return yield* finishSend(tenant, draft, deliveries, accepted)
+    })
+
+  /**
+   * `sendAs` in two stages, for a channel that pipelines its sends: the outer effect returns
+   * once the append is queued for its commit (stores with `appendStaged`; others append
+   * here), the inner one awaits the commit, then runs `accepted` and the push. Sends staged
+   * one after another commit in that order.
+   */
+  const sendStaged = (tenant: string, sender: Peer.Peer, fields: SendFields, accepted?: (result: SendResult) => void) =>
+    Effect.gen(function* () {
+      const { recipients, draft } = yield* prepareSend(tenant, sender, fields)
+      if (inbox.appendStaged === undefined) {
+        const deliveries = yield* inbox.append(tenant, recipients, draft)
+        return Effect.succeed(yield* finishSend(tenant, draft, deliveries, accepted))
+      }
+      const outcome = yield* inbox.appendStaged(tenant, recipients, draft)
+      return Effect.flatMap(outcome, (deliveries) => finishSend(tenant, draft, deliveries, accepted))
     })
 
   /** Send as `from` (which the principal must own): direct by id or name, or to a team. */
@@ -327,6 +356,7 @@ export const make = Effect.gen(function* () {
     disconnected,
     send,
     sendAs,
+    sendStaged,
     readInbox,
     ack,
     createTeam,

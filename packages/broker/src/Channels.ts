@@ -251,6 +251,8 @@ export const makePeerSessions = Effect.gen(function* () {
         connect: bus.heartbeat(principal, peerId),
         heartbeat: bus.peers.touch(tenant, peerId),
         send: (fields, accepted) => bus.sendAs(tenant, me, fields, accepted),
+        // Stores that commit in batches (PostgreSQL) stage appends: a socket's sends are pipelined.
+        sendStaged: inbox.appendStaged === undefined ? undefined : (fields, accepted) => bus.sendStaged(tenant, me, fields, accepted),
         registered: bus.peers.get(tenant, peerId).pipe(
           Effect.as(true),
           Effect.catchTag("PeerNotFound", () => Effect.succeed(false))

@@ -237,6 +237,9 @@ export const make = (options: Options) =>
       stats,
       append: (tenant: string, recipients: ReadonlyArray<Ids.PeerId>, draft: Message.MessageDraft, now: number) =>
         enqueue<ReadonlyArray<Message.Delivery>, Errors.InboxFull>((done) => ({ kind: "append", tenant, recipients, draft, data: JSON.stringify(draft), now, done })),
+      /** `append` queued now; returns its outcome to await (staged appends commit in staging order). */
+      appendStaged: (tenant: string, recipients: ReadonlyArray<Ids.PeerId>, draft: Message.MessageDraft, now: number) =>
+        enqueue.stage<ReadonlyArray<Message.Delivery>, Errors.InboxFull>((done) => ({ kind: "append", tenant, recipients, draft, data: JSON.stringify(draft), now, done })),
       ack: (tenant: string, peer: Ids.PeerId, upTo: number) => enqueue<Message.InboxCursor, never>((done) => ({ kind: "ack", tenant, peer, upTo, done })),
       drop: (tenant: string, peer: Ids.PeerId) => enqueue<void, never>((done) => ({ kind: "drop", tenant, peer, done }))
     }

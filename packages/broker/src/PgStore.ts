@@ -558,6 +558,7 @@ const make = (url: string) =>
     const inbox: Inbox.InboxService = {
       ...inboxBase,
       append: (tenant, recipients, draft) => Effect.flatMap(Clock.currentTimeMillis, (now) => writer.append(tenant, recipients, draft, now)),
+      appendStaged: (tenant, recipients, draft) => Effect.flatMap(Clock.currentTimeMillis, (now) => writer.appendStaged(tenant, recipients, draft, now)),
       ack: writer.ack,
       drop: writer.drop,
       wait: (tenant, peer, options) =>

@@ -25,12 +25,23 @@ export type PendingWrite =
   | { readonly kind: "ack"; readonly tenant: string; readonly peer: Ids.PeerId; readonly upTo: number; readonly done: Answer<Message.InboxCursor> }
   | { readonly kind: "drop"; readonly tenant: string; readonly peer: Ids.PeerId; readonly done: Answer<void> }
 
+/** Queues writes for the next group commit (see `make`). */
+export interface Enqueue<W> {
+  /** Queue a write and await its answer. */
+  <A, E>(write: (done: Answer<A, E>) => W): Effect.Effect<A, E>
+  /**
+   * Queue a write now and return at once with its answer to await: writes staged one after
+   * another are in the queue, hence committed, in that order (a socket pipelines its sends).
+   */
+  readonly stage: <A, E>(write: (done: Answer<A, E>) => W) => Effect.Effect<Effect.Effect<A, E>>
+}
+
 /**
  * `enqueue`, which queues a write for the next batch (after the current I/O phase, or after the
  * batch in flight) and awaits its answer. `commit` must answer every write of its batch. The
  * inboxes queue `PendingWrite`s; the SQLite peer registry queues its status updates the same way.
  */
-export const make = <W = PendingWrite>(commit: (batch: ReadonlyArray<W>) => Effect.Effect<void>, runtime: Runtime.Runtime<never>) => {
+export const make = <W = PendingWrite>(commit: (batch: ReadonlyArray<W>) => Effect.Effect<void>, runtime: Runtime.Runtime<never>): Enqueue<W> => {
   let queue: Array<W> = []
   let scheduled = false
   const drain: Effect.Effect<void> = Effect.suspend(() => {
@@ -48,12 +59,28 @@ export const make = <W = PendingWrite>(commit: (batch: ReadonlyArray<W>) => Effe
   const startDrain = () => {
     Runtime.runFork(runtime)(drain)
   }
-  return <A, E>(write: (done: Answer<A, E>) => W): Effect.Effect<A, E> =>
-    Effect.async<A, E>((resume) => {
-      queue.push(write(resume))
-      if (!scheduled) {
-        scheduled = true
-        setImmediate(startDrain)
-      }
+  const push = (write: W) => {
+    queue.push(write)
+    if (!scheduled) {
+      scheduled = true
+      setImmediate(startDrain)
+    }
+  }
+  const enqueue = <A, E>(write: (done: Answer<A, E>) => W): Effect.Effect<A, E> => Effect.async<A, E>((resume) => push(write(resume)))
+  const stage = <A, E>(write: (done: Answer<A, E>) => W): Effect.Effect<Effect.Effect<A, E>> =>
+    Effect.sync(() => {
+      let outcome: Effect.Effect<A, E> | undefined
+      let waiting: Answer<A, E> | undefined
+      push(
+        write((o) => {
+          if (waiting !== undefined) waiting(o)
+          else outcome = o
+        })
+      )
+      return Effect.async<A, E>((resume) => {
+        if (outcome !== undefined) resume(outcome)
+        else waiting = resume
+      })
     })
+  return Object.assign(enqueue, { stage })
 }

@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
-import { BrokerConfig, BrokerServer, TokenStore } from "../src/index.js"
+import { BrokerConfig, BrokerServer, PgStore, TokenStore } from "../src/index.js"
 import { createDatabase, pgEnabled } from "../../../test-support/pg.js"
 
 /**
@@ -46,6 +46,8 @@ export interface TestBroker {
   readonly token: (tenant: string, ...roles: Array<"admin" | "peer" | "runner">) => Promise<string>
   /** A fresh static token with permission scopes (docs/security.md). */
   readonly scopedToken: (tenant: string, roles: ReadonlyArray<"admin" | "peer" | "runner">, scopes: ReadonlyArray<Permission.Permission>) => Promise<string>
+  /** On PostgreSQL, the group commit's counters (batches committed, writes in them); else undefined. */
+  readonly commits: () => Promise<{ readonly batches: number; readonly writes: number } | undefined>
   readonly close: () => Promise<void>
 }
 
@@ -68,6 +70,8 @@ export const startBroker = async (overrides: Partial<BrokerConfig.BrokerConfigSh
       runtime.runPromise(Effect.flatMap(TokenStore.TokenStore, (s) => s.create({ tenant, roles: roles.length > 0 ? roles : ["peer"] }))).then((r) => r.token),
     scopedToken: (tenant, roles, scopes) =>
       runtime.runPromise(Effect.flatMap(TokenStore.TokenStore, (s) => s.create({ tenant, roles, scopes }))).then((r) => r.token),
+    commits: () =>
+      runtime.runPromise(Effect.serviceOption(PgStore.PgCluster)).then((c) => (c._tag === "Some" ? { ...c.value.commits } : undefined)),
     close: async () => {
       await runtime.dispose()
       await database?.drop()

@@ -9,10 +9,12 @@
  * - then live items, with nothing the replay covered repeated and nothing published during the
  *   replay lost (the session subscribes to the hub before it reads the inbox, and holds live
  *   items until the replay is out);
- * - client frames are handled one at a time in arrival order (a `send` is answered `sent`,
- *   before any later frame of that socket is handled), except acks: they are picked out on
- *   arrival and coalesced (acks are cumulative: the cursor only moves forward), each commit
- *   answered with one `acked`.
+ * - client frames are handled one at a time in arrival order and answered in that order, except
+ *   acks: they are picked out on arrival and coalesced (acks are cumulative: the cursor only
+ *   moves forward), each commit answered with one `acked`. A host that stages sends
+ *   (`sendStaged`) has them pipelined: the next frame is handled once a send is queued for its
+ *   commit, not committed (at most `MAX_PIPELINED` waiting), and every answer (`sent`, `error`)
+ *   is still written in frame order; the sends commit in frame order.
  *
  * The host provides the peer's operations (`ChannelSessionHost`) and a sink for frames
  * (`ChannelOutput`); the session returns `receive` for the frames the client sends.
@@ -52,6 +54,12 @@ export interface ChannelSessionHost {
    * published to the recipients, so that `sent` precedes any delivery of it on this socket.
    */
   readonly send: (fields: SendFields, accepted: (result: SendResult) => void) => Effect.Effect<unknown, WireError>
+  /**
+   * Optional: `send` in two stages. The outer effect returns once the message is queued for
+   * its commit, the inner one awaits the commit (then `accepted`, then the publish). Sends
+   * staged one after another must commit in that order. With it the session pipelines sends.
+   */
+  readonly sendStaged?: ((fields: SendFields, accepted: (result: SendResult) => void) => Effect.Effect<Effect.Effect<unknown, WireError>, WireError>) | undefined
   /** Whether the peer still exists, asked when an event says it left (a `false` closes with 4001). */
   readonly registered: Effect.Effect<boolean, WireError>
   /** The peer's last session ended (called when no subscription of the peer is left). */
@@ -102,6 +110,12 @@ export interface ChannelSession {
    */
   readonly start: Effect.Effect<void, WireError>
 }
+
+/**
+ * Sends of one socket waiting for their commit at most (with a host that stages sends); the
+ * socket's next frame is handled once one of them is answered. Bounds what one socket holds.
+ */
+export const MAX_PIPELINED = 64
 
 /** Deepest JSON nesting accepted in a frame: decoding and error formatting recurse per level. */
 export const MAX_JSON_DEPTH = 128
@@ -243,12 +257,13 @@ export const make = (host: ChannelSessionHost, out: ChannelOutput, options: Chan
     let ended = false
     let worker: Fiber.RuntimeFiber<void> | undefined
     let ackFiber: Fiber.RuntimeFiber<void> | undefined
+    let answerFiber: Fiber.RuntimeFiber<void> | undefined
     yield* Scope.addFinalizer(
       scope,
       Effect.suspend(() => {
         ended = true
-        const fibers = [worker, ackFiber].filter((f) => f !== undefined)
-        worker = ackFiber = undefined
+        const fibers = [worker, ackFiber, answerFiber].filter((f) => f !== undefined)
+        worker = ackFiber = answerFiber = undefined
         return fibers.length === 0 ? Effect.void : Fiber.interruptAll(fibers)
       })
     )
@@ -259,6 +274,13 @@ export const make = (host: ChannelSessionHost, out: ChannelOutput, options: Chan
     let paused = true // until the hello and the replay are out
     let working = false
     const work: Effect.Effect<void> = Effect.suspend(() => {
+      if (answers.length >= MAX_PIPELINED) {
+        // Full pipeline: the answer fiber kicks the worker again once a send is answered.
+        blocked = true
+        working = false
+        worker = undefined
+        return Effect.void
+      }
       const task = paused || ended ? undefined : tasks.shift()
       if (task === undefined) {
         working = false
@@ -278,6 +300,42 @@ export const make = (host: ChannelSessionHost, out: ChannelOutput, options: Chan
     const schedule = (task: Task) => {
       tasks.push(task)
       kick()
+    }
+
+    // ---- answers in frame order: an answer that awaits a commit (a staged send), and every
+    // answer behind one, waits here; one fiber writes them in order while there are any ----
+    const answers: Array<Effect.Effect<void>> = []
+    let answering = false
+    let blocked = false
+    const writeAnswers: Effect.Effect<void> = Effect.suspend(() => {
+      const next = answers[0]
+      if (next === undefined || ended) {
+        answering = false
+        answerFiber = undefined
+        return Effect.void
+      }
+      return Effect.zipRight(
+        Effect.catchAllCause(next, () => Effect.void),
+        Effect.suspend(() => {
+          answers.shift()
+          if (blocked && answers.length < MAX_PIPELINED) {
+            blocked = false
+            kick()
+          }
+          return writeAnswers
+        })
+      )
+    })
+    /** Answer now when nothing is waiting and `answer` does not wait itself; else behind the rest. */
+    const reply = (answer: Effect.Effect<void>, waits: boolean): Effect.Effect<void> => {
+      if (!waits && answers.length === 0) return answer
+      return Effect.sync(() => {
+        answers.push(answer)
+        if (answering || ended) return
+        answering = true
+        const fiber = runFork(writeAnswers)
+        if (answering) answerFiber = fiber
+      })
     }
 
     // ---- acks: coalesced. The cursor only moves forward, so the acks that arrive while one is
@@ -385,9 +443,9 @@ export const make = (host: ChannelSessionHost, out: ChannelOutput, options: Chan
     function onFrame(data: string | Uint8Array): Effect.Effect<void> {
       const text = textOf(data)
       if (text.length > maxFrameBytes) {
-        return send({ type: "error", error: new PayloadTooLarge({ message: `frame larger than ${maxFrameBytes} bytes`, limit: maxFrameBytes }) })
+        return reply(send({ type: "error", error: new PayloadTooLarge({ message: `frame larger than ${maxFrameBytes} bytes`, limit: maxFrameBytes }) }), false)
       }
-      if (nestsDeeperThan(text)) return send({ type: "error", error: tooDeep() })
+      if (nestsDeeperThan(text)) return reply(send({ type: "error", error: tooDeep() }), false)
       return decodeClientFrame(text).pipe(
         Effect.flatMap((frame): Effect.Effect<void, WireError> => {
           switch (frame.type) {
@@ -397,14 +455,25 @@ export const make = (host: ChannelSessionHost, out: ChannelOutput, options: Chan
               return Effect.asVoid(host.heartbeat)
             case "send": {
               const { type: _type, ref, ...fields } = frame
-              return host.send(fields, (result) => out.write(sentFrame(ref, result))).pipe(
-                Effect.asVoid,
-                Effect.catchAll((error) => send({ type: "error", ref, error }))
+              const accepted = (result: SendResult) => out.write(sentFrame(ref, result))
+              const refused = (error: WireError) => reply(send({ type: "error", ref, error }), false)
+              if (host.sendStaged === undefined) return host.send(fields, accepted).pipe(Effect.asVoid, Effect.catchAll(refused))
+              return host.sendStaged(fields, accepted).pipe(
+                Effect.flatMap((committed) =>
+                  reply(
+                    committed.pipe(
+                      Effect.asVoid,
+                      Effect.catchAll((error) => send({ type: "error", ref, error }))
+                    ),
+                    true
+                  )
+                ),
+                Effect.catchAll(refused)
               )
             }
           }
         }),
-        Effect.catchAll((error) => send({ type: "error", error }))
+        Effect.catchAll((error) => reply(send({ type: "error", error }), false))
       )
     }
 

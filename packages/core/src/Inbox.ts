@@ -22,6 +22,15 @@ export interface InboxService {
    * any recipient's inbox is full, nothing is appended and the error names that recipient.
    */
   readonly append: (tenant: string, recipients: ReadonlyArray<PeerId>, draft: MessageDraft) => Effect.Effect<ReadonlyArray<Delivery>, InboxFull | ServiceUnavailable>
+  /**
+   * Optional, for stores that commit in batches: queue the append now and return at once with
+   * its outcome to await (the outcome `append` would have). Appends staged one after another
+   * are committed in that order, so a channel can stage a socket's next send while the previous
+   * one waits for its commit (docs/protocol.md, "Pipelined sends"). Without it, `append`.
+   */
+  readonly appendStaged?:
+    | ((tenant: string, recipients: ReadonlyArray<PeerId>, draft: MessageDraft) => Effect.Effect<Effect.Effect<ReadonlyArray<Delivery>, InboxFull | ServiceUnavailable>>)
+    | undefined
   /** Unacked messages after the cursor, in seq order. */
   readonly read: (tenant: string, peer: PeerId, options?: ReadOptions) => Effect.Effect<InboxPage, ServiceUnavailable>
   /** Like `read`, but when nothing is there waits up to `timeout` for an append (long-poll). */
