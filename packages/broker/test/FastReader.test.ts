@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { rmSync } from "node:fs"
 import { join } from "node:path"
-import { client, http, startBroker, tempHome, type TestBroker } from "./harness.js"
+import { client, http, startBroker, store, tempHome, type TestBroker } from "./harness.js"
 import { FrameSocket, wsUrl } from "./probe.js"
 
 const SENDERS = 16
@@ -35,7 +35,8 @@ describe("a fast reader is never refused", () => {
   let broker: TestBroker
   const home = tempHome()
   beforeAll(async () => {
-    broker = await startBroker({ home, db: join(home, "broker.db"), inboxCapacity: 256 })
+    // SQLite in a file here; PostgreSQL (where a socket's sends are pipelined) via pg/FastReader.test.ts.
+    broker = await startBroker({ home, ...(store() === "postgres" ? {} : { db: join(home, "broker.db") }), inboxCapacity: 256 })
   })
   afterAll(async () => {
     await broker.close()
