@@ -28,8 +28,18 @@ import * as WriteQueue from "./WriteQueue.js"
 import type { PendingWrite } from "./WriteQueue.js"
 import { keyOf } from "./TenantKey.js"
 
-/** Largest notification payload we send (PostgreSQL refuses 8,000 bytes and more). */
+/** Largest notification payload we send, in bytes (PostgreSQL refuses 8,000 bytes and more). */
 const NOTIFY_BYTES = 7_500
+/**
+ * A message whose wake-up entry (`[peer, seq, data]` serialized) is at most this many bytes
+ * travels in the wake-up itself, so the instance holding the recipient's socket can push it
+ * without reading the table (docs/scaling.md, "Wake-ups carry small messages"); larger ones are
+ * only announced (`[peer, seq]`) and read.
+ */
+export const INLINE_MESSAGE_BYTES = 2_000
+
+/** An append of a batch: tenant, recipient, seq, and the message's stored JSON. */
+export type Appended = readonly [tenant: string, peer: string, seq: number, data?: string]
 
 interface State {
   readonly tenant: string
@@ -45,7 +55,7 @@ export interface Options {
   /** The notification channel (`a2a_inbox`). */
   readonly channel: string
   /** After each commit, with the inboxes appended to (tenant, peer, last seq): local wake-ups. */
-  readonly committed: (appended: ReadonlyArray<readonly [string, string, number]>) => void
+  readonly committed: (appended: ReadonlyArray<Appended>) => void
 }
 
 /** Counters for measurement (bench and tests): batches committed and writes in them. */
@@ -64,32 +74,42 @@ const isRetryable = (e: SqlError) => {
 }
 
 /**
- * The `{i, t, d: [[peer, seq]…]}` notifications for a batch's appends: one per tenant, split
- * only when a payload would pass the size limit.
+ * The `{i, t, d: [[peer, seq, data?]…]}` notifications for a batch's appends: one per tenant,
+ * split only when a payload would pass the size limit. `data` (the message's stored JSON) is
+ * there when the entry is at most `INLINE_MESSAGE_BYTES`; readers of the older `[peer, seq]`
+ * form ignore it.
  */
-export const notices = (instance: string, appended: ReadonlyArray<readonly [string, string, number]>): Array<string> => {
-  const byTenant = new Map<string, Array<readonly [string, number]>>()
-  for (const [tenant, peer, seq] of appended) {
+export const notices = (instance: string, appended: ReadonlyArray<Appended>): Array<string> => {
+  // Each entry serialized once, with its size in bytes (escaping can make it far larger than `data`).
+  const byTenant = new Map<string, Array<{ readonly text: string; readonly bytes: number }>>()
+  for (const [tenant, peer, seq, data] of appended) {
     const list = byTenant.get(tenant) ?? []
-    list.push([peer, seq])
+    let text = data === undefined ? undefined : JSON.stringify([peer, seq, data])
+    let bytes = text === undefined ? 0 : Buffer.byteLength(text)
+    if (text === undefined || bytes > INLINE_MESSAGE_BYTES) {
+      text = JSON.stringify([peer, seq])
+      bytes = Buffer.byteLength(text)
+    }
+    list.push({ text, bytes })
     byTenant.set(tenant, list)
   }
   const out: Array<string> = []
   for (const [tenant, entries] of byTenant) {
-    const head = JSON.stringify({ i: instance, t: tenant, d: [] }).length
-    let part: Array<readonly [string, number]> = []
+    const prefix = JSON.stringify({ i: instance, t: tenant }).slice(0, -1) + ',"d":['
+    const head = Buffer.byteLength(prefix) + 2
+    let part: Array<string> = []
     let size = head
     for (const entry of entries) {
-      const add = JSON.stringify(entry).length + 1
+      const add = entry.bytes + 1
       if (part.length > 0 && size + add > NOTIFY_BYTES) {
-        out.push(JSON.stringify({ i: instance, t: tenant, d: part }))
+        out.push(prefix + part.join(",") + "]}")
         part = []
         size = head
       }
-      part.push(entry)
+      part.push(entry.text)
       size += add
     }
-    if (part.length > 0) out.push(JSON.stringify({ i: instance, t: tenant, d: part }))
+    if (part.length > 0) out.push(prefix + part.join(",") + "]}")
   }
   return out
 }
@@ -131,7 +151,7 @@ export const make = (options: Options) =>
     const transaction = (batch: ReadonlyArray<PendingWrite>) =>
       Effect.gen(function* () {
         const settle: Array<() => void> = []
-        const appended: Array<readonly [string, string, number]> = []
+        const appended: Array<Appended> = []
         const wanted = new Map<string, { tenant: string; peer_id: string }>()
         for (const op of batch) {
           if (op.kind === "append") for (const r of op.recipients) wanted.set(keyOf(op.tenant, r), { tenant: op.tenant, peer_id: r })
@@ -156,7 +176,7 @@ export const make = (options: Options) =>
         }
         let rows: Array<Record<string, unknown>> = []
         let dirty = new Set<State>()
-        let batchAppended: Array<readonly [string, string, number]> = []
+        let batchAppended: Array<Appended> = []
         const writeOut = Effect.suspend(() => {
           if (rows.length === 0 && dirty.size === 0) return Effect.void
           const out = write(rows, [...dirty], notices(options.instance, batchAppended))
@@ -179,7 +199,7 @@ export const make = (options: Options) =>
                 const seq = ++state.lastSeq
                 dirty.add(state)
                 rows.push({ tenant: op.tenant, peer_id: state.peer, seq, message_id: op.draft.id, appended_at: op.now, data: op.data })
-                batchAppended.push([op.tenant, state.peer, seq])
+                batchAppended.push([op.tenant, state.peer, seq, op.data])
                 appended.push([op.tenant, state.peer, seq])
                 return { recipient: op.recipients[i]!, message: new Message.Message({ ...op.draft, seq }, true) }
               })

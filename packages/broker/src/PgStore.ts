@@ -93,7 +93,8 @@ const orDie = <A, E, R>(self: Effect.Effect<A, E | SqlError, R>) =>
 interface InboxNotice {
   readonly i: string
   readonly t: string
-  readonly d: ReadonlyArray<readonly [string, number]>
+  /** Each append: the recipient, its seq and, for small messages, the message's stored JSON. */
+  readonly d: ReadonlyArray<readonly [string, number, string?]>
 }
 interface EventNotice {
   readonly i: string
@@ -220,7 +221,19 @@ const wakeupConfig = Config.all({
 })
 
 /** Cluster-wide state of one instance, for tests and metrics. */
-export class PgCluster extends Context.Tag("@mks/a2a-broker/PgCluster")<PgCluster, { readonly instance: string; readonly listener: Listener; readonly commits: PgGroupCommit.Stats }>() {}
+/** How this instance's pumps pushed messages: as carried in a wake-up or as read from the table (for tests and measurement). */
+export interface PumpStats {
+  /** Messages pushed from a notification's inline copy, without a read. */
+  inline: number
+  /** Messages pushed from pump reads, and the reads (queries) made. */
+  read: number
+  reads: number
+}
+
+export class PgCluster extends Context.Tag("@mks/a2a-broker/PgCluster")<
+  PgCluster,
+  { readonly instance: string; readonly listener: Listener; readonly commits: PgGroupCommit.Stats; readonly pumps: PumpStats }
+>() {}
 
 const make = (url: string) =>
   Effect.gen(function* () {
@@ -268,6 +281,7 @@ const make = (url: string) =>
     const due = new Set<Pump>()
     const reading = new Set<Pump>()
     let readScheduled = false
+    const pumpStats: PumpStats = { inline: 0, read: 0, reads: 0 }
 
     type PumpRow = { n: number; seq: number | string; data: string }
     const readRound: Effect.Effect<void> = Effect.suspend(() => {
@@ -283,6 +297,7 @@ const make = (url: string) =>
       }
       if (batch.length === 0) return Effect.void
       const wanted = JSON.stringify(batch.map((p, n) => ({ n, tenant: p.tenant, peer: p.peer, after: p.pushed })))
+      pumpStats.reads++
       return sql<PumpRow>`SELECT x.n, i.seq, i.data FROM json_to_recordset(${wanted}::json) AS x(n int, tenant text, peer text, after bigint)
           CROSS JOIN LATERAL (SELECT seq, data FROM a2a_inbox WHERE tenant = x.tenant AND peer_id = x.peer AND seq > x.after ORDER BY seq LIMIT ${PUMP_PAGE}) i
           ORDER BY x.n, i.seq`.pipe(
@@ -302,6 +317,7 @@ const make = (url: string) =>
               if (fresh.length > 0) {
                 const deliveries: Array<Message.Delivery> = fresh.map((row) => ({ recipient: pump.peer, message: SqlStore.messageOfRow(row) }))
                 pump.pushed = deliveries[deliveries.length - 1]!.message.seq
+                pumpStats.read += deliveries.length
                 yield* memory.publish(pump.tenant, deliveries)
               }
               if (found.length === PUMP_PAGE) due.add(pump)
@@ -334,10 +350,41 @@ const make = (url: string) =>
       scheduleRead()
     }
 
-    const noticeOf = (key: string, seq: number) => {
-      wake(key)
-      const pump = pumps.get(key)
-      if (pump !== undefined && seq > pump.pushed) kick(pump)
+    const runSync = Runtime.runSync(runtime)
+    /**
+     * A notification's appends for this instance's pumps. A message carried in the notice
+     * (`data`) that is the very next seq of an idle pump is pushed as it is, without a read: it
+     * cannot leave a gap, and notifications arrive in commit order. Anything else is read.
+     */
+    const noticesOf = (tenant: string, entries: InboxNotice["d"]) => {
+      let direct: Array<Message.Delivery> | undefined
+      for (const entry of entries) {
+        if (!Array.isArray(entry)) continue
+        const [peer, rawSeq, data] = entry
+        const key = keyOf(tenant, peer)
+        const seq = Number(rawSeq)
+        wake(key)
+        const pump = pumps.get(key)
+        if (pump === undefined || !(seq > pump.pushed)) continue
+        if (typeof data === "string" && seq === pump.pushed + 1 && !due.has(pump) && !reading.has(pump)) {
+          let message: Message.Message | undefined
+          try {
+            message = SqlStore.messageOfRow({ data, seq })
+          } catch {
+            message = undefined
+          }
+          if (message !== undefined) {
+            pump.pushed = seq
+            ;(direct ??= []).push({ recipient: pump.peer, message })
+            continue
+          }
+        }
+        kick(pump)
+      }
+      if (direct !== undefined) {
+        pumpStats.inline += direct.length
+        runSync(memory.publish(tenant, direct))
+      }
     }
 
     const onNotification = (channel: string, payload: string) => {
@@ -350,7 +397,7 @@ const make = (url: string) =>
       if (channel === INBOX_CHANNEL) {
         const notice = parsed as InboxNotice
         if (typeof notice.t !== "string" || !Array.isArray(notice.d)) return
-        for (const [peer, seq] of notice.d) noticeOf(keyOf(notice.t, peer), Number(seq))
+        noticesOf(notice.t, notice.d)
       } else if (channel === PgSpawnPlane.RUNNER_CHANNEL) {
         const notice = parsed as { t?: unknown; r?: unknown; stop?: unknown }
         if (typeof notice.t !== "string" || typeof notice.r !== "string") return
@@ -592,7 +639,7 @@ const make = (url: string) =>
       Context.add(StoreGauges, yield* SqlStore.gauges),
       // Claims are atomic across instances (FOR UPDATE SKIP LOCKED, SqlTaskBoard.ts); the sweep may run on every instance.
       Context.add(TaskBoard.TaskBoard, yield* SqlTaskBoard.make("pg")),
-      Context.add(PgCluster, { instance, listener, commits: writer.stats }),
+      Context.add(PgCluster, { instance, listener, commits: writer.stats, pumps: pumpStats }),
       Context.add(RelayForward.RelayDirectory, directory),
       Context.add(SharedSpawnTokens, spawnTokens)
     )

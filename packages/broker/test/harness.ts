@@ -48,6 +48,8 @@ export interface TestBroker {
   readonly scopedToken: (tenant: string, roles: ReadonlyArray<"admin" | "peer" | "runner">, scopes: ReadonlyArray<Permission.Permission>) => Promise<string>
   /** On PostgreSQL, the group commit's counters (batches committed, writes in them); else undefined. */
   readonly commits: () => Promise<{ readonly batches: number; readonly writes: number } | undefined>
+  /** On PostgreSQL, how the pumps pushed messages (inline from wake-ups, or read); else undefined. */
+  readonly pumps: () => Promise<{ readonly inline: number; readonly read: number; readonly reads: number } | undefined>
   readonly close: () => Promise<void>
 }
 
@@ -72,6 +74,7 @@ export const startBroker = async (overrides: Partial<BrokerConfig.BrokerConfigSh
       runtime.runPromise(Effect.flatMap(TokenStore.TokenStore, (s) => s.create({ tenant, roles, scopes }))).then((r) => r.token),
     commits: () =>
       runtime.runPromise(Effect.serviceOption(PgStore.PgCluster)).then((c) => (c._tag === "Some" ? { ...c.value.commits } : undefined)),
+    pumps: () => runtime.runPromise(Effect.serviceOption(PgStore.PgCluster)).then((c) => (c._tag === "Some" ? { ...c.value.pumps } : undefined)),
     close: async () => {
       await runtime.dispose()
       await database?.drop()
