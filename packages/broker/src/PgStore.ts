@@ -83,7 +83,9 @@ const PG_MIGRATIONS = [
   `CREATE INDEX IF NOT EXISTS a2a_spawn_tokens_spawn ON a2a_spawn_tokens (spawn_id)`,
   // The base URL each instance is reached at by the others (the relay of logs and terminals, RelayForward.ts).
   `CREATE TABLE IF NOT EXISTS a2a_instances (instance TEXT PRIMARY KEY, url TEXT NOT NULL, seen_at BIGINT NOT NULL)`,
-  ...PgSpawnPlane.MIGRATIONS
+  ...PgSpawnPlane.MIGRATIONS,
+  // The batched peer lookup, planned once per connection (PgPeerLookup.ts).
+  PgPeerLookup.LOOKUP_FUNCTION
 ]
 
 const unavailable = (e: SqlError) => new Errors.ServiceUnavailable({ message: `store unavailable: ${e.message}` })
