@@ -385,7 +385,12 @@ const make = (url: string) =>
       }
       if (direct !== undefined) {
         pumpStats.inline += direct.length
-        runSync(memory.publish(tenant, direct))
+        try {
+          runSync(memory.publish(tenant, direct))
+        } catch (e) {
+          // Never out of the LISTEN connection's callback; the sockets' replay covers them.
+          runSync(Effect.logWarning("could not push messages from a wake-up", e))
+        }
       }
     }
 
