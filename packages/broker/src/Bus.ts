@@ -207,21 +207,21 @@ export const make = Effect.gen(function* () {
     })
 
   /**
-   * `sendAs` in two stages, for a channel that pipelines its sends: the outer effect returns
-   * once the append is queued for its commit (stores with `appendStaged`; others append
-   * here), the inner one awaits the commit, then runs `accepted` and the push. Sends staged
-   * one after another commit in that order.
+   * `sendAs` in two stages, for a channel that pipelines its sends; only with a store that
+   * stages appends (`Inbox.appendStaged`, PostgreSQL), else undefined. The outer effect returns
+   * once the append is queued for its commit, the inner one awaits the commit, then runs
+   * `accepted` and the push. Sends staged one after another commit in that order.
    */
-  const sendStaged = (tenant: string, sender: Peer.Peer, fields: SendFields, accepted?: (result: SendResult) => void) =>
-    Effect.gen(function* () {
-      const { recipients, draft } = yield* prepareSend(tenant, sender, fields)
-      if (inbox.appendStaged === undefined) {
-        const deliveries = yield* inbox.append(tenant, recipients, draft)
-        return Effect.succeed(yield* finishSend(tenant, draft, deliveries, accepted))
-      }
-      const outcome = yield* inbox.appendStaged(tenant, recipients, draft)
-      return Effect.flatMap(outcome, (deliveries) => finishSend(tenant, draft, deliveries, accepted))
-    })
+  const appendStaged = inbox.appendStaged
+  const sendStaged =
+    appendStaged === undefined
+      ? undefined
+      : (tenant: string, sender: Peer.Peer, fields: SendFields, accepted?: (result: SendResult) => void) =>
+          Effect.gen(function* () {
+            const { recipients, draft } = yield* prepareSend(tenant, sender, fields)
+            const outcome = yield* appendStaged(tenant, recipients, draft)
+            return Effect.flatMap(outcome, (deliveries) => finishSend(tenant, draft, deliveries, accepted))
+          })
 
   /** Send as `from` (which the principal must own): direct by id or name, or to a team. */
   const send = (principal: P, from: Ids.PeerId, fields: SendFields) =>

@@ -234,6 +234,7 @@ export const peerTarget = (principal: Principal.Principal, token: string, id: st
  */
 export const makePeerSessions = Effect.gen(function* () {
   const bus = yield* Bus
+  const sendStaged = bus.sendStaged
   const hub = yield* ChannelHub.ChannelHub
   const inbox = yield* Inbox.Inbox
   const config = yield* BrokerConfig
@@ -252,7 +253,7 @@ export const makePeerSessions = Effect.gen(function* () {
         heartbeat: bus.peers.touch(tenant, peerId),
         send: (fields, accepted) => bus.sendAs(tenant, me, fields, accepted),
         // Stores that commit in batches (PostgreSQL) stage appends: a socket's sends are pipelined.
-        sendStaged: inbox.appendStaged === undefined ? undefined : (fields, accepted) => bus.sendStaged(tenant, me, fields, accepted),
+        sendStaged: sendStaged === undefined ? undefined : (fields, accepted) => sendStaged(tenant, me, fields, accepted),
         registered: bus.peers.get(tenant, peerId).pipe(
           Effect.as(true),
           Effect.catchTag("PeerNotFound", () => Effect.succeed(false))

@@ -351,6 +351,11 @@ const make = (url: string) =>
       due.add(pump)
       scheduleRead()
     }
+    /**
+     * Whether `seq` is the very next seq of an idle pump (no read due or in flight): pushed as it
+     * is, it cannot leave a gap. Anything else waits for the pump's read.
+     */
+    const isNext = (pump: Pump, seq: number) => seq === pump.pushed + 1 && !due.has(pump) && !reading.has(pump)
 
     const runSync = Runtime.runSync(runtime)
     /**
@@ -368,7 +373,7 @@ const make = (url: string) =>
         wake(key)
         const pump = pumps.get(key)
         if (pump === undefined || !(seq > pump.pushed)) continue
-        if (typeof data === "string" && seq === pump.pushed + 1 && !due.has(pump) && !reading.has(pump)) {
+        if (typeof data === "string" && isNext(pump, seq)) {
           let message: Message.Message | undefined
           try {
             message = SqlStore.messageOfRow({ data, seq })
@@ -503,16 +508,17 @@ const make = (url: string) =>
           kick(mine)
         }),
       publish: (tenant, deliveries) =>
-        Effect.gen(function* () {
+        Effect.suspend(() => {
+          const direct: Array<Message.Delivery> = []
           for (const d of deliveries) {
             const pump = pumps.get(keyOf(tenant, d.recipient))
             if (pump === undefined || d.message.seq <= pump.pushed) continue
-            // The next seq of an idle pump cannot leave a gap: push it as it is, without a read.
-            if (!due.has(pump) && !reading.has(pump) && d.message.seq === pump.pushed + 1) {
+            if (isNext(pump, d.message.seq)) {
               pump.pushed = d.message.seq
-              yield* memory.publish(tenant, [d])
+              direct.push(d)
             } else kick(pump)
           }
+          return direct.length === 0 ? Effect.void : memory.publish(tenant, direct)
         }),
       publishEvent: (tenant, event, to) =>
         Effect.gen(function* () {

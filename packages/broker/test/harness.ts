@@ -4,7 +4,7 @@
  * (for restarts and SIGKILL). Every broker gets its own temporary A2A_HOME.
  */
 import { createBrokerClient, type Permission } from "@mks/a2a"
-import { Effect, Layer, Logger, LogLevel, ManagedRuntime } from "effect"
+import { Effect, Layer, Logger, LogLevel, ManagedRuntime, Option } from "effect"
 import { spawn, type ChildProcess } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -63,6 +63,8 @@ export const startBroker = async (overrides: Partial<BrokerConfig.BrokerConfigSh
   )
   const { url, port } = await runtime.runPromise(BrokerServer.BrokerAddress)
   const adminToken = readFileSync(join(home, "broker.token"), "utf8").trim()
+  /** The PostgreSQL store's cluster state, or undefined on another store. */
+  const cluster = () => runtime.runPromise(Effect.serviceOption(PgStore.PgCluster)).then(Option.getOrUndefined)
   return {
     url,
     port,
@@ -72,9 +74,8 @@ export const startBroker = async (overrides: Partial<BrokerConfig.BrokerConfigSh
       runtime.runPromise(Effect.flatMap(TokenStore.TokenStore, (s) => s.create({ tenant, roles: roles.length > 0 ? roles : ["peer"] }))).then((r) => r.token),
     scopedToken: (tenant, roles, scopes) =>
       runtime.runPromise(Effect.flatMap(TokenStore.TokenStore, (s) => s.create({ tenant, roles, scopes }))).then((r) => r.token),
-    commits: () =>
-      runtime.runPromise(Effect.serviceOption(PgStore.PgCluster)).then((c) => (c._tag === "Some" ? { ...c.value.commits } : undefined)),
-    pumps: () => runtime.runPromise(Effect.serviceOption(PgStore.PgCluster)).then((c) => (c._tag === "Some" ? { ...c.value.pumps } : undefined)),
+    commits: () => cluster().then((c) => (c === undefined ? undefined : { ...c.commits })),
+    pumps: () => cluster().then((c) => (c === undefined ? undefined : { ...c.pumps })),
     close: async () => {
       await runtime.dispose()
       await database?.drop()
