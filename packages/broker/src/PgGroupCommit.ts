@@ -1,23 +1,28 @@
 /**
  * Group commit of inbox writes on PostgreSQL (see docs/scaling.md, "Group commit").
  *
- * Appends (direct and team), acks and drops that arrive while a transaction is in flight are
- * queued; the single writer of this instance then writes the whole queue as ONE transaction:
+ * Appends (direct and team), acks and drops that arrive while a batch is in flight are queued;
+ * the single writer of this instance then hands the whole queue to ONE call of the server-side
+ * function `a2a_inbox_commit_v1` (`COMMIT_FUNCTION`), a statement of its own and so one
+ * transaction and one round trip:
  *
  *  1. lock: one upsert over every inbox the batch appends to or acks (`ON CONFLICT DO UPDATE`
- *     that changes nothing, sorted by key so two instances lock in the same order) returns each
+ *     that changes nothing, sorted by key so two instances lock in the same order) reads each
  *     inbox's `last_seq` and `cursor` and holds its row lock until commit — seqs of one
  *     recipient are still assigned and committed in order whichever instance writes;
- *  2. the batch is applied in memory, in queue order (capacity checked per send, all or
- *     nothing across a team send's recipients);
- *  3. write: one statement inserts every message row, upserts every changed inbox state and
- *     sends the batch's wake-up notification(s) (`pg_notify`, delivered at commit); a drop in
- *     the batch first writes what precedes it, then deletes the inbox in one statement.
+ *  2. the batch is applied in queue order (capacity checked per send, all or nothing across a
+ *     team send's recipients; an ack moves the cursor forward only);
+ *  3. write: one multi-row insert of the message rows, one upsert of the changed counters and
+ *     the batch's wake-up notification(s) (`pg_notify`, delivered at commit); a drop in the
+ *     batch first writes what precedes it, then deletes the inbox.
  *
- * Every caller is answered only after the commit. Rows travel as one JSON parameter
- * (`json_to_recordset`), so each statement has one fixed text whatever the batch size.
- * A deadlock (two instances locking overlapping inboxes out of order cannot happen with
- * sorted keys, but PostgreSQL may still pick a victim) retries the whole batch.
+ * It answers one JSON array, an element per operation: an append's seqs (one per recipient) or
+ * `{"full": peer}`, an ack's cursor, a drop's `0`. Every caller is answered only after the
+ * commit. The function replaced BEGIN, lock, write and COMMIT sent one by one (four round trips
+ * per batch, each paid in latency by every send and in CPU by the broker and the database);
+ * instances of the earlier version lock the same rows in the same order, so both can share a
+ * database during an upgrade. A deadlock (cannot happen with sorted keys, but PostgreSQL may
+ * still pick a victim) retries the whole batch.
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
@@ -26,7 +31,6 @@ import type { Ids } from "@mks/a2a"
 import { Cause, Effect, Schedule } from "effect"
 import * as WriteQueue from "./WriteQueue.js"
 import type { PendingWrite } from "./WriteQueue.js"
-import { keyOf } from "./TenantKey.js"
 
 /** Largest notification payload we send, in bytes (PostgreSQL refuses 8,000 bytes and more). */
 const NOTIFY_BYTES = 7_500
@@ -38,15 +42,117 @@ const NOTIFY_BYTES = 7_500
  */
 export const INLINE_MESSAGE_BYTES = 2_000
 
-/** An append of a batch: tenant, recipient, seq, and the message's stored JSON. */
-export type Appended = readonly [tenant: string, peer: string, seq: number, data?: string]
+/**
+ * The batch as one server-side function (created with the PostgreSQL store's tables; the name
+ * is versioned so that instances of another version keep their own). Operations arrive as one
+ * JSON array (`k`: `a` append, `k` ack, `d` drop; `t` tenant; `r` recipients, `id`, `at`, `d`
+ * the stored message of an append; `p` the peer and `u` the cursor of an ack or drop).
+ * Wake-up entries are `[peer, seq, data]` when that text is at most `inline_bytes` bytes, else
+ * `[peer, seq]`, in notifications of at most `notify_bytes` bytes, one (or more) per tenant.
+ */
+export const COMMIT_FUNCTION = `CREATE OR REPLACE FUNCTION a2a_inbox_commit_v1(ops json, capacity bigint, instance text, channel text, inline_bytes int, notify_bytes int)
+  RETURNS text LANGUAGE plpgsql AS $fn$
+DECLARE
+  ix jsonb;
+  k_tenant text[]; k_peer text[]; last bigint[]; cur bigint[]; dirty boolean[];
+  o record; r text; i int; j int; full_peer text; seqs bigint[]; entry text;
+  results text[] := '{}';
+  w_tenant text[] := '{}'; w_peer text[] := '{}'; w_seq bigint[] := '{}'; w_id text[] := '{}'; w_at bigint[] := '{}'; w_data text[] := '{}';
+  tn text; prefix text; part text; size int;
+BEGIN
+  -- 1. Lock every inbox the batch appends to or acks, in key order, and read its counters.
+  WITH wanted AS (
+    SELECT DISTINCT x.t AS tenant, p.peer AS peer_id
+    FROM json_to_recordset(ops) AS x(k text, t text, r json, p text)
+    CROSS JOIN LATERAL json_array_elements_text(CASE x.k WHEN 'a' THEN x.r WHEN 'k' THEN json_build_array(x.p) ELSE '[]'::json END) AS p(peer)
+  ), locked AS (
+    INSERT INTO a2a_inbox_state (tenant, peer_id, last_seq, cursor)
+    SELECT tenant, peer_id, 0, 0 FROM wanted ORDER BY tenant, peer_id
+    ON CONFLICT (tenant, peer_id) DO UPDATE SET last_seq = a2a_inbox_state.last_seq
+    RETURNING tenant, peer_id, last_seq, cursor
+  ), numbered AS (SELECT l.*, row_number() OVER () AS n FROM locked l)
+  SELECT COALESCE(jsonb_object_agg(tenant || chr(31) || peer_id, n), '{}'), array_agg(tenant ORDER BY n), array_agg(peer_id ORDER BY n),
+    array_agg(last_seq ORDER BY n), array_agg(cursor ORDER BY n), array_agg(false ORDER BY n)
+  INTO ix, k_tenant, k_peer, last, cur, dirty FROM numbered;
 
-interface State {
-  readonly tenant: string
-  readonly peer: string
-  lastSeq: number
-  cursor: number
-}
+  -- 2. Apply the batch in order; a drop (and the end) first writes what precedes it.
+  FOR o IN SELECT * FROM ROWS FROM (json_to_recordset(ops) AS (k text, t text, r json, id text, at bigint, d text, p text, u bigint)) WITH ORDINALITY AS x(k, t, r, id, at, d, p, u, n)
+           UNION ALL SELECT 'end', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 9223372036854775807
+           ORDER BY n LOOP
+    IF o.k = 'a' THEN
+      full_peer := NULL;
+      FOR r IN SELECT json_array_elements_text(o.r) LOOP
+        i := (ix ->> (o.t || chr(31) || r))::int;
+        IF last[i] - cur[i] >= capacity THEN full_peer := r; EXIT; END IF;
+      END LOOP;
+      IF full_peer IS NOT NULL THEN
+        results := results || json_build_object('full', full_peer)::text;
+      ELSE
+        seqs := '{}';
+        FOR r IN SELECT json_array_elements_text(o.r) LOOP
+          i := (ix ->> (o.t || chr(31) || r))::int;
+          last[i] := last[i] + 1;
+          dirty[i] := true;
+          w_tenant := w_tenant || o.t; w_peer := w_peer || r; w_seq := w_seq || last[i];
+          w_id := w_id || o.id; w_at := w_at || o.at; w_data := w_data || o.d;
+          seqs := seqs || last[i];
+        END LOOP;
+        results := results || array_to_json(seqs)::text;
+      END IF;
+    ELSIF o.k = 'k' THEN
+      i := (ix ->> (o.t || chr(31) || o.p))::int;
+      IF o.u > cur[i] AND cur[i] < last[i] THEN
+        cur[i] := least(o.u, last[i]);
+        dirty[i] := true;
+      END IF;
+      results := results || cur[i]::text;
+    ELSE
+      -- 3. Write: the message rows, the changed counters, the wake-ups (delivered at commit).
+      IF cardinality(w_seq) > 0 THEN
+        INSERT INTO a2a_inbox (tenant, peer_id, seq, message_id, appended_at, data)
+        SELECT * FROM unnest(w_tenant, w_peer, w_seq, w_id, w_at, w_data);
+      END IF;
+      IF true = ANY(dirty) THEN
+        INSERT INTO a2a_inbox_state (tenant, peer_id, last_seq, cursor)
+        SELECT x.t, x.p, x.l, x.c FROM unnest(k_tenant, k_peer, last, cur, dirty) AS x(t, p, l, c, w) WHERE x.w
+        ON CONFLICT (tenant, peer_id) DO UPDATE SET last_seq = excluded.last_seq, cursor = excluded.cursor;
+        dirty := array_fill(false, ARRAY[cardinality(dirty)]);
+      END IF;
+      -- One notification per tenant, split only past notify_bytes; small messages ride along.
+      FOR tn IN SELECT x.t FROM unnest(w_tenant) WITH ORDINALITY AS x(t, n) GROUP BY x.t ORDER BY min(x.n) LOOP
+        prefix := '{"i":' || to_json(instance)::text || ',"t":' || to_json(tn)::text || ',"d":[';
+        part := NULL;
+        size := octet_length(prefix) + 2;
+        FOR j IN 1 .. cardinality(w_seq) LOOP
+          CONTINUE WHEN w_tenant[j] <> tn;
+          entry := '[' || to_json(w_peer[j])::text || ',' || w_seq[j] || ',' || to_json(w_data[j])::text || ']';
+          IF octet_length(entry) > inline_bytes THEN entry := '[' || to_json(w_peer[j])::text || ',' || w_seq[j] || ']'; END IF;
+          IF part IS NOT NULL AND size + octet_length(entry) + 1 > notify_bytes THEN
+            PERFORM pg_notify(channel, prefix || part || ']}');
+            part := NULL;
+            size := octet_length(prefix) + 2;
+          END IF;
+          part := CASE WHEN part IS NULL THEN entry ELSE part || ',' || entry END;
+          size := size + octet_length(entry) + 1;
+        END LOOP;
+        IF part IS NOT NULL THEN PERFORM pg_notify(channel, prefix || part || ']}'); END IF;
+      END LOOP;
+      w_tenant := '{}'; w_peer := '{}'; w_seq := '{}'; w_id := '{}'; w_at := '{}'; w_data := '{}';
+      IF o.k = 'd' THEN
+        DELETE FROM a2a_inbox WHERE tenant = o.t AND peer_id = o.p;
+        DELETE FROM a2a_inbox_state WHERE tenant = o.t AND peer_id = o.p;
+        i := (ix ->> (o.t || chr(31) || o.p))::int;
+        IF i IS NOT NULL THEN last[i] := 0; cur[i] := 0; END IF;
+        results := results || '0'::text;
+      END IF;
+    END IF;
+  END LOOP;
+  RETURN '[' || array_to_string(results, ',') || ']';
+END
+$fn$`
+
+/** An append of a batch: tenant, recipient and seq (for the local wake-ups). */
+export type Appended = readonly [tenant: string, peer: string, seq: number]
 
 export interface Options {
   readonly capacity: number
@@ -54,14 +160,15 @@ export interface Options {
   readonly instance: string
   /** The notification channel (`a2a_inbox`). */
   readonly channel: string
-  /** After each commit, with the inboxes appended to (tenant, peer, last seq): local wake-ups. */
+  /** After each commit, with the inboxes appended to (tenant, peer, seq): local wake-ups. */
   readonly committed: (appended: ReadonlyArray<Appended>) => void
 }
 
-/** Counters for measurement (bench and tests): batches committed and writes in them. */
+/** Counters for measurement (bench and tests): batches committed, writes in them, writes queued or in flight. */
 export interface Stats {
   batches: number
   writes: number
+  waiting: number
 }
 
 const unavailable = (e: unknown) =>
@@ -73,176 +180,73 @@ const isRetryable = (e: SqlError) => {
   return code === "40P01" || code === "40001"
 }
 
-/**
- * The `{i, t, d: [[peer, seq, data?]…]}` notifications for a batch's appends: one per tenant,
- * split only when a payload would pass the size limit. `data` (the message's stored JSON) is
- * there when the entry is at most `INLINE_MESSAGE_BYTES`; readers of the older `[peer, seq]`
- * form ignore it.
- */
-export const notices = (instance: string, appended: ReadonlyArray<Appended>): Array<string> => {
-  // Each entry serialized once, with its size in bytes (escaping can make it far larger than `data`).
-  const byTenant = new Map<string, Array<{ readonly text: string; readonly bytes: number }>>()
-  for (const [tenant, peer, seq, data] of appended) {
-    const list = byTenant.get(tenant) ?? []
-    let text = data === undefined ? undefined : JSON.stringify([peer, seq, data])
-    let bytes = text === undefined ? 0 : Buffer.byteLength(text)
-    if (text === undefined || bytes > INLINE_MESSAGE_BYTES) {
-      text = JSON.stringify([peer, seq])
-      bytes = Buffer.byteLength(text)
+/** A batch's operations in the function's input form (see `COMMIT_FUNCTION`). */
+const opsOf = (batch: ReadonlyArray<PendingWrite>) =>
+  batch.map((op) => {
+    switch (op.kind) {
+      case "append":
+        return { k: "a", t: op.tenant, r: op.recipients, id: op.draft.id, at: op.now, d: op.data }
+      case "ack":
+        return { k: "k", t: op.tenant, p: op.peer, u: op.upTo }
+      case "drop":
+        return { k: "d", t: op.tenant, p: op.peer }
     }
-    list.push({ text, bytes })
-    byTenant.set(tenant, list)
-  }
-  const out: Array<string> = []
-  for (const [tenant, entries] of byTenant) {
-    const prefix = JSON.stringify({ i: instance, t: tenant }).slice(0, -1) + ',"d":['
-    const head = Buffer.byteLength(prefix) + 2
-    let part: Array<string> = []
-    let size = head
-    for (const entry of entries) {
-      const add = entry.bytes + 1
-      if (part.length > 0 && size + add > NOTIFY_BYTES) {
-        out.push(prefix + part.join(",") + "]}")
-        part = []
-        size = head
-      }
-      part.push(entry.text)
-      size += add
-    }
-    if (part.length > 0) out.push(prefix + part.join(",") + "]}")
-  }
-  return out
-}
+  })
+
+/** The function's answer for one operation (see `COMMIT_FUNCTION`). */
+type Outcome = ReadonlyArray<number> | { readonly full: string } | number
 
 export const make = (options: Options) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const runtime = yield* Effect.runtime<never>()
-    const stats: Stats = { batches: 0, writes: 0 }
+    const stats: Stats = { batches: 0, writes: 0, waiting: 0 }
     const { capacity } = options
 
-    /** Lock the inboxes (creating the missing ones) and read their counters. */
-    const lock = (keys: ReadonlyArray<{ tenant: string; peer_id: string }>) =>
-      sql<{ tenant: string; peer_id: string; last_seq: number | string; cursor: number | string }>`INSERT INTO a2a_inbox_state (tenant, peer_id, last_seq, cursor)
-        SELECT x.tenant, x.peer_id, 0, 0 FROM json_to_recordset(${JSON.stringify(keys)}::json) AS x(tenant text, peer_id text) ORDER BY x.tenant, x.peer_id
-        ON CONFLICT (tenant, peer_id) DO UPDATE SET last_seq = a2a_inbox_state.last_seq
-        RETURNING tenant, peer_id, last_seq, cursor`
+    const call = (batch: ReadonlyArray<PendingWrite>) =>
+      sql<{ r: string }>`SELECT a2a_inbox_commit_v1(${JSON.stringify(opsOf(batch))}::json, ${capacity}, ${options.instance}, ${options.channel}, ${INLINE_MESSAGE_BYTES}, ${NOTIFY_BYTES}) AS r`
 
-    /** One statement: the message rows, the changed counters and the wake-up notifications. */
-    const write = (rows: ReadonlyArray<Record<string, unknown>>, states: ReadonlyArray<State>, wakeups: ReadonlyArray<string>) =>
-      sql`WITH inserted AS (
-          INSERT INTO a2a_inbox (tenant, peer_id, seq, message_id, appended_at, data)
-          SELECT x.tenant, x.peer_id, x.seq, x.message_id, x.appended_at, x.data
-          FROM json_to_recordset(${JSON.stringify(rows)}::json) AS x(tenant text, peer_id text, seq bigint, message_id text, appended_at bigint, data text)
-          RETURNING 1),
-        counters AS (
-          INSERT INTO a2a_inbox_state (tenant, peer_id, last_seq, cursor)
-          SELECT x.tenant, x.peer, x."lastSeq", x.cursor FROM json_to_recordset(${JSON.stringify(states)}::json) AS x(tenant text, peer text, "lastSeq" bigint, cursor bigint)
-          ON CONFLICT (tenant, peer_id) DO UPDATE SET last_seq = excluded.last_seq, cursor = excluded.cursor
-          RETURNING 1)
-        SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM counters) AS counters,
-          (SELECT count(pg_notify(${options.channel}, n)) FROM json_array_elements_text(${JSON.stringify(wakeups)}::json) AS n) AS notified`
-
-    const deleteInbox = (tenant: string, peer: string) =>
-      sql`WITH gone AS (DELETE FROM a2a_inbox WHERE tenant = ${tenant} AND peer_id = ${peer} RETURNING 1)
-        DELETE FROM a2a_inbox_state WHERE tenant = ${tenant} AND peer_id = ${peer} AND (SELECT count(*) FROM gone) >= 0`
-
-    /** The batch's transaction; returns the answers to give once it committed. */
-    const transaction = (batch: ReadonlyArray<PendingWrite>) =>
-      Effect.gen(function* () {
-        const settle: Array<() => void> = []
-        const appended: Array<Appended> = []
-        const wanted = new Map<string, { tenant: string; peer_id: string }>()
-        for (const op of batch) {
-          if (op.kind === "append") for (const r of op.recipients) wanted.set(keyOf(op.tenant, r), { tenant: op.tenant, peer_id: r })
-          else if (op.kind === "ack") wanted.set(keyOf(op.tenant, op.peer), { tenant: op.tenant, peer_id: op.peer })
-        }
-        const states = new Map<string, State>()
-        if (wanted.size > 0) {
-          const sorted = [...wanted.values()].sort((a, b) => (a.tenant === b.tenant ? (a.peer_id < b.peer_id ? -1 : 1) : a.tenant < b.tenant ? -1 : 1))
-          for (const row of yield* lock(sorted)) {
-            states.set(keyOf(row.tenant, row.peer_id), { tenant: row.tenant, peer: row.peer_id, lastSeq: Number(row.last_seq), cursor: Number(row.cursor) })
-          }
-        }
-        const stateOf = (tenant: string, peer: string) => {
-          const key = keyOf(tenant, peer)
-          let state = states.get(key)
-          if (state === undefined) {
-            // Dropped earlier in this batch: a fresh inbox (re-created by the counters upsert).
-            state = { tenant, peer, lastSeq: 0, cursor: 0 }
-            states.set(key, state)
-          }
-          return state
-        }
-        let rows: Array<Record<string, unknown>> = []
-        let dirty = new Set<State>()
-        let batchAppended: Array<Appended> = []
-        const writeOut = Effect.suspend(() => {
-          if (rows.length === 0 && dirty.size === 0) return Effect.void
-          const out = write(rows, [...dirty], notices(options.instance, batchAppended))
-          rows = []
-          dirty = new Set()
-          batchAppended = []
-          return Effect.asVoid(out)
-        })
-        for (const op of batch) {
-          switch (op.kind) {
-            case "append": {
-              const targets = op.recipients.map((r) => stateOf(op.tenant, r))
-              const full = targets.find((s) => s.lastSeq - s.cursor >= capacity)
-              if (full !== undefined) {
-                const error = new Errors.InboxFull({ message: `the inbox of ${full.peer} holds ${capacity} unacked messages`, peer: full.peer as Ids.PeerId, capacity })
-                settle.push(() => op.done(Effect.fail(error)))
-                break
-              }
-              const deliveries = targets.map((state, i): Message.Delivery => {
-                const seq = ++state.lastSeq
-                dirty.add(state)
-                rows.push({ tenant: op.tenant, peer_id: state.peer, seq, message_id: op.draft.id, appended_at: op.now, data: op.data })
-                batchAppended.push([op.tenant, state.peer, seq, op.data])
-                appended.push([op.tenant, state.peer, seq])
-                return { recipient: op.recipients[i]!, message: new Message.Message({ ...op.draft, seq }, true) }
-              })
-              settle.push(() => op.done(Effect.succeed(deliveries)))
-              break
+    /** Answers every operation of a committed batch from the function's outcomes. */
+    const settle = (batch: ReadonlyArray<PendingWrite>, outcomes: ReadonlyArray<Outcome>) => {
+      const appended: Array<Appended> = []
+      batch.forEach((op, n) => {
+        const outcome = outcomes[n]
+        switch (op.kind) {
+          case "append": {
+            if (!Array.isArray(outcome)) {
+              const peer = (outcome as { full: string }).full
+              return op.done(Effect.fail(new Errors.InboxFull({ message: `the inbox of ${peer} holds ${capacity} unacked messages`, peer: peer as Ids.PeerId, capacity })))
             }
-            case "ack": {
-              const state = stateOf(op.tenant, op.peer)
-              if (op.upTo > state.cursor && state.cursor < state.lastSeq) {
-                state.cursor = Math.min(op.upTo, state.lastSeq)
-                dirty.add(state)
-              }
-              const cursor = { cursor: state.cursor }
-              settle.push(() => op.done(Effect.succeed(cursor)))
-              break
-            }
-            case "drop": {
-              // What precedes the drop first, so the delete removes it too.
-              yield* writeOut
-              yield* deleteInbox(op.tenant, op.peer)
-              states.delete(keyOf(op.tenant, op.peer))
-              settle.push(() => op.done(Effect.void))
-              break
-            }
+            const deliveries = op.recipients.map((recipient, i): Message.Delivery => {
+              const seq = outcome[i]!
+              appended.push([op.tenant, recipient, seq])
+              return { recipient, message: new Message.Message({ ...op.draft, seq }, true) }
+            })
+            return op.done(Effect.succeed(deliveries))
           }
+          case "ack":
+            return op.done(Effect.succeed({ cursor: outcome as number }))
+          case "drop":
+            return op.done(Effect.void)
         }
-        yield* writeOut
-        return { settle, appended }
       })
+      return appended
+    }
 
     const commit = (batch: ReadonlyArray<PendingWrite>) =>
-      sql.withTransaction(transaction(batch)).pipe(
+      call(batch).pipe(
         Effect.retry({ while: isRetryable, schedule: Schedule.recurs(3) }),
         Effect.matchCauseEffect({
-          onSuccess: ({ appended, settle }) =>
+          onSuccess: (rows) =>
             Effect.sync(() => {
+              stats.waiting -= batch.length
               stats.batches++
               stats.writes += batch.length
-              for (const answer of settle) answer()
-              options.committed(appended)
+              options.committed(settle(batch, JSON.parse(rows[0]!.r) as ReadonlyArray<Outcome>))
             }),
           onFailure: (cause) =>
             Effect.sync(() => {
+              stats.waiting -= batch.length
               // Nothing of the batch is durable: every write of it fails (503 to its caller).
               const failure = Cause.squash(cause)
               const error = (failure as { _tag?: string })._tag === "SqlError" ? unavailable(failure) : failure
@@ -251,7 +255,16 @@ export const make = (options: Options) =>
         })
       )
 
-    const enqueue = WriteQueue.make(commit, runtime)
+    const queue = WriteQueue.make(commit, runtime)
+    const counted =
+      <A, E>(write: (done: WriteQueue.Answer<A, E>) => PendingWrite) =>
+      (done: WriteQueue.Answer<A, E>) => {
+        stats.waiting++
+        return write(done)
+      }
+    const enqueue = Object.assign(<A, E>(write: (done: WriteQueue.Answer<A, E>) => PendingWrite) => queue(counted(write)), {
+      stage: <A, E>(write: (done: WriteQueue.Answer<A, E>) => PendingWrite) => queue.stage(counted(write))
+    })
 
     return {
       stats,

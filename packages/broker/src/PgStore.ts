@@ -85,7 +85,9 @@ const PG_MIGRATIONS = [
   `CREATE TABLE IF NOT EXISTS a2a_instances (instance TEXT PRIMARY KEY, url TEXT NOT NULL, seen_at BIGINT NOT NULL)`,
   ...PgSpawnPlane.MIGRATIONS,
   // The batched peer lookup, planned once per connection (PgPeerLookup.ts).
-  PgPeerLookup.LOOKUP_FUNCTION
+  PgPeerLookup.LOOKUP_FUNCTION,
+  // A group-commit batch in one round trip (PgGroupCommit.ts).
+  PgGroupCommit.COMMIT_FUNCTION
 ]
 
 const unavailable = (e: SqlError) => new Errors.ServiceUnavailable({ message: `store unavailable: ${e.message}` })

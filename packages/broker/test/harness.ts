@@ -46,8 +46,10 @@ export interface TestBroker {
   readonly token: (tenant: string, ...roles: Array<"admin" | "peer" | "runner">) => Promise<string>
   /** A fresh static token with permission scopes (docs/security.md). */
   readonly scopedToken: (tenant: string, roles: ReadonlyArray<"admin" | "peer" | "runner">, scopes: ReadonlyArray<Permission.Permission>) => Promise<string>
-  /** On PostgreSQL, the group commit's counters (batches committed, writes in them); else undefined. */
-  readonly commits: () => Promise<{ readonly batches: number; readonly writes: number } | undefined>
+  /** On PostgreSQL, the URL of the broker's database; else undefined. */
+  readonly database: string | undefined
+  /** On PostgreSQL, the group commit's counters (batches committed, writes in them, writes queued or in flight); else undefined. */
+  readonly commits: () => Promise<{ readonly batches: number; readonly writes: number; readonly waiting: number } | undefined>
   /** On PostgreSQL, how the pumps pushed messages (inline from wake-ups, or read); else undefined. */
   readonly pumps: () => Promise<{ readonly inline: number; readonly read: number; readonly reads: number } | undefined>
   readonly close: () => Promise<void>
@@ -70,6 +72,7 @@ export const startBroker = async (overrides: Partial<BrokerConfig.BrokerConfigSh
     port,
     home,
     adminToken,
+    database: database?.url ?? (config.db.startsWith("postgres") ? config.db : undefined),
     token: (tenant, ...roles) =>
       runtime.runPromise(Effect.flatMap(TokenStore.TokenStore, (s) => s.create({ tenant, roles: roles.length > 0 ? roles : ["peer"] }))).then((r) => r.token),
     scopedToken: (tenant, roles, scopes) =>

@@ -1,0 +1,139 @@
+/**
+ * The PostgreSQL group commit's server-side function (`a2a_inbox_commit_v1`, PgGroupCommit.ts),
+ * called directly on a database the broker migrated, with a second connection LISTENing:
+ * a batch applies in order (capacity per send, all or nothing across a team send's recipients,
+ * acks forward only, a drop mid-batch writes what precedes it and frees the inbox), and its
+ * wake-ups carry small messages, announce large ones, stay under PostgreSQL's 8,000-byte limit
+ * counted in bytes, and name every append once, in order, one notification per tenant.
+ */
+import pg from "pg"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { createDatabase, pgEnabled, type TestDatabase } from "../../../test-support/pg.js"
+import { INLINE_MESSAGE_BYTES } from "../src/PgGroupCommit.js"
+import { INBOX_CHANNEL } from "../src/PgStore.js"
+import { startBroker, type TestBroker } from "./harness.js"
+
+const enabled = await pgEnabled("the group commit's server-side function")
+
+interface Notice {
+  readonly i: string
+  readonly t: string
+  readonly d: ReadonlyArray<[string, number, string?]>
+}
+
+if (!enabled) {
+  it("the group commit's server-side function: not run, no server (see the NOT RUN line)", () => {})
+} else describe("a2a_inbox_commit_v1", () => {
+  let database: TestDatabase
+  let broker: TestBroker
+  let caller: pg.Client
+  let listener: pg.Client
+  const received: Array<{ readonly payload: string; readonly notice: Notice }> = []
+  const waiters: Array<() => void> = []
+
+  beforeAll(async () => {
+    database = await createDatabase("a2a_commitfn")
+    broker = await startBroker({ db: database.url }) // creates the tables and the function
+    caller = new pg.Client({ connectionString: database.url })
+    listener = new pg.Client({ connectionString: database.url })
+    await Promise.all([caller.connect(), listener.connect()])
+    listener.on("notification", (n) => {
+      const notice = JSON.parse(n.payload!) as Notice
+      // Only this test's calls (the broker's own instance id differs).
+      if (notice.i !== "test") return
+      received.push({ payload: n.payload!, notice })
+      for (const wake of waiters.splice(0)) wake()
+    })
+    await listener.query(`LISTEN ${INBOX_CHANNEL}`)
+  })
+  afterAll(async () => {
+    await Promise.all([caller?.end(), listener?.end()])
+    await broker?.close()
+    await database?.drop()
+  })
+
+  const commit = async (ops: ReadonlyArray<Record<string, unknown>>, capacity = 1_000) => {
+    const res = await caller.query<{ r: string }>(`SELECT a2a_inbox_commit_v1($1::json, $2, 'test', $3, $4, 7500) AS r`, [
+      JSON.stringify(ops),
+      capacity,
+      INBOX_CHANNEL,
+      INLINE_MESSAGE_BYTES
+    ])
+    return JSON.parse(res.rows[0]!.r) as Array<unknown>
+  }
+  /** The notices to `tenants` (each test uses its own), once they name `appends` appends. */
+  const noticesOf = async (tenants: ReadonlyArray<string>, appends: number) => {
+    const mine = () => received.filter((r) => tenants.includes(r.notice.t))
+    while (mine().reduce((n, r) => n + r.notice.d.length, 0) < appends) await new Promise<void>((resolve) => waiters.push(resolve))
+    return mine()
+  }
+  const state = async (tenant: string, peer: string) =>
+    (await caller.query(`SELECT last_seq::int AS last, cursor::int AS cursor FROM a2a_inbox_state WHERE tenant = $1 AND peer_id = $2`, [tenant, peer])).rows[0]
+  const seqs = async (tenant: string, peer: string) =>
+    (await caller.query(`SELECT seq::int AS seq, message_id FROM a2a_inbox WHERE tenant = $1 AND peer_id = $2 ORDER BY seq`, [tenant, peer])).rows
+
+  it("applies a batch in order: capacity per send, team sends all or nothing, acks forward only, a drop mid-batch", async () => {
+    const append = (t: string, r: Array<string>, id: string) => ({ k: "a", t, r, id, at: 1, d: JSON.stringify({ id }) })
+    const out = await commit(
+      [
+        append("acme", ["a1", "a2"], "m1"), // team send: seq 1 each
+        append("acme", ["a1"], "m2"), // a1: 2 unacked
+        append("acme", ["a1", "a2"], "m3"), // a1 full at capacity 2: refused for both
+        { k: "k", t: "acme", p: "a1", u: 1 }, // a1 cursor 1
+        { k: "k", t: "acme", p: "a1", u: 0 }, // backwards: cursor stays 1
+        append("acme", ["a1", "a2"], "m4"), // fits again: a1 seq 3, a2 seq 2
+        { k: "k", t: "acme", p: "a2", u: 99 }, // past the last seq: clamped to 2
+        { k: "d", t: "acme", p: "a2" }, // drops a2's inbox with what preceded it
+        append("acme", ["a2"], "m5"), // a fresh inbox: seq 1
+        append("other", ["a1"], "m6") // another tenant's a1
+      ],
+      2
+    )
+    expect(out).toEqual([[1, 1], [2], { full: "a1" }, 1, 1, [3, 2], 2, 0, [1], [1]])
+    expect(await state("acme", "a1")).toEqual({ last: 3, cursor: 1 })
+    expect(await state("acme", "a2")).toEqual({ last: 1, cursor: 0 })
+    expect(await state("other", "a1")).toEqual({ last: 1, cursor: 0 })
+    expect(await seqs("acme", "a1")).toEqual([{ seq: 1, message_id: "m1" }, { seq: 2, message_id: "m2" }, { seq: 3, message_id: "m4" }])
+    expect(await seqs("acme", "a2")).toEqual([{ seq: 1, message_id: "m5" }])
+    // The next batch continues from the committed counters.
+    expect(await commit([append("acme", ["a1"], "m7"), { k: "d", t: "acme", p: "nobody" }], 2)).toEqual([{ full: "a1" }, 0])
+    expect(await commit([{ k: "k", t: "acme", p: "a1", u: 3 }, append("acme", ["a1"], "m8")], 2)).toEqual([3, [4]])
+  })
+
+  it("wakes with small messages inline and large ones announced, one notice per tenant, in order", async () => {
+    const small = JSON.stringify({ body: "hi \"there\"\n" })
+    const large = JSON.stringify({ body: "x".repeat(INLINE_MESSAGE_BYTES) })
+    const op = (t: string, r: Array<string>, d: string) => ({ k: "a", t, r, id: "m", at: 1, d })
+    await commit([op("w1", ["p1"], small), op("w2", ["p9"], small), op("w1", ["p2"], large), op("w1", ["p1"], small)])
+    const notices = (await noticesOf(["w1", "w2"], 4)).map((r) => r.notice)
+    expect(notices).toEqual([
+      { i: "test", t: "w1", d: [["p1", 1, small], ["p2", 1], ["p1", 2, small]] },
+      { i: "test", t: "w2", d: [["p9", 1, small]] }
+    ])
+  })
+
+  it("counts bytes, not characters: multi-byte and escaped messages never push a notice past the limit", async () => {
+    const ops: Array<Record<string, unknown>> = []
+    // Characters of 3–4 bytes each, and control characters JSON escapes to six: a size counted
+    // in characters would pass PostgreSQL's limit (and "notify payload too long" fails the batch).
+    for (let n = 1; n <= 400; n++) {
+      const body = n % 2 === 0 ? "€🚀".repeat(60) : "\u0001".repeat(300)
+      ops.push({ k: "a", t: "bytes", r: [`p${n % 7}`], id: `m${n}`, at: 1, d: JSON.stringify({ body }) })
+    }
+    const out = (await commit(ops)) as Array<Array<number>>
+    const got = await noticesOf(["bytes"], 400)
+    expect(got.length).toBeGreaterThan(1)
+    for (const r of got) expect(Buffer.byteLength(r.payload)).toBeLessThanOrEqual(7_500)
+    const entries = got.flatMap((r) => r.notice.d)
+    // Every append once, in batch order, with the seq the function answered.
+    expect(entries.map((e) => [e[0], e[1]])).toEqual(ops.map((o, n) => [(o.r as Array<string>)[0], out[n]![0]]))
+    for (const [n, e] of entries.entries()) {
+      if (e[2] === undefined) continue
+      expect(e[2]).toBe(ops[n]!.d)
+      expect(Buffer.byteLength(JSON.stringify(e))).toBeLessThanOrEqual(INLINE_MESSAGE_BYTES)
+    }
+    // The escaped bodies (300 × 6 bytes) pass the inline limit and are announced only.
+    expect(entries.filter((e) => e[2] === undefined).length).toBe(200)
+    expect(entries.filter((e) => e[2] !== undefined).length).toBe(200)
+  })
+})
