@@ -151,6 +151,10 @@ export const make = Effect.gen(function* () {
     )
   const shared = /^postgres(ql)?:/i.test(config.db)
 
+  /** The id a direct send goes to (`resolveId` where the store offers it: see PeerRegistry). */
+  const resolveRecipient = (tenant: string, to: string): Effect.Effect<Ids.PeerId, Errors.PeerNotFound | Errors.ServiceUnavailable> =>
+    peers.resolveId !== undefined ? peers.resolveId(tenant, to) : Effect.map(peers.resolve(tenant, to), (record) => record.peer.id)
+
   /** A send up to its append: the recipients (direct by id or name, or a team's) and the draft. */
   const prepareSend = (tenant: string, sender: Peer.Peer, fields: SendFields) =>
     Effect.gen(function* () {
@@ -160,8 +164,7 @@ export const make = Effect.gen(function* () {
         const members = yield* teams.members(tenant, fields.team)
         recipients = members.filter((m) => m !== sender.id)
       } else {
-        const target = yield* peers.resolve(tenant, fields.to!)
-        to = target.peer.id
+        to = yield* resolveRecipient(tenant, fields.to!)
         recipients = [to]
       }
       const id = newMessageId()

@@ -16,8 +16,10 @@
  *     the batch's wake-up notification(s) (`pg_notify`, delivered at commit); a drop in the
  *     batch first writes what precedes it, then deletes the inbox.
  *
- * It answers one JSON array, an element per operation: an append's seqs (one per recipient) or
- * `{"full": peer}`, an ack's cursor, a drop's `0`. Every caller is answered only after the
+ * It answers one JSON array, an element per operation: an append's seqs (one per recipient),
+ * `{"full": peer}` or, for a direct message to a peer that no longer exists, `{"gone": peer}`;
+ * an ack's cursor; a drop's `0`. Checking a direct message's recipient here (one index probe)
+ * lets senders skip reading a peer they resolved before (`PgStore`, `resolveId`). Every caller is answered only after the
  * commit. The function replaced BEGIN, lock, write and COMMIT sent one by one (four round trips
  * per batch, each paid in latency by every send and in CPU by the broker and the database);
  * instances of the earlier version lock the same rows in the same order, so both can share a
@@ -46,7 +48,8 @@ export const INLINE_MESSAGE_BYTES = 2_000
  * The batch as one server-side function (created with the PostgreSQL store's tables; the name
  * is versioned so that instances of another version keep their own). Operations arrive as one
  * JSON array (`k`: `a` append, `k` ack, `d` drop; `t` tenant; `r` recipients, `id`, `at`, `d`
- * the stored message of an append; `p` the peer and `u` the cursor of an ack or drop).
+ * the stored message of an append, `x` true for a direct message, whose one recipient must
+ * still exist; `p` the peer and `u` the cursor of an ack or drop).
  * Wake-up entries are `[peer, seq, data]` when that text is at most `inline_bytes` bytes, else
  * `[peer, seq]`, in notifications of at most `notify_bytes` bytes, one (or more) per tenant.
  */
@@ -54,17 +57,26 @@ export const COMMIT_FUNCTION = `CREATE OR REPLACE FUNCTION a2a_inbox_commit_v1(o
   RETURNS text LANGUAGE plpgsql AS $fn$
 DECLARE
   ix jsonb;
+  known jsonb;
   k_tenant text[]; k_peer text[]; last bigint[]; cur bigint[]; dirty boolean[];
   o record; r text; i int; j int; full_peer text; seqs bigint[]; entry text;
   results text[] := '{}';
   w_tenant text[] := '{}'; w_peer text[] := '{}'; w_seq bigint[] := '{}'; w_id text[] := '{}'; w_at bigint[] := '{}'; w_data text[] := '{}';
   tn text; prefix text; part text; size int;
 BEGIN
+  -- 0. The recipients of direct messages (\`x\`) that still exist: a message to one that is
+  -- gone is refused, and its inbox is not created again.
+  SELECT COALESCE(jsonb_object_agg(q.t || chr(31) || q.id, true), '{}') INTO known
+  FROM (SELECT DISTINCT x.t, x.r ->> 0 AS id FROM json_to_recordset(ops) AS x(k text, t text, r json, x boolean) WHERE x.k = 'a' AND x.x) q
+  WHERE EXISTS (SELECT 1 FROM a2a_peers p WHERE p.id = q.id AND p.tenant = q.t);
+
   -- 1. Lock every inbox the batch appends to or acks, in key order, and read its counters.
   WITH wanted AS (
     SELECT DISTINCT x.t AS tenant, p.peer AS peer_id
-    FROM json_to_recordset(ops) AS x(k text, t text, r json, p text)
-    CROSS JOIN LATERAL json_array_elements_text(CASE x.k WHEN 'a' THEN x.r WHEN 'k' THEN json_build_array(x.p) ELSE '[]'::json END) AS p(peer)
+    FROM json_to_recordset(ops) AS x(k text, t text, r json, p text, x boolean)
+    CROSS JOIN LATERAL json_array_elements_text(CASE
+      WHEN x.k = 'a' AND (x.x IS NOT TRUE OR known ? (x.t || chr(31) || (x.r ->> 0))) THEN x.r
+      WHEN x.k = 'k' THEN json_build_array(x.p) ELSE '[]'::json END) AS p(peer)
   ), locked AS (
     INSERT INTO a2a_inbox_state (tenant, peer_id, last_seq, cursor)
     SELECT tenant, peer_id, 0, 0 FROM wanted ORDER BY tenant, peer_id
@@ -76,10 +88,12 @@ BEGIN
   INTO ix, k_tenant, k_peer, last, cur, dirty FROM numbered;
 
   -- 2. Apply the batch in order; a drop (and the end) first writes what precedes it.
-  FOR o IN SELECT * FROM ROWS FROM (json_to_recordset(ops) AS (k text, t text, r json, id text, at bigint, d text, p text, u bigint)) WITH ORDINALITY AS x(k, t, r, id, at, d, p, u, n)
-           UNION ALL SELECT 'end', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 9223372036854775807
+  FOR o IN SELECT * FROM ROWS FROM (json_to_recordset(ops) AS (k text, t text, r json, id text, at bigint, d text, p text, u bigint, x boolean)) WITH ORDINALITY AS x(k, t, r, id, at, d, p, u, x, n)
+           UNION ALL SELECT 'end', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 9223372036854775807
            ORDER BY n LOOP
-    IF o.k = 'a' THEN
+    IF o.k = 'a' AND o.x AND NOT known ? (o.t || chr(31) || (o.r ->> 0)) THEN
+      results := results || json_build_object('gone', o.r ->> 0)::text;
+    ELSIF o.k = 'a' THEN
       full_peer := NULL;
       FOR r IN SELECT json_array_elements_text(o.r) LOOP
         i := (ix ->> (o.t || chr(31) || r))::int;
@@ -162,6 +176,8 @@ export interface Options {
   readonly channel: string
   /** After each commit, with the inboxes appended to (tenant, peer, seq): local wake-ups. */
   readonly committed: (appended: ReadonlyArray<Appended>) => void
+  /** A direct message was refused because its recipient no longer exists. */
+  readonly gone: (tenant: string, peer: string) => void
 }
 
 /** Counters for measurement (bench and tests): batches committed, writes in them, writes queued or in flight. */
@@ -185,7 +201,7 @@ const opsOf = (batch: ReadonlyArray<PendingWrite>) =>
   batch.map((op) => {
     switch (op.kind) {
       case "append":
-        return { k: "a", t: op.tenant, r: op.recipients, id: op.draft.id, at: op.now, d: op.data }
+        return { k: "a", t: op.tenant, r: op.recipients, id: op.draft.id, at: op.now, d: op.data, x: op.draft.to !== undefined }
       case "ack":
         return { k: "k", t: op.tenant, p: op.peer, u: op.upTo }
       case "drop":
@@ -194,7 +210,7 @@ const opsOf = (batch: ReadonlyArray<PendingWrite>) =>
   })
 
 /** The function's answer for one operation (see `COMMIT_FUNCTION`). */
-type Outcome = ReadonlyArray<number> | { readonly full: string } | number
+type Outcome = ReadonlyArray<number> | { readonly full: string } | { readonly gone: string } | number
 
 export const make = (options: Options) =>
   Effect.gen(function* () {
@@ -214,6 +230,10 @@ export const make = (options: Options) =>
         switch (op.kind) {
           case "append": {
             if (!Array.isArray(outcome)) {
+              if (typeof outcome === "object" && "gone" in outcome) {
+                options.gone(op.tenant, outcome.gone)
+                return op.done(Effect.fail(new Errors.PeerNotFound({ message: `no peer ${outcome.gone}`, peer: outcome.gone })))
+              }
               const peer = (outcome as { full: string }).full
               return op.done(Effect.fail(new Errors.InboxFull({ message: `the inbox of ${peer} holds ${capacity} unacked messages`, peer: peer as Ids.PeerId, capacity })))
             }
@@ -269,10 +289,10 @@ export const make = (options: Options) =>
     return {
       stats,
       append: (tenant: string, recipients: ReadonlyArray<Ids.PeerId>, draft: Message.MessageDraft, now: number) =>
-        enqueue<ReadonlyArray<Message.Delivery>, Errors.InboxFull>((done) => ({ kind: "append", tenant, recipients, draft, data: JSON.stringify(draft), now, done })),
+        enqueue<ReadonlyArray<Message.Delivery>, Errors.InboxFull | Errors.PeerNotFound>((done) => ({ kind: "append", tenant, recipients, draft, data: JSON.stringify(draft), now, done })),
       /** `append` queued now; returns its outcome to await (staged appends commit in staging order). */
       appendStaged: (tenant: string, recipients: ReadonlyArray<Ids.PeerId>, draft: Message.MessageDraft, now: number) =>
-        enqueue.stage<ReadonlyArray<Message.Delivery>, Errors.InboxFull>((done) => ({ kind: "append", tenant, recipients, draft, data: JSON.stringify(draft), now, done })),
+        enqueue.stage<ReadonlyArray<Message.Delivery>, Errors.InboxFull | Errors.PeerNotFound>((done) => ({ kind: "append", tenant, recipients, draft, data: JSON.stringify(draft), now, done })),
       ack: (tenant: string, peer: Ids.PeerId, upTo: number) => enqueue<Message.InboxCursor, never>((done) => ({ kind: "ack", tenant, peer, upTo, done })),
       drop: (tenant: string, peer: Ids.PeerId) => enqueue<void, never>((done) => ({ kind: "drop", tenant, peer, done }))
     }

@@ -68,6 +68,8 @@ const GC_LOCK = 0x0a2a0002
 
 /** Inline event payloads up to this size; larger ones go through `a2a_events` (PG's limit is 8,000 bytes). */
 const INLINE_EVENT_BYTES = 7_500
+/** Peer ids an instance remembers for `resolveId` before it starts over (about 100 bytes each). */
+const KNOWN_IDS_MAX = 100_000
 /** Rows a pump reads per query. */
 const PUMP_PAGE = 500
 /** How often an instance refreshes its `a2a_instances` row, and how long an unrefreshed row is kept. */
@@ -597,10 +599,33 @@ const make = (url: string) =>
     }
 
     const lookup = yield* PgPeerLookup.make
+    /**
+     * Peer ids this instance resolved (`resolveId`): a direct send to one of them skips the
+     * lookup, a round trip and the database's most expensive statement per message, because
+     * the group commit checks that recipient again in the same transaction as the append
+     * (`PgGroupCommit`, `x`) and refuses it with `PeerNotFound` when it is gone. Ids never
+     * change owner, so what is remembered is only "this id was a peer"; a peer unregistered on
+     * any instance is found gone at the next send. Bounded: cleared when it reaches
+     * `KNOWN_IDS_MAX` entries.
+     */
+    const knownIds = new Set<string>()
+    const known = (tenant: string, id: string) => {
+      if (knownIds.size >= KNOWN_IDS_MAX) knownIds.clear()
+      knownIds.add(keyOf(tenant, id))
+    }
     const peers: PeerRegistry.PeerRegistryService = {
       ...peersBase,
       get: lookup.get,
       resolve: lookup.resolve,
+      resolveId: (tenant, idOrName) =>
+        knownIds.has(keyOf(tenant, idOrName))
+          ? Effect.succeed(idOrName as Ids.PeerId)
+          : Effect.map(lookup.resolve(tenant, idOrName), (record) => {
+              // Only ids are remembered: a name can pass to another peer.
+              if (record.peer.id === idOrName) known(tenant, idOrName)
+              return record.peer.id
+            }),
+      unregister: (tenant, id) => Effect.tap(peersBase.unregister(tenant, id), () => Effect.sync(() => knownIds.delete(keyOf(tenant, id)))),
       expire: (cutoff) => asLeader(peersBase.expire(cutoff), [])
     }
 
@@ -614,6 +639,9 @@ const make = (url: string) =>
       channel: INBOX_CHANNEL,
       committed: (appended) => {
         for (const [tenant, peer] of appended) wake(keyOf(tenant, peer))
+      },
+      gone: (tenant, peer) => {
+        knownIds.delete(keyOf(tenant, peer))
       }
     })
 

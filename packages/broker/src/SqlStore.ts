@@ -686,7 +686,7 @@ export const makeInbox = (capacity: number, groupCommit = false, onAppend?: Appe
           const now = yield* Clock.currentTimeMillis
           const data = JSON.stringify(draft)
           if (!groupCommit) return yield* orDie(appendNow(tenant, recipients, draft, data, now))
-          return yield* enqueue<ReadonlyArray<Message.Delivery>, Errors.InboxFull>((done) => ({ kind: "append", tenant, recipients, draft, data, now, done }))
+          return yield* enqueue<ReadonlyArray<Message.Delivery>, Errors.InboxFull | Errors.PeerNotFound>((done) => ({ kind: "append", tenant, recipients, draft, data, now, done }))
         }),
       read: (tenant, peer, options) => orDie(read(tenant, peer, options)),
       wait: (tenant, peer, options) =>

@@ -20,7 +20,7 @@ export type PendingWrite =
       readonly draft: Message.MessageDraft
       readonly data: string
       readonly now: number
-      readonly done: Answer<ReadonlyArray<Message.Delivery>, Errors.InboxFull>
+      readonly done: Answer<ReadonlyArray<Message.Delivery>, Errors.InboxFull | Errors.PeerNotFound>
     }
   | { readonly kind: "ack"; readonly tenant: string; readonly peer: Ids.PeerId; readonly upTo: number; readonly done: Answer<Message.InboxCursor> }
   | { readonly kind: "drop"; readonly tenant: string; readonly peer: Ids.PeerId; readonly done: Answer<void> }

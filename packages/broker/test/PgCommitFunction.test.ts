@@ -2,7 +2,8 @@
  * The PostgreSQL group commit's server-side function (`a2a_inbox_commit_v1`, PgGroupCommit.ts),
  * called directly on a database the broker migrated, with a second connection LISTENing:
  * a batch applies in order (capacity per send, all or nothing across a team send's recipients,
- * acks forward only, a drop mid-batch writes what precedes it and frees the inbox), and its
+ * acks forward only, a drop mid-batch writes what precedes it and frees the inbox, a direct
+ * message to a peer that is gone refused), and its
  * wake-ups carry small messages, announce large ones, stay under PostgreSQL's 8,000-byte limit
  * counted in bytes, and name every append once, in order, one notification per tenant.
  */
@@ -11,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { createDatabase, pgEnabled, type TestDatabase } from "../../../test-support/pg.js"
 import { INLINE_MESSAGE_BYTES } from "../src/PgGroupCommit.js"
 import { INBOX_CHANNEL } from "../src/PgStore.js"
-import { startBroker, type TestBroker } from "./harness.js"
+import { http, startBroker, type TestBroker } from "./harness.js"
 
 const enabled = await pgEnabled("the group commit's server-side function")
 
@@ -98,6 +99,20 @@ if (!enabled) {
     // The next batch continues from the committed counters.
     expect(await commit([append("acme", ["a1"], "m7"), { k: "d", t: "acme", p: "nobody" }], 2)).toEqual([{ full: "a1" }, 0])
     expect(await commit([{ k: "k", t: "acme", p: "a1", u: 3 }, append("acme", ["a1"], "m8")], 2)).toEqual([3, [4]])
+  })
+
+  it("refuses a direct message to a peer that is gone (and creates no inbox for it); team messages are not checked", async () => {
+    const res = await http(broker, broker.adminToken, "POST", "/api/peers", { name: "still-here" })
+    expect(res.status, res.text).toBe(201)
+    const here = res.json.peer.id as string
+    const direct = (r: string, id: string) => ({ k: "a", t: "default", r: [r], id, at: 1, d: "{}", x: true })
+    const out = await commit([direct("p_gone", "g1"), direct(here, "h1"), { k: "a", t: "default", r: ["p_gone2"], id: "t1", at: 1, d: "{}", x: false }, direct(here, "h2")])
+    expect(out).toEqual([{ gone: "p_gone" }, [1], [1], [2]])
+    expect(await state("default", "p_gone")).toBeUndefined()
+    expect(await seqs("default", "p_gone")).toEqual([])
+    expect(await seqs("default", here)).toEqual([{ seq: 1, message_id: "h1" }, { seq: 2, message_id: "h2" }])
+    // A peer in another tenant with that id does not count.
+    expect(await commit([{ ...direct(here, "o1"), t: "other-tenant" }])).toEqual([{ gone: here }])
   })
 
   it("wakes with small messages inline and large ones announced, one notice per tenant, in order", async () => {

@@ -5,7 +5,7 @@
  */
 import { Context, Duration, Effect, Layer, Option } from "effect"
 import * as internal from "./internal/inboxMemory.js"
-import { InboxFull, ServiceUnavailable } from "./Errors.js"
+import { InboxFull, PeerNotFound, ServiceUnavailable } from "./Errors.js"
 import type { MessageId, PeerId } from "./Ids.js"
 import type { Delivery, InboxCursor, InboxPage, Message, MessageDraft } from "./Message.js"
 
@@ -20,8 +20,10 @@ export interface InboxService {
   /**
    * Append one draft to every recipient's inbox, each with its next seq. All or nothing: if
    * any recipient's inbox is full, nothing is appended and the error names that recipient.
+   * A store that checks the recipient of a direct message (`draft.to`) as it commits (the
+   * broker's PostgreSQL store) refuses one to a peer that no longer exists with `PeerNotFound`.
    */
-  readonly append: (tenant: string, recipients: ReadonlyArray<PeerId>, draft: MessageDraft) => Effect.Effect<ReadonlyArray<Delivery>, InboxFull | ServiceUnavailable>
+  readonly append: (tenant: string, recipients: ReadonlyArray<PeerId>, draft: MessageDraft) => Effect.Effect<ReadonlyArray<Delivery>, InboxFull | PeerNotFound | ServiceUnavailable>
   /**
    * Optional, for stores that commit in batches: queue the append now and return at once with
    * its outcome to await (the outcome `append` would have). Appends staged one after another
@@ -29,7 +31,7 @@ export interface InboxService {
    * one waits for its commit (docs/protocol.md, "Pipelined sends"). Without it, `append`.
    */
   readonly appendStaged?:
-    | ((tenant: string, recipients: ReadonlyArray<PeerId>, draft: MessageDraft) => Effect.Effect<Effect.Effect<ReadonlyArray<Delivery>, InboxFull | ServiceUnavailable>>)
+    | ((tenant: string, recipients: ReadonlyArray<PeerId>, draft: MessageDraft) => Effect.Effect<Effect.Effect<ReadonlyArray<Delivery>, InboxFull | PeerNotFound | ServiceUnavailable>>)
     | undefined
   /** Unacked messages after the cursor, in seq order. */
   readonly read: (tenant: string, peer: PeerId, options?: ReadOptions) => Effect.Effect<InboxPage, ServiceUnavailable>

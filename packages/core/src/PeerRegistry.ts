@@ -31,6 +31,14 @@ export interface PeerRegistryService {
   readonly get: (tenant: string, id: PeerId) => Effect.Effect<PeerRecord, PeerNotFound | ServiceUnavailable>
   /** Find by id first, then by name. */
   readonly resolve: (tenant: string, idOrName: string) => Effect.Effect<PeerRecord, PeerNotFound | ServiceUnavailable>
+  /**
+   * Optional: the id a direct message to `idOrName` goes to, as `resolve` would answer it, for
+   * a store whose inbox checks that recipient again as it commits the message (`Inbox.append`
+   * then refuses a peer that is gone with `PeerNotFound`). Such a store may answer from what it
+   * saw before instead of reading (the broker's PostgreSQL store: ids it resolved, saving a
+   * round trip per send). Without it, senders use `resolve`.
+   */
+  readonly resolveId?: ((tenant: string, idOrName: string) => Effect.Effect<PeerId, PeerNotFound | ServiceUnavailable>) | undefined
   /** Peers of the tenant matching every given filter, oldest registration first. */
   readonly list: (tenant: string, filter?: PeerFilter) => Effect.Effect<ReadonlyArray<Peer>, ServiceUnavailable>
   readonly update: (tenant: string, id: PeerId, update: PeerUpdate) => Effect.Effect<Peer, PeerNotFound | ServiceUnavailable>
