@@ -52,9 +52,12 @@ export const INLINE_MESSAGE_BYTES = 2_000
  * still exist; `p` the peer and `u` the cursor of an ack or drop).
  * Wake-up entries are `[peer, seq, data]` when that text is at most `inline_bytes` bytes, else
  * `[peer, seq]`, in notifications of at most `notify_bytes` bytes, one (or more) per tenant.
+ * Its statements use generic plans: left to choose, PostgreSQL planned them again on every call
+ * (their JSON parameter looks different each time), which made a one-message batch cost
+ * 0.66–0.87 ms instead of 0.43–0.59 ms (p50 of 500 calls each, alternated, same session setup).
  */
 export const COMMIT_FUNCTION = `CREATE OR REPLACE FUNCTION a2a_inbox_commit_v1(ops json, capacity bigint, instance text, channel text, inline_bytes int, notify_bytes int)
-  RETURNS text LANGUAGE plpgsql AS $fn$
+  RETURNS text LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET jit = off AS $fn$
 DECLARE
   ix jsonb;
   known jsonb;

@@ -17,11 +17,12 @@ import * as SqlStore from "./SqlStore.js"
 /**
  * The lookup as a server-side function (created with the PostgreSQL store's tables; the name is
  * versioned so that instances of another version keep their own). `#variable_conflict
- * use_column`: the output column names would otherwise shadow the table's.
+ * use_column`: the output column names would otherwise shadow the table's. Generic plans, as
+ * for the group commit's function (`PgGroupCommit.COMMIT_FUNCTION`).
  */
 export const LOOKUP_FUNCTION = `CREATE OR REPLACE FUNCTION a2a_peer_lookup_v1(q json)
   RETURNS TABLE (n int, id text, tenant text, name text, owner text, status text, registered_at bigint, last_seen_at bigint, data text, teams json)
-  LANGUAGE plpgsql STABLE AS $fn$
+  LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan SET jit = off AS $fn$
 #variable_conflict use_column
 BEGIN
   RETURN QUERY SELECT x.n, p.id, p.tenant, p.name, p.owner, p.status, p.registered_at, p.last_seen_at, p.data,
