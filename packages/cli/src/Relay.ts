@@ -27,7 +27,18 @@ export const resolveSpawn = (agent: string) =>
     return (yield* call(client.api.spawn.get({ path: { id: peer.spawnId } }))).spawn
   })
 
-/** Open a relay socket with the CLI's token; refusals before the upgrade become `CliError`s. */
+/** An open relay socket; `listen` hands over every frame and the close, also those that came first. */
+interface RelaySocket {
+  readonly ws: WebSocket
+  readonly listen: (onMessage: (data: WebSocket.RawData) => void, onClose: (code: number, reason: Buffer) => void) => void
+}
+
+/**
+ * Open a relay socket with the CLI's token; refusals before the upgrade become `CliError`s.
+ * Frames are held from the start until `listen`: the broker may send the log's history right
+ * behind the upgrade, and `ws` emits it on the next tick after `open`, before the fiber that
+ * awaited `open` runs again (a listener added then missed it: `tail --logs` printed nothing).
+ */
 const connect = (spawn: Spawn.Spawn, what: "logs" | "terminal", query: Record<string, string | number>) =>
   Effect.gen(function*() {
     const client = yield* BrokerClient.BrokerClient
@@ -36,9 +47,21 @@ const connect = (spawn: Spawn.Spawn, what: "logs" | "terminal", query: Record<st
     const url = new URL(`/ws/broker/spawns/${encodeURIComponent(spawn.id)}/${what}`, client.url)
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:"
     for (const [k, v] of Object.entries(query)) url.searchParams.set(k, String(v))
-    return yield* Effect.async<WebSocket, CliError>((resume) => {
+    return yield* Effect.async<RelaySocket, CliError>((resume) => {
       const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` } })
-      ws.once("open", () => resume(Effect.succeed(ws)))
+      const early: Array<WebSocket.RawData> = []
+      let closed: readonly [number, Buffer] | undefined
+      let onMessage: ((data: WebSocket.RawData) => void) | undefined
+      let onClose: ((code: number, reason: Buffer) => void) | undefined
+      ws.on("message", (data) => (onMessage !== undefined ? onMessage(data) : early.push(data)))
+      ws.on("close", (code, reason) => (onClose !== undefined ? onClose(code, reason) : (closed = [code, reason])))
+      const listen: RelaySocket["listen"] = (message, close) => {
+        onMessage = message
+        onClose = close
+        for (const data of early.splice(0)) message(data)
+        if (closed !== undefined) close(...closed)
+      }
+      ws.once("open", () => resume(Effect.succeed({ ws, listen })))
       ws.once("unexpected-response", (_req, res) => {
         let body = ""
         res.on("data", (c: Buffer) => (body += c))
@@ -67,12 +90,12 @@ const closedWhy = (code: number, reason: string) =>
 export const logs = (o: Output, agent: string, n: number) =>
   Effect.gen(function*() {
     const spawn = yield* resolveSpawn(agent)
-    const ws = yield* connect(spawn, "logs", { n })
+    const { listen, ws } = yield* connect(spawn, "logs", { n })
     if (!o.json) o.err(paint(o, "dim", `log of ${spawn.spec.name ?? spawn.id} (${spawn.id}) on runner ${spawn.runnerId}; Ctrl-C to stop`))
     yield* Effect.async<void, CliError>((resume) => {
       let failed: CliError | undefined
       let ended = false
-      ws.on("message", (data) => {
+      const onMessage = (data: WebSocket.RawData) => {
         const frame = decodeLogs(String(data))
         if (frame._tag === "Left") return
         const f = frame.right
@@ -81,8 +104,8 @@ export const logs = (o: Output, agent: string, n: number) =>
           ended = true
           if (!o.json) o.err(paint(o, "dim", `log ended: ${f.reason}${f.exitCode !== undefined ? ` (exit code ${f.exitCode})` : ""}`))
         } else failed = new CliError({ message: describe(f.error) })
-      })
-      ws.on("close", (code, reason) => {
+      }
+      listen(onMessage, (code, reason) => {
         if (failed !== undefined) return resume(Effect.fail(failed))
         if (ended || code === 1000) return resume(Effect.void)
         resume(Effect.fail(new CliError({ message: closedWhy(code, String(reason)) })))
@@ -104,7 +127,7 @@ export const attach = (o: Output, agent: string) =>
     const stdout = process.stdout
     const tty = stdin.isTTY === true
     const size = () => ({ cols: stdout.columns ?? 120, rows: stdout.rows ?? 40 })
-    const ws = yield* connect(spawn, "terminal", stdout.isTTY === true ? size() : {})
+    const { listen, ws } = yield* connect(spawn, "terminal", stdout.isTTY === true ? size() : {})
     o.err(paint(o, "dim", `attached to ${spawn.spec.name ?? spawn.id} (${spawn.id}) on runner ${spawn.runnerId}; Ctrl-] to detach`))
     return yield* Effect.async<number, CliError>((resume) => {
       let done = false
@@ -135,7 +158,7 @@ export const attach = (o: Output, agent: string) =>
         ws.close(1000)
         resume(Effect.succeed(code))
       }
-      ws.on("message", (data) => {
+      const onMessage = (data: WebSocket.RawData) => {
         const frame = decodeTerminal(String(data))
         if (frame._tag === "Left") return
         const f = frame.right
@@ -154,18 +177,20 @@ export const attach = (o: Output, agent: string) =>
             failed = new CliError({ message: describe(f.error) })
             return o.err(`\r\na2a: ${describe(f.error)}\r`)
         }
-      })
-      ws.on("close", (code, reason) => {
+      }
+      const onClose = (code: number, reason: Buffer) => {
         if (done) return
         done = true
         restore()
         if (status !== undefined) return resume(Effect.succeed(status))
         resume(Effect.fail(code !== 1000 && failed !== undefined ? failed : new CliError({ message: closedWhy(code, String(reason)) })))
-      })
+      }
       if (tty) stdin.setRawMode(true)
       stdin.on("data", onInput)
       stdin.resume()
       if (stdout.isTTY === true) stdout.on("resize", onResize)
+      // Last: frames that came before (and a close) are handed over now, with stdin set up.
+      listen(onMessage, onClose)
       return Effect.sync(() => finish(130))
     })
   })

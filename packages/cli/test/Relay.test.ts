@@ -4,6 +4,7 @@
  * run it, with stdin piped (no TTY).
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process"
+import * as net from "node:net"
 import { join } from "node:path"
 import * as pty from "node-pty"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -19,7 +20,7 @@ let token: string
 let spawnId: string
 let peerId: string
 
-const env = () => ({ PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", A2A_BROKER_URL: broker.url, A2A_TOKEN: token })
+const env = (url = broker.url) => ({ PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", A2A_BROKER_URL: url, A2A_TOKEN: token })
 
 const a2a = (args: ReadonlyArray<string>) =>
   new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
@@ -30,8 +31,8 @@ const a2a = (args: ReadonlyArray<string>) =>
   })
 
 /** A long-running CLI: its output so far, and a wait for text on stdout (never a sleep). */
-const live = (args: ReadonlyArray<string>) => {
-  const child: ChildProcess = spawn(process.execPath, [CLI, ...args], { env: env(), stdio: ["pipe", "pipe", "pipe"] })
+const live = (args: ReadonlyArray<string>, url?: string) => {
+  const child: ChildProcess = spawn(process.execPath, [CLI, ...args], { env: env(url), stdio: ["pipe", "pipe", "pipe"] })
   let stdout = ""
   let stderr = ""
   const waiters = new Set<() => void>()
@@ -62,6 +63,45 @@ const live = (args: ReadonlyArray<string>) => {
       check()
     })
   return { child, exited, until, stdout: () => stdout, stderr: () => stderr }
+}
+
+/**
+ * A TCP proxy to the broker that holds a `101 Switching Protocols` answer until the first bytes
+ * after it (the relay's first frame) have come too, and writes both in one chunk: what a client
+ * gets when the broker sends the log's history right behind the upgrade.
+ */
+const coalescingProxy = async (target: URL) => {
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((down) => {
+    const up = net.connect(Number(target.port), target.hostname)
+    sockets.add(down).add(up)
+    const drop = () => {
+      down.destroy()
+      up.destroy()
+    }
+    down.on("error", drop).on("close", drop)
+    up.on("error", drop).on("close", drop)
+    down.pipe(up)
+    let held: Buffer | undefined = Buffer.alloc(0)
+    up.on("data", (chunk: Buffer) => {
+      if (held === undefined) return down.write(chunk)
+      held = Buffer.concat([held, chunk])
+      const end = held.indexOf("\r\n\r\n")
+      const upgrade = held.subarray(0, 12).toString() === "HTTP/1.1 101"
+      if (held.length >= 12 && (!upgrade || (end >= 0 && held.length > end + 4))) {
+        down.write(held)
+        held = undefined
+      }
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  return {
+    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    close: () => {
+      for (const s of sockets) s.destroy()
+      return new Promise<void>((resolve) => server.close(() => resolve()))
+    }
+  }
 }
 
 beforeAll(async () => {
@@ -185,6 +225,19 @@ describe("a2a tail --logs and a2a attach, relayed by the broker", () => {
     json.child.kill("SIGINT")
     await json.exited
   }, 120_000)
+
+  it("tail --logs prints history that arrives in the same chunk as the upgrade", { timeout: 120_000 }, async () => {
+    // The client emits such frames on the tick after `open`: a listener added later missed them.
+    const proxy = await coalescingProxy(new URL(broker.url))
+    try {
+      const tail = live(["tail", "--logs", spawnId, "--n", "1000"], proxy.url)
+      await tail.until(/^agent shell-cli says hello$/m)
+      tail.child.kill("SIGINT")
+      await tail.exited
+    } finally {
+      await proxy.close()
+    }
+  })
 
   it("attach exits with the agent's exit status when its process ends", { timeout: 120_000 }, async () => {
     const session = live(["attach", spawnId])
