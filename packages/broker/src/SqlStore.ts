@@ -38,7 +38,13 @@ const MIGRATIONS: ReadonlyArray<ReadonlyArray<string>> = [
     `CREATE INDEX IF NOT EXISTS a2a_inbox_message ON a2a_inbox (tenant, peer_id, message_id)`
   ],
   // GC prunes acked messages by age: without this index every run scanned the whole inbox table.
-  [`CREATE INDEX IF NOT EXISTS a2a_inbox_appended ON a2a_inbox (appended_at)`]
+  [`CREATE INDEX IF NOT EXISTS a2a_inbox_appended ON a2a_inbox (appended_at)`],
+  // `find` (a reply's thread) looks a message up by id. Indexed by (tenant, peer_id, message_id),
+  // each append wrote a leaf of that index at its recipient's place: a batch of 20 messages to 20
+  // inboxes dirtied ~20 more pages, and the index was half of SQLite's cost per message (35.7 ->
+  // 21.4 us, 11.6 -> 6.8 KB of WAL per message, measured on the inbox's batch shape). Message ids
+  // are time-ordered, so an index on the id alone grows at its end.
+  [`CREATE INDEX IF NOT EXISTS a2a_inbox_message_id ON a2a_inbox (message_id)`, `DROP INDEX IF EXISTS a2a_inbox_message`]
 ]
 
 /** Apply the migrations not yet recorded in `a2a_migrations`, each in a transaction. */
@@ -715,7 +721,11 @@ export const makeInbox = (capacity: number, groupCommit = false, onAppend?: Appe
         ),
       find: (tenant, peer, id) =>
         orDie(
-          sql<{ data: string; seq: number }>`SELECT seq, data FROM a2a_inbox WHERE tenant = ${tenant} AND peer_id = ${peer} AND message_id = ${id}`.pipe(
+          // SQLite would scan the peer's whole inbox by its primary key's prefix instead.
+          sql.onDialectOrElse({
+            sqlite: () => sql<{ data: string; seq: number }>`SELECT seq, data FROM a2a_inbox INDEXED BY a2a_inbox_message_id WHERE message_id = ${id} AND tenant = ${tenant} AND peer_id = ${peer}`,
+            orElse: () => sql<{ data: string; seq: number }>`SELECT seq, data FROM a2a_inbox WHERE message_id = ${id} AND tenant = ${tenant} AND peer_id = ${peer}`
+          }).pipe(
             Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toMessage))
           )
         ),
