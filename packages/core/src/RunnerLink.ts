@@ -114,6 +114,9 @@ export const make = (options: RunnerLinkOptions, host: RunnerLinkHost): Effect.E
       })
       socket.on("unexpected-response", (_request, response) => {
         log(Effect.logWarning(`broker refused the runner link: HTTP ${response.statusCode}`))
+        // With this listener ws leaves the socket CONNECTING: close it, so `close` redials.
+        response.resume()
+        socket.terminate()
       })
       socket.on("error", () => undefined)
       socket.on("close", (code) => {

@@ -2,8 +2,8 @@
  * Core's runner-link client against a WebSocket server on 127.0.0.1 that plays the broker: the
  * bearer token and path, `hello` first and the reports made while down after it (last per
  * spawn), heartbeats, orders handed over in arrival order (undecodable ones dropped, the link
- * kept), redial after the broker drops the link, 4009 ends it for good, and closing the scope
- * closes the socket with 1001.
+ * kept), redial after the broker drops the link or refuses a dial with an HTTP status, 4009
+ * ends it for good, and closing the scope closes the socket with 1001.
  */
 import { RunnerFrame, RunnerLink } from "@mks/a2a"
 import { Effect, Exit, Scope } from "effect"
@@ -21,9 +21,22 @@ interface Connection {
   readonly closed: Promise<number>
 }
 
-/** The fake broker: every accepted link, in order; `connection(i)` waits for the i-th. */
-const fakeBroker = async () => {
-  const server = new WebSocketServer({ host: "127.0.0.1", port: 0 })
+/**
+ * The fake broker: every accepted link, in order; `connection(i)` waits for the i-th. The first
+ * `refusals.length` upgrade requests are answered with those HTTP statuses instead (counted in `refused`).
+ */
+const fakeBroker = async (refusals: ReadonlyArray<number> = []) => {
+  const refused: Array<number> = []
+  const server = new WebSocketServer({
+    host: "127.0.0.1",
+    port: 0,
+    verifyClient: (_info, accept) => {
+      const status = refusals[refused.length]
+      if (status === undefined) return accept(true)
+      refused.push(status)
+      accept(false, status)
+    }
+  })
   await new Promise<void>((resolve) => server.once("listening", () => resolve()))
   const connections: Array<Connection> = []
   const waiting: Array<() => void> = []
@@ -53,7 +66,7 @@ const fakeBroker = async () => {
     while (connections.length <= index) await new Promise<void>((resolve) => waiting.push(resolve))
     return connections[index]!
   }
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, connection, close: () => new Promise<void>((resolve) => server.close(() => resolve())) }
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, connection, refused, close: () => new Promise<void>((resolve) => server.close(() => resolve())) }
 }
 
 const scopes: Array<Scope.CloseableScope> = []
@@ -149,6 +162,19 @@ describe("RunnerLink (core's runner side of the runner link)", () => {
     const second = await broker.connection(1)
     expect(await second.next((f) => f["type"] === "hello")).toEqual({ type: "hello", ...hello })
     expect(closes()).toBe(1)
+    await link.whenOpen()
+    expect(link.state()).toBe("open")
+  })
+
+  it("a dial the broker refuses with an HTTP status (503 while it is away, 502 from a proxy, 401) is redialled until it accepts", async () => {
+    // ws leaves a socket whose upgrade got a non-101 answer open (CONNECTING) when an
+    // `unexpected-response` listener is registered: without closing it, the link waited for ever.
+    const broker = await fakeBroker([503, 502, 401])
+    servers.push(broker)
+    const { link } = await open(broker.url)
+    const first = await broker.connection(0)
+    expect(await first.next((f) => f["type"] === "hello")).toEqual({ type: "hello", ...hello })
+    expect(broker.refused).toEqual([503, 502, 401])
     await link.whenOpen()
     expect(link.state()).toBe("open")
   })
