@@ -522,6 +522,8 @@ export const makeInbox = (capacity: number, groupCommit = false, onAppend?: Appe
     const known = new Set<string>()
 
     const toMessage = messageOfRow
+    // SQLite would look a message up by id by scanning the peer's inbox (its primary key's prefix).
+    const byMessageId = sql.onDialectOrElse({ sqlite: () => sql.unsafe("INDEXED BY a2a_inbox_message_id"), orElse: () => sql.unsafe("") })
 
     const cursorOf = (tenant: string, peer: string) =>
       sql<{ cursor: number | string }>`SELECT cursor FROM a2a_inbox_state WHERE tenant = ${tenant} AND peer_id = ${peer}`.pipe(
@@ -744,11 +746,7 @@ export const makeInbox = (capacity: number, groupCommit = false, onAppend?: Appe
         ),
       find: (tenant, peer, id) =>
         orDie(
-          // SQLite would scan the peer's whole inbox by its primary key's prefix instead.
-          sql.onDialectOrElse({
-            sqlite: () => sql<{ data: string; seq: number }>`SELECT seq, data FROM a2a_inbox INDEXED BY a2a_inbox_message_id WHERE message_id = ${id} AND tenant = ${tenant} AND peer_id = ${peer}`,
-            orElse: () => sql<{ data: string; seq: number }>`SELECT seq, data FROM a2a_inbox WHERE message_id = ${id} AND tenant = ${tenant} AND peer_id = ${peer}`
-          }).pipe(
+          sql<{ data: string; seq: number }>`SELECT seq, data FROM a2a_inbox ${byMessageId} WHERE message_id = ${id} AND tenant = ${tenant} AND peer_id = ${peer}`.pipe(
             Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toMessage))
           )
         ),
