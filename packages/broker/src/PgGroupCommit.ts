@@ -96,6 +96,20 @@ BEGIN
            ORDER BY n LOOP
     IF o.k = 'a' AND o.x AND NOT known ? (o.t || chr(31) || (o.r ->> 0)) THEN
       results := results || json_build_object('gone', o.r ->> 0)::text;
+    ELSIF o.k = 'a' AND json_array_length(o.r) = 1 THEN
+      -- A direct message (or a team of one) without a query per recipient: the loops below run
+      -- a statement each, which made a batch's messages cost ~40 % more database CPU.
+      r := o.r ->> 0;
+      i := (ix ->> (o.t || chr(31) || r))::int;
+      IF last[i] - cur[i] >= capacity THEN
+        results := results || json_build_object('full', r)::text;
+      ELSE
+        last[i] := last[i] + 1;
+        dirty[i] := true;
+        w_tenant := w_tenant || o.t; w_peer := w_peer || r; w_seq := w_seq || last[i];
+        w_id := w_id || o.id; w_at := w_at || o.at; w_data := w_data || o.d;
+        results := results || ('[' || last[i] || ']');
+      END IF;
     ELSIF o.k = 'a' THEN
       full_peer := NULL;
       FOR r IN SELECT json_array_elements_text(o.r) LOOP
