@@ -16,12 +16,16 @@ export default defineConfig([
     clean: true,
     define: { __VERSION__: JSON.stringify(version) }
   },
-  // The bin (`dist/cli.js`): one self-contained, tree-shaken bundle. Loading effect,
+  // The bin's bundle (`dist/cli.cjs`): one self-contained, tree-shaken bundle. Loading effect,
   // @effect/platform(-node) and core module by module costs over a second and ~150 MB RSS at
   // start; the bundle keeps only what the bin uses. Native and optional modules stay external.
+  // CommonJS, so that `dist/cli.js` (below) can start it with V8's code cache on Node 20.
   {
     entry: ["src/cli.ts"],
-    format: ["esm"],
+    format: ["cjs"],
+    outExtension: () => ({ js: ".cjs" }),
+    // `import.meta.url` of the bundled sources, from `__filename`.
+    shims: true,
     target: "node20",
     platform: "node",
     dts: false,
@@ -37,9 +41,23 @@ export default defineConfig([
         "@mks/a2a": fileURLToPath(new URL("../core/src/index.ts", import.meta.url)),
         "@mks/a2a/internal": fileURLToPath(new URL("../core/src/internal.ts", import.meta.url))
       }
+      // `import()` of the optional dashboard stays an import (CommonJS output would make it a require).
+      options.supported = { ...options.supported, "dynamic-import": true }
     },
-    define: { __VERSION__: JSON.stringify(version) },
-    // Bundled CommonJS dependencies (ws, …) call require() for node built-ins.
-    banner: { js: 'import { createRequire as __a2aCreateRequire } from "node:module"; const require = __a2aCreateRequire(import.meta.url);' }
+    define: { __VERSION__: JSON.stringify(version) }
+  },
+  // `dist/cli.js`: starts `dist/cli.cjs` through the compile cache (src/bin.ts); a few KB.
+  {
+    entry: { cli: "src/bin.ts" },
+    format: ["esm"],
+    target: "node20",
+    platform: "node",
+    dts: false,
+    sourcemap: false,
+    clean: false,
+    noExternal: [/^@mks\/a2a(\/|$)/],
+    esbuildOptions(options) {
+      options.alias = { "@mks/a2a/internal": fileURLToPath(new URL("../core/src/internal.ts", import.meta.url)) }
+    }
   }
 ])

@@ -51,6 +51,11 @@ export const spec: CliSpec.Spec = {
     { env: "A2A_BROKER_PRESENCE_MS", default: "`100`", what: "at most how often presence changes are published to watchers, in milliseconds ([protocol.md](protocol.md))" },
     { env: "A2A_BROKER_PG_CATCHUP_MS", default: "`1000`", what: "PostgreSQL only: catch-up period, 10–60,000 ms ([scaling.md](scaling.md))" },
     { env: "A2A_BROKER_PG_LISTEN", default: "`on`", what: "PostgreSQL only: `off` runs without a LISTEN connection, on catch-up alone" },
+    {
+      env: "A2A_COMPILE_CACHE",
+      default: "`$XDG_CACHE_HOME/a2a`, else `~/.cache/a2a`",
+      what: "where the bin keeps V8's code cache of its bundle (written once per version, makes later starts ~100 ms faster); `off` for none ([benchmarks.md](benchmarks.md))"
+    },
     ...CliSpec.connectionLimits("A2A_BROKER", ServerLimits.defaults),
     { env: "A2A_OIDC_ISSUER", default: "unset", what: "enables OIDC access tokens (see [OIDC](#oidc-access-tokens))" },
     { env: "A2A_OIDC_AUDIENCE", default: "required with the issuer", what: "expected `aud`" },

@@ -8,6 +8,7 @@
  */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect, Schema } from "effect"
+import { CompileCache } from "@mks/a2a/internal"
 import { readFile, stat } from "node:fs/promises"
 import { extname, join, resolve, sep } from "node:path"
 
@@ -63,8 +64,10 @@ const notInstalled = (why: string) =>
 
 /** Where the built dashboard lives: the package's `distDir` export, if the package is installed and built. */
 export const locate = (specifier = "@mks/a2a-dashboard"): Promise<{ readonly distDir: string } | { readonly missing: string }> =>
-  import(specifier).then(
-    async (mod: { distDir?: unknown }) => {
+  // Through the bin loader's import when the broker runs from its bundle (a plain `import()`
+  // fails in a script started from V8's code cache on Node 20: CompileCache.ts).
+  (CompileCache.importer((s) => import(s))(specifier) as Promise<{ distDir?: unknown }>).then(
+    async (mod) => {
       if (typeof mod.distDir !== "string") return { missing: `${specifier} exports no distDir` }
       const index = await stat(join(mod.distDir, "index.html")).catch(() => undefined)
       return index?.isFile() === true ? { distDir: mod.distDir } : { missing: `${specifier} is not built (no ${join(mod.distDir, "index.html")})` }

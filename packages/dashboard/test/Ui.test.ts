@@ -5,12 +5,13 @@
  */
 import { HttpApp } from "@effect/platform"
 import { Effect } from "effect"
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { watch } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Ui from "../../broker/src/Ui.js"
-import { startBroker, type TestBroker } from "../../broker/test/harness.js"
+import { startBroker, startBrokerProcess, type TestBroker } from "../../broker/test/harness.js"
 import { distDir } from "../index.js"
 import { requireBuilt } from "./browser.js"
 
@@ -104,5 +105,50 @@ describe("Ui: the dashboard at /ui", () => {
 
   it("finds the built dashboard through the package's distDir export", async () => {
     expect(await Ui.locate()).toEqual({ distDir })
+  })
+
+  it("is served by the a2a-broker bin too, also when the bin starts from its compile cache (no import() inside the cached bundle)", async () => {
+    const cache = mkdtempSync(join(tmpdir(), "a2a-ui-compile-cache-"))
+    const cacheFile = async () => {
+      // The bin writes its cache 2 s after start; watch the directory until the file is there.
+      const present = () => readdirSync(cache).find((f) => f.endsWith(".v8cache"))
+      const abort = new AbortController()
+      const events = watch(cache, { signal: abort.signal }) // before the first look: no event missed
+      try {
+        if (present() !== undefined) return present()!
+        for await (const _ of events) if (present() !== undefined) return present()!
+      } finally {
+        abort.abort()
+      }
+      throw new Error("the cache directory's watcher ended")
+    }
+    const serveUi = async () => {
+      const home = mkdtempSync(join(tmpdir(), "a2a-ui-bin-"))
+      const bin = await startBrokerProcess(home, [], { A2A_COMPILE_CACHE: cache })
+      try {
+        const res = await fetch(`${bin.url}/ui/`)
+        expect(res.status).toBe(200)
+        expect(await res.text()).toContain('<div id="app">')
+        return bin
+      } catch (e) {
+        bin.child.kill("SIGKILL")
+        throw e
+      }
+    }
+    try {
+      const first = await serveUi() // compiles the bundle, then writes the cache
+      const file = await cacheFile()
+      first.child.kill("SIGTERM")
+      await first.exited
+      const written = statSync(join(cache, file)).mtimeMs
+      const second = await serveUi() // from the cache
+      second.child.kill("SIGTERM")
+      await second.exited
+      // A cache V8 used is not written again.
+      expect(readdirSync(cache).filter((f) => f.endsWith(".v8cache"))).toEqual([file])
+      expect(statSync(join(cache, file)).mtimeMs).toBe(written)
+    } finally {
+      rmSync(cache, { recursive: true, force: true })
+    }
   })
 })
