@@ -388,7 +388,8 @@ const main = async () => {
           met: null
         })
       )
-      const limit = p === "p50" ? 1 : 5
+      // p99: the 3 ms of issue 13 (the first design asked for 5).
+      const limit = p === "p50" ? 1 : 3
       results.push(
         result({
           name: `added latency ${p} @ ${r.rate} req/s (baseline: raw node pass-through's added latency)`,
