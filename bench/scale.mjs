@@ -126,6 +126,7 @@ const cpuCgroups = (() => {
   return undefined
 })()
 
+let cgroupCount = 0
 /** A new cgroup limited to `cores` CPUs; returns its directory (removed by `removeCgroup` once its process is gone). */
 const makeCgroup = (name, cores) => {
   const dir = join(cpuCgroups.root, name)
@@ -182,7 +183,6 @@ const startCluster = async (db, instances, { cpuQuota } = {}) => {
     }
   }
 }
-let cgroupCount = 0
 
 const post = async (url, token, path, body) => {
   const res = await fetch(url + path, { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify(body) })
@@ -340,7 +340,7 @@ const delivery = async (label, cluster, { pairs = CONFIG.pairs, spread = false }
           brokerCoresUsed: cpu.perBrokerMs.map((ms) => round(ms / 1000 / windowS)),
           brokerThrottledMsPerS: brokers.map((b, i) => round((cpuEnd.throttled[i] - cpuStart.throttled[i]) / windowS))
         }),
-    msgPerS: Math.round(done / (CONFIG.durationMs / 1000)),
+    msgPerS: Math.round(done / windowS),
     delivered: done,
     ...roundAll({
       p50Ms: stats.p50,
@@ -543,8 +543,6 @@ const leaseCap = async (url, PgStore) => {
   return out
 }
 
-/** Thrown to end the sections early (`--only capacity`). */
-class Done {}
 const runs = []
 const capped = []
 const quota = []
@@ -594,26 +592,26 @@ try {
       await cluster.stop()
     }
   }
-  if (ONLY_CAPACITY) throw new Done()
-  const { UsageFile, PgStore } = await import(join(ROOT, "packages", "proxy", "dist", "index.js"))
-  const dir = tempDir("a2a-bench-usage-")
-  quota.push(await proxyQuota("file store (memory meter, flushed to a file)", () => UsageFile.layer({ path: join(dir, "usage.json") })))
-  if (pgReachable) {
-    const url = await createDatabase()
-    // Same run, same database server: the exact path (leases off) with the limits it was
-    // always measured with, then with the lease path's limits (a token quota only), then the
-    // lease path (A2A_PROXY_QUOTA_LEASES), then the lease path across two instances until refused.
-    quota.push(await proxyQuota("postgres store, exact path (one conditional UPDATE each)", () => PgStore.layer(url, { leases: { enabled: false } })))
-    quota.push(
-      await proxyQuota("postgres store, exact path, token quota only", () => PgStore.layer(url, { leases: { enabled: false } }), { limits: { tokensPer5h: 1e12 } })
-    )
-    quota.push(
-      await proxyQuota("postgres store, quota leases, token quota only", () => PgStore.layer(url, { leases: { enabled: true } }), { limits: { tokensPer5h: 1e12 }, parallelOps: CONFIG.leaseOps })
-    )
-    leaseRun = await leaseCap(await createDatabase(), PgStore)
+  // 3. The proxy's quota check (not with `--only capacity`).
+  if (!ONLY_CAPACITY) {
+    const { UsageFile, PgStore } = await import(join(ROOT, "packages", "proxy", "dist", "index.js"))
+    const dir = tempDir("a2a-bench-usage-")
+    quota.push(await proxyQuota("file store (memory meter, flushed to a file)", () => UsageFile.layer({ path: join(dir, "usage.json") })))
+    if (pgReachable) {
+      const url = await createDatabase()
+      // Same run, same database server: the exact path (leases off) with the limits it was
+      // always measured with, then with the lease path's limits (a token quota only), then the
+      // lease path (A2A_PROXY_QUOTA_LEASES), then the lease path across two instances until refused.
+      quota.push(await proxyQuota("postgres store, exact path (one conditional UPDATE each)", () => PgStore.layer(url, { leases: { enabled: false } })))
+      quota.push(
+        await proxyQuota("postgres store, exact path, token quota only", () => PgStore.layer(url, { leases: { enabled: false } }), { limits: { tokensPer5h: 1e12 } })
+      )
+      quota.push(
+        await proxyQuota("postgres store, quota leases, token quota only", () => PgStore.layer(url, { leases: { enabled: true } }), { limits: { tokensPer5h: 1e12 }, parallelOps: CONFIG.leaseOps })
+      )
+      leaseRun = await leaseCap(await createDatabase(), PgStore)
+    }
   }
-} catch (e) {
-  if (!(e instanceof Done)) throw e
 } finally {
   await dropDatabases()
 }

@@ -41,7 +41,8 @@ export default defineConfig([
         "@mks/a2a": fileURLToPath(new URL("../core/src/index.ts", import.meta.url)),
         "@mks/a2a/internal": fileURLToPath(new URL("../core/src/internal.ts", import.meta.url))
       }
-      // `import()` of the optional dashboard stays an import (CommonJS output would make it a require).
+      // Ui.ts's fallback `import()` (the bundle run without the loader) stays an import:
+      // CommonJS output would make it a require(), which cannot load the ES-module dashboard.
       options.supported = { ...options.supported, "dynamic-import": true }
     },
     define: { __VERSION__: JSON.stringify(version) }

@@ -118,9 +118,8 @@ export const run = (bundle: string, name: string, options: { readonly atExit?: b
   // `IMPORT` instead (`importer`), which resolves from this file's directory, the bundle's own.
   ;(globalThis as Record<symbol, unknown>)[IMPORT] = (specifier: string) => import(specifier)
   const outcome: Outcome = cachedData === undefined ? "none" : script.cachedDataRejected === true ? "rejected" : "used"
-  const hit = outcome === "used"
   cachedData = undefined // the bytes are V8's now; not kept for the process's life
-  if (!hit) {
+  if (outcome !== "used") {
     let written = false
     const save = () => {
       if (written) return
