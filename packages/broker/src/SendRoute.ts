@@ -24,8 +24,9 @@
  * store call and group commit as over a WebSocket, the same counters), and their refusals are
  * encoded with the same error schemas (`Errors.WireError`) and statuses the API declares.
  *
- * Tokens are authenticated per request, as the HttpApi middleware does (no cache): a revoked
- * static token (the token file is re-read when it changes) or spawn token stops working at once.
+ * Tokens are authenticated per request, as the HttpApi middleware does: a revoked static token
+ * (the token store checks its file on every request and forgets what it remembered when the file
+ * changed) or spawn token stops working at once.
  * test/SendFastPath.test.ts compares every answer with the HttpApi route's.
  */
 import { type HttpApp, type HttpRouter, HttpServerError, HttpServerRequest, HttpServerResponse } from "@effect/platform"

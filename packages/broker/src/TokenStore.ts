@@ -8,7 +8,8 @@
 import { Authenticator, Errors, Ids, Permission, Principal, SpawnTokens, VirtualKey } from "@mks/a2a"
 import { AtomicFile } from "@mks/a2a/internal"
 import { Context, Effect, Layer, Option, Ref, Schema } from "effect"
-import { existsSync, readFileSync, statSync } from "node:fs"
+import type { Scope } from "effect"
+import { closeSync, type FSWatcher, fstatSync, openSync, readFileSync, watch } from "node:fs"
 import { join } from "node:path"
 
 export const TokenRecord = Schema.Struct({
@@ -62,20 +63,71 @@ export class SharedSpawnTokens extends Context.Tag("@mks/a2a-broker/SharedSpawnT
 export const TOKEN_PREFIX = SpawnTokens.TOKEN_PREFIX
 export const newSecret = (): string => TOKEN_PREFIX + Ids.randomToken(40)
 
+/** Tokens whose lookup `authenticate` remembers at most (a flood of unknown tokens just clears it). */
+const MEMO_MAX = 1_024
+
 /** Write `data` to `path` atomically with mode 0600: a crash leaves the old or the new file, never half of one. */
 export const writeFileAtomic = (path: string, data: string): void => AtomicFile.writeSync(path, data, { mode: 0o600 })
 
-const readTokens = (path: string): Effect.Effect<ReadonlyArray<TokenRecord>, Errors.ServiceUnavailable> =>
-  existsSync(path)
-    ? Effect.try({
-        try: () => readFileSync(path, "utf8"),
-        catch: (e) => new Errors.ServiceUnavailable({ message: `cannot read token file ${path}: ${String(e)}` })
-      }).pipe(
-        Effect.flatMap((text) => Schema.decode(TokenFile)(text)),
-        Effect.map((file) => file.tokens),
-        Effect.mapError((e) => (e._tag === "ServiceUnavailable" ? e : new Errors.ServiceUnavailable({ message: `token file ${path} is corrupt` })))
-      )
-    : Effect.succeed([])
+/**
+ * The token file as last read, held open. Whether it changed is known without a system call per
+ * request where the platform can tell (an inotify watch, `fs.watch`, set before each read: an
+ * event marks the records stale); otherwise (no watch possible) it is one `fstat` of the
+ * descriptor per request — a syscall cost 3 % of the broker's CPU on the HTTP send path. The CLI
+ * replaces the file by rename, which leaves the inode we hold with no links; an edit in place
+ * changes its mtime or size.
+ */
+interface Opened {
+  readonly fd: number
+  readonly mtimeMs: number
+  readonly size: number
+}
+
+const changedSince = (opened: Opened | undefined, path: string): boolean => {
+  if (opened === undefined) {
+    // No file when last looked (or it could not be opened): it counts as changed once it exists.
+    try {
+      closeSync(openSync(path, "r"))
+      return true
+    } catch {
+      return false
+    }
+  }
+  const now = fstatSync(opened.fd)
+  return now.nlink === 0 || now.mtimeMs !== opened.mtimeMs || now.size !== opened.size
+}
+
+type Loaded = { readonly opened: Opened | undefined; readonly tokens: ReadonlyArray<TokenRecord> }
+
+/** Open and read the token file (none: no tokens), closing the previous descriptor. */
+const readTokens = (
+  path: string,
+  previous: Opened | undefined
+): Effect.Effect<Loaded, Errors.ServiceUnavailable> =>
+  Effect.suspend((): Effect.Effect<Loaded, Errors.ServiceUnavailable> => {
+    if (previous !== undefined) closeSync(previous.fd)
+    let fd: number
+    try {
+      fd = openSync(path, "r")
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return Effect.succeed({ opened: undefined, tokens: [] })
+      return Effect.fail(new Errors.ServiceUnavailable({ message: `cannot read token file ${path}: ${String(e)}` }))
+    }
+    const opened: Opened = (() => {
+      const stat = fstatSync(fd)
+      return { fd, mtimeMs: stat.mtimeMs, size: stat.size }
+    })()
+    return Effect.try({
+      try: () => readFileSync(fd, "utf8"),
+      catch: (e) => new Errors.ServiceUnavailable({ message: `cannot read token file ${path}: ${String(e)}` })
+    }).pipe(
+      Effect.flatMap((text) => Schema.decode(TokenFile)(text)),
+      Effect.map((file) => ({ opened, tokens: file.tokens })),
+      Effect.mapError((e) => (e._tag === "ServiceUnavailable" ? e : new Errors.ServiceUnavailable({ message: `token file ${path} is corrupt` }))),
+      // Not kept open when it could not be used: the next request looks again.
+      Effect.tapError(() => Effect.sync(() => closeSync(fd)))
+    )
+  })
 
 // A record's principal, built once per record (a Schema class validates on construction, which
 // showed in the profile of the HTTP send path). A revoked or reloaded token is a record no longer
@@ -96,22 +148,71 @@ const makePrincipal = (record: TokenRecord): Principal.Principal =>
   })
 
 /** A token store backed by `path` (`<home>/tokens.json`), or by memory only when `path` is undefined. */
-export const make = (path: string | undefined) =>
+export const make = (path: string | undefined): Effect.Effect<TokenStoreService, Errors.ServiceUnavailable, Scope.Scope> =>
   Effect.gen(function* () {
-    // One stat per authentication (no existsSync first): this runs on every request.
-    const mtimeOf = () => (path === undefined ? 0 : (statSync(path, { throwIfNoEntry: false })?.mtimeMs ?? 0))
-    let loadedAt = mtimeOf()
-    const records = yield* Ref.make<ReadonlyArray<TokenRecord>>(path === undefined ? [] : yield* readTokens(path))
-    // The CLI edits the file while the broker runs: reload when it changed, so a revoke takes effect at once.
+    let opened: Opened | undefined
+    let watcher: FSWatcher | undefined
+    let stale = false // set by the watcher's events
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        watcher?.close()
+        if (opened !== undefined) closeSync(opened.fd)
+      })
+    )
+    /** Watch the file as it is now (before reading it, so no change can fall in between). */
+    const rewatch = (file: string) => {
+      watcher?.close()
+      watcher = undefined
+      stale = false
+      try {
+        watcher = watch(file, { persistent: false }, () => (stale = true))
+        // A watch that fails later (the file's file system went away) falls back to fstat.
+        watcher.on("error", () => {
+          watcher?.close()
+          watcher = undefined
+        })
+      } catch {
+        watcher = undefined // no such file yet, or no change notification here
+      }
+    }
+    const load = (file: string) =>
+      Effect.sync(() => rewatch(file)).pipe(
+        Effect.zipRight(readTokens(file, opened)),
+        Effect.tap((read) => Effect.sync(() => (opened = read.opened))),
+        Effect.tapError(() => Effect.sync(() => (opened = undefined))),
+        Effect.map((read) => read.tokens)
+      )
+    const records = yield* Ref.make<ReadonlyArray<TokenRecord>>(path === undefined ? [] : yield* load(path))
+    // The CLI edits the file while the broker runs: reload when it changed, so a revoke takes
+    // effect at once (checked on every request; the watcher's event is in before a request
+    // made after the change has been read).
     const fresh = Effect.suspend(() => {
-      const mtime = mtimeOf()
-      if (path === undefined || mtime === loadedAt) return Effect.void
-      return readTokens(path).pipe(
+      if (path === undefined || (watcher !== undefined ? !stale : !changedSince(opened, path))) return Effect.void
+      return load(path).pipe(
         Effect.flatMap((next) => Ref.set(records, next)),
-        Effect.tap(() => Effect.sync(() => (loadedAt = mtime))),
         Effect.catchAll((e) => Effect.logError(e.message))
       )
     })
+    /**
+     * The principal of each token seen with the records in force (hashing and scanning once per
+     * token, not per request): cleared whenever the records change, so it never outlives a
+     * revoke, and when it holds `MEMO_MAX` tokens.
+     */
+    let memoFor: ReadonlyArray<TokenRecord> | undefined
+    const memo = new Map<string, TokenRecord | null>()
+    const lookup = (all: ReadonlyArray<TokenRecord>, token: string): TokenRecord | undefined => {
+      if (memoFor !== all || memo.size >= MEMO_MAX) {
+        memo.clear()
+        memoFor = all
+      }
+      let found = memo.get(token)
+      if (found === undefined) {
+        const hash = VirtualKey.hashSecret(token)
+        found = all.find((r) => VirtualKey.digestsEqual(r.hash, hash)) ?? null
+        memo.set(token, found)
+      }
+      return found ?? undefined
+    }
     // The id set of the last records seen by activeIds (rebuilt only when the records change).
     let idsFor: ReadonlyArray<TokenRecord> | undefined
     let ids: ReadonlySet<string> = new Set()
@@ -121,7 +222,10 @@ export const make = (path: string | undefined) =>
       Effect.try({
         try: () => (path === undefined ? undefined : writeFileAtomic(path, JSON.stringify({ version: 1, tokens: next }, null, 2) + "\n")),
         catch: (e) => new Errors.ServiceUnavailable({ message: `cannot write token file ${path}: ${String(e)}` })
-      }).pipe(Effect.zipRight(Ref.set(records, next)), Effect.tap(() => Effect.sync(() => (loadedAt = mtimeOf()))))
+      }).pipe(
+        Effect.zipRight(path === undefined ? Effect.void : load(path)),
+        Effect.zipRight(Ref.set(records, next))
+      )
 
     const unauthorized = new Errors.Unauthorized({ message: "invalid token" })
 
@@ -129,9 +233,8 @@ export const make = (path: string | undefined) =>
       authenticate: (token) =>
         Effect.gen(function* () {
           if (!token.startsWith(TOKEN_PREFIX)) return yield* Effect.fail(unauthorized)
-          const hash = VirtualKey.hashSecret(token)
           yield* fresh
-          const found = (yield* Ref.get(records)).find((r) => VirtualKey.digestsEqual(r.hash, hash))
+          const found = lookup(yield* Ref.get(records), token)
           return found === undefined ? yield* Effect.fail(unauthorized) : principalOf(found)
         }),
       create: ({ tenant, roles, name, scopes }) =>
@@ -167,9 +270,8 @@ export const make = (path: string | undefined) =>
       idOf: (token) =>
         Effect.gen(function* () {
           if (!token.startsWith(TOKEN_PREFIX)) return undefined
-          const hash = VirtualKey.hashSecret(token)
           yield* fresh
-          return (yield* Ref.get(records)).find((r) => VirtualKey.digestsEqual(r.hash, hash))?.id
+          return lookup(yield* Ref.get(records), token)?.id
         }),
       activeIds: fresh.pipe(
         Effect.zipRight(Ref.get(records)),
@@ -185,10 +287,10 @@ export const make = (path: string | undefined) =>
     return service
   })
 
-export const layer = (path: string) => Layer.effect(TokenStore, make(path))
+export const layer = (path: string) => Layer.scoped(TokenStore, make(path))
 
 /** A token store in memory only (nothing written): for a broker embedded in an app that mints its tokens with `create`. */
-export const layerMemory: Layer.Layer<TokenStore> = Layer.effect(TokenStore, Effect.orDie(make(undefined)))
+export const layerMemory: Layer.Layer<TokenStore> = Layer.scoped(TokenStore, Effect.orDie(make(undefined)))
 
 /**
  * Core's `SpawnTokens` for this broker: in its store when the store keeps them (SQLite,

@@ -113,7 +113,7 @@ const tokenCommand = (command: string | undefined, arg: string | undefined) =>
 const logger = Logger.replace(Logger.defaultLogger, Logger.logfmtLogger.pipe(Logger.withConsoleError))
 
 if (positionals[0] === "token") {
-  Effect.runPromise(tokenCommand(positionals[1], positionals[2])).catch((e) => fail(String(e?.message ?? e)))
+  Effect.runPromise(Effect.scoped(tokenCommand(positionals[1], positionals[2]))).catch((e) => fail(String(e?.message ?? e)))
 } else if (positionals.length > 0) {
   fail(`unknown command ${positionals[0]}`)
 } else {
