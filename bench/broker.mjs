@@ -16,10 +16,17 @@
  *             BENCH_KEEP_PROFILE=1 also copies the .cpuprofile to bench/results/
  * --only      a subset of the three benchmarks
  * --window N  messages in flight per sender in the throughput run (default 50)
+ * --claude-peers DIR
+ *             a checkout of claude-peers-mcp (github.com/louislva/claude-peers-mcp): its broker.ts runs
+ *             under Bun (`A2A_BENCH_BUN`, else `bun` on the PATH) as a second baseline of the HTTP
+ *             run; also `A2A_BENCH_CLAUDE_PEERS`. Nothing of it is part of this repository.
  */
 import { WebSocket } from "ws"
 import { parseArgs } from "node:util"
-import { copyFileSync, readdirSync } from "node:fs"
+import { spawn, spawnSync } from "node:child_process"
+import { copyFileSync, existsSync, readdirSync } from "node:fs"
+import { Agent, request } from "node:http"
+import { createServer } from "node:net"
 import { join } from "node:path"
 import {
   cpuTimeMs,
@@ -50,7 +57,8 @@ const { values: flags } = parseArgs({
     quick: { type: "boolean", default: false },
     window: { type: "string" },
     profile: { type: "boolean", default: false },
-    only: { type: "string" }
+    only: { type: "string" },
+    "claude-peers": { type: "string" }
   }
 })
 const only = new Set((flags.only ?? "latency,throughput,memory,http").split(","))
@@ -83,12 +91,17 @@ const DEFINITIONS = {
     "bench/lib.mjs ws-relay: a `ws` server in its own process that forwards each send frame to the target socket by id " +
     "as a message frame and drops acks; no persistence, auth, answers or schema decoding",
   http:
-    "HTTP send path, keep-alive fetch from this process. sequential: one sender, `POST /api/messages` one at a time " +
+    "HTTP send path, keep-alive `http.request` from this process (an Agent with a socket per sender; `fetch` cost the " +
+    "load generator 3-4x the CPU per request and capped both servers near 2,800 req/s on 2 cores). sequential: one sender, `POST /api/messages` one at a time " +
     "(answered after the message is durable), latency from request to answer; flat out: 16 senders each looping " +
-    "sends for durationMs to ONE receiver that holds a channel and acks every message (cumulative ack per frame); " +
+    "sends for durationMs to ONE receiver that holds a channel and acks every message as the SDK channel does (cumulative: " +
+    "one ack frame with the highest seq per event-loop turn); " +
     "msg/s = messages the receiver got / durationMs; refused = answers other than 201 (InboxFull would show here); " +
     "CPU per message = the server's user+system CPU during the run / messages accepted. Baseline: bench/http-sqlite.mjs, " +
-    "an HTTP server in front of SQLite (the shape of claude-peers-mcp): one prepared INSERT per POST, same senders",
+    "an HTTP server in front of SQLite (the shape of claude-peers-mcp): one prepared INSERT per POST, same senders " +
+    "(the floor of the shape: no auth, no push). claude-peers (when given --claude-peers DIR and bun): its own broker.ts " +
+    "under Bun, the receiver registered and polling /poll-messages every 1,000 ms as its MCP server does, senders " +
+    "posting /send-message; msg/s = messages the polls returned for sends of the window (one last poll after it) / durationMs",
   loadGenerator: "this process (one Node thread) for both servers; the servers and it share the machine's CPUs"
 }
 
@@ -462,8 +475,29 @@ const memoryRun = async (makeTarget, count) => {
 
 // ---- 4. the HTTP send path ----------------------------------------------------------------------
 
-/** Sequential sends, then `HTTP.senders` flat out; `send(i)` posts one message and resolves to its status. */
-const httpLoad = async (pid, send, delivered) => {
+/**
+ * One keep-alive HTTP connection per sender (an Agent, not `fetch`: undici's fetch cost this
+ * process 3-4x the CPU per request, which capped both servers near 2,800 req/s on 2 cores and
+ * measured the load generator, not the server). Resolves to {status, body}.
+ */
+const httpAgent = new Agent({ keepAlive: true, maxSockets: 64 })
+const postJson = (url, headers, body) =>
+  new Promise((resolve, reject) => {
+    const req = request(url, { method: "POST", agent: httpAgent, headers: { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(body) } }, (res) => {
+      const chunks = []
+      res.on("data", (chunk) => chunks.push(chunk))
+      res.on("end", () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString("utf8") }))
+      res.on("error", reject)
+    })
+    req.on("error", reject)
+    req.end(body)
+  })
+
+/**
+ * Sequential sends, then `HTTP.senders` flat out; `send(i)` posts one message and resolves to its
+ * status (201 = accepted). `afterWindow` runs once the senders stopped, before `delivered()` is read.
+ */
+const httpLoad = async (pid, send, delivered, afterWindow) => {
   for (let i = 0; i < HTTP.warmup; i++) await send(0)
   const latencies = []
   for (let i = 0; i < HTTP.sequential; i++) {
@@ -489,6 +523,7 @@ const httpLoad = async (pid, send, delivered) => {
   )
   const elapsed = performance.now() - started
   const cpu = cpuTimeMs(pid) - cpuBefore
+  await afterWindow?.()
   return {
     sequential: summarize(latencies),
     senders: HTTP.senders,
@@ -507,32 +542,115 @@ const httpBroker = async () => {
   try {
     const [receiver, ...senders] = await target.register(HTTP.senders + 1, "http")
     let received = 0
-    let lastSeq = 0
+    let lastSeq = 0 // the highest seq received and not yet acked
+    const flushAck = () => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(`{"type":"ack","upTo":${lastSeq}}`)
+      lastSeq = 0
+    }
     const ws = new WebSocket(target.socketUrl(receiver), { headers: target.headers, perMessageDeflate: false })
     await new Promise((resolve, reject) => {
       ws.on("message", (data) => {
         const frame = JSON.parse(data.toString())
         if (frame.type === "hello") return resolve()
         if (frame.type === "message") {
+          // Every message is acked as the SDK's channel (and so the MCP server) acks: acks are
+          // cumulative, so one frame with the highest seq leaves per event-loop turn.
           received++
+          if (lastSeq === 0) setImmediate(flushAck)
           lastSeq = frame.message.seq
-          ws.send(`{"type":"ack","upTo":${lastSeq}}`)
         }
       })
       ws.once("error", reject)
     })
-    const headers = { ...target.headers, "content-type": "application/json" }
+    const headers = target.headers
     const url = `${target.proc.url}/api/messages`
-    const send = async (i) => {
-      const res = await fetch(url, { method: "POST", headers, body: JSON.stringify({ from: senders[i], to: receiver, body: PAD }) })
-      await res.arrayBuffer()
-      return res.status
-    }
+    const send = async (i) => (await postJson(url, headers, JSON.stringify({ from: senders[i], to: receiver, body: PAD }))).status
     const out = await httpLoad(target.pid, send, () => received)
     ws.close()
     return out
   } finally {
     await target.stop()
+  }
+}
+
+/** Where claude-peers and Bun are, or why the claude-peers baseline cannot run. */
+const claudePeersSetup = () => {
+  const dir = flags["claude-peers"] ?? process.env.A2A_BENCH_CLAUDE_PEERS
+  if (dir === undefined) return { skip: "not run: no --claude-peers DIR (a checkout of claude-peers-mcp)" }
+  const script = join(dir, "broker.ts")
+  if (!existsSync(script)) return { skip: `not run: ${script} does not exist` }
+  const bun = process.env.A2A_BENCH_BUN ?? "bun"
+  const version = spawnSync(bun, ["--version"], { encoding: "utf8" })
+  if (version.status !== 0) return { skip: `not run: ${bun} --version failed (set A2A_BENCH_BUN to a Bun binary)` }
+  return { script, bun, bunVersion: version.stdout.trim() }
+}
+
+const freePort = () =>
+  new Promise((resolve, reject) => {
+    const probe = createServer()
+    probe.once("error", reject)
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address()
+      probe.close(() => resolve(port))
+    })
+  })
+
+/**
+ * claude-peers' own broker (Bun + bun:sqlite) in the same run, driven the way its MCP server
+ * drives it: the receiver registers and polls `/poll-messages` every 1,000 ms; senders post
+ * `/send-message` (it checks only the recipient, so they need no registration — one
+ * registration per pid is all it keeps). Accepted = answers `{ok: true}`.
+ */
+const httpClaudePeers = async ({ script, bun, bunVersion }) => {
+  const dir = tempDir("a2a-bench-claude-peers-")
+  const port = await freePort()
+  const child = spawn(bun, [script], {
+    stdio: ["ignore", "ignore", "pipe"],
+    env: { ...process.env, CLAUDE_PEERS_PORT: String(port), CLAUDE_PEERS_DB: join(dir, "peers.db") }
+  })
+  const exited = new Promise((resolve) => child.once("exit", resolve))
+  try {
+    // It prints "[claude-peers broker] listening on …" to stderr once Bun.serve is up.
+    await new Promise((resolve, reject) => {
+      let text = ""
+      const timer = setTimeout(() => reject(new Error(`claude-peers broker not listening after 15 s: ${text.slice(-500)}`)), 15_000)
+      child.stderr.on("data", (chunk) => {
+        text += chunk
+        if (/listening on/.test(text)) {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+      child.once("exit", (code) => reject(new Error(`claude-peers broker exited (${code}): ${text.slice(-500)}`)))
+    })
+    const base = `http://127.0.0.1:${port}`
+    const registered = await postJson(`${base}/register`, {}, JSON.stringify({ pid: process.pid, cwd: dir, git_root: null, tty: null, summary: "bench receiver" }))
+    const receiver = JSON.parse(registered.body).id
+    let delivered = 0
+    const poll = async () => {
+      const { body } = await postJson(`${base}/poll-messages`, {}, JSON.stringify({ id: receiver }))
+      delivered += JSON.parse(body).messages.length
+    }
+    let polling = true
+    const poller = (async () => {
+      while (polling) {
+        await poll()
+        await sleep(1_000)
+      }
+    })()
+    const send = async (i) => {
+      const { status, body } = await postJson(`${base}/send-message`, {}, JSON.stringify({ from_id: `sender-${i}`, to_id: receiver, text: PAD }))
+      return status === 200 && JSON.parse(body).ok === true ? 201 : status
+    }
+    const out = await httpLoad(child.pid, send, () => delivered, async () => {
+      polling = false
+      await poller
+      await poll()
+    })
+    return { ...out, bunVersion }
+  } finally {
+    child.kill("SIGTERM")
+    await exited
   }
 }
 
@@ -547,10 +665,9 @@ const httpBaseline = async () => {
     const url = `http://127.0.0.1:${server.match[1]}/send`
     let inserted = 0
     const send = async (i) => {
-      const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ from: `s${i}`, to: "receiver", body: PAD }) })
-      await res.arrayBuffer()
-      if (res.status === 201) inserted++
-      return res.status
+      const { status } = await postJson(url, {}, JSON.stringify({ from: `s${i}`, to: "receiver", body: PAD }))
+      if (status === 201) inserted++
+      return status
     }
     return await httpLoad(server.pid, send, () => inserted)
   } finally {
@@ -635,6 +752,14 @@ const main = async () => {
   if (only.has("http")) {
     log(`http-sqlite baseline: ${HTTP.sequential} sequential sends, then ${HTTP.senders} senders for ${HTTP.durationMs} ms`)
     details.httpBaseline = await httpBaseline()
+    const claudePeers = claudePeersSetup()
+    if (claudePeers.skip === undefined) {
+      log(`claude-peers (Bun ${claudePeers.bunVersion}): ${HTTP.sequential} sequential sends, then ${HTTP.senders} senders for ${HTTP.durationMs} ms`)
+      details.httpClaudePeers = await httpClaudePeers(claudePeers)
+    } else {
+      log(`claude-peers baseline ${claudePeers.skip}`)
+      details.httpClaudePeers = { notRun: claudePeers.skip }
+    }
     log(`broker: ${HTTP.sequential} sequential HTTP sends, then ${HTTP.senders} senders to one acking receiver for ${HTTP.durationMs} ms`)
     details.http = await httpBroker()
   }
@@ -646,17 +771,28 @@ const main = async () => {
     for (const p of ["p50", "p99"]) {
       results.push(result({ name: `sequential HTTP send latency ${p}`, ours: ours.sequential[p], baseline: base.sequential[p], unit: "ms", target: null, met: null }))
     }
+    const cp = details.httpClaudePeers
+    const cpRan = cp !== undefined && cp.notRun === undefined
     results.push(
       result({
-        name: `${HTTP.senders} HTTP senders → 1 acking receiver: msg/s delivered (baseline: durable inserts/s)`,
+        name: `${HTTP.senders} HTTP senders → 1 acking receiver: msg/s delivered, vs claude-peers (same senders, its 1-s poll)`,
+        ours: ours.msgPerSec,
+        baseline: cpRan ? cp.msgPerSec : null,
+        unit: "msg/s",
+        target: "≥ 2× claude-peers, none refused",
+        met: cpRan ? ours.msgPerSec >= 2 * cp.msgPerSec && ours.refused === 0 : null,
+        refused: ours.refused,
+        ...(cpRan ? {} : { note: cp?.notRun ?? "not run" })
+      }),
+      result({
+        name: `${HTTP.senders} HTTP senders: msg/s vs http-sqlite (durable inserts, no auth, no push: the floor of the shape)`,
         ours: ours.msgPerSec,
         baseline: base.msgPerSec,
         unit: "msg/s",
-        target: "≥ 2× baseline, none refused",
-        met: ours.msgPerSec >= 2 * base.msgPerSec && ours.refused === 0,
-        refused: ours.refused
+        target: null,
+        met: null
       }),
-      result({ name: "server CPU per HTTP message", ours: ours.cpuMsPerMsg, baseline: base.cpuMsPerMsg, unit: "ms", target: "≤ 0.2 ms", met: ours.cpuMsPerMsg <= 0.2 })
+      result({ name: "server CPU per HTTP message (baseline: claude-peers, else http-sqlite)", ours: ours.cpuMsPerMsg, baseline: cpRan ? cp.cpuMsPerMsg : base.cpuMsPerMsg, unit: "ms", target: "≤ 0.2 ms", met: ours.cpuMsPerMsg <= 0.2 })
     )
   }
   if (details.broker?.latency) {
