@@ -4,7 +4,6 @@
 import { ChannelHub, Errors, Inbox, PeerRegistry, PostgresUrl, SpawnPlane, TaskBoard, TeamDirectory } from "@mks/a2a"
 import { Effect, Layer, Schedule, Scope } from "effect"
 import { SqlClient } from "@effect/sql"
-import { SqliteClient } from "@effect/sql-sqlite-node"
 import { chmodSync, closeSync, mkdirSync, openSync, statSync } from "node:fs"
 import { createRequire } from "node:module"
 import { dirname } from "node:path"
@@ -12,6 +11,7 @@ import { Worker } from "node:worker_threads"
 import { BrokerConfig } from "./BrokerConfig.js"
 import * as AuditLog from "./AuditLog.js"
 import type { SharedSpawnTokens } from "./TokenStore.js"
+import * as SqliteClient from "./SqliteClient.js"
 import * as SqliteSpawnPlane from "./SqliteSpawnPlane.js"
 import * as SqlStore from "./SqlStore.js"
 import * as SqlTaskBoard from "./SqlTaskBoard.js"
@@ -86,17 +86,13 @@ parentPort.once("message", () => {
 })
 `
 
-/** better-sqlite3 as @effect/sql-sqlite-node loads it, for the checkpointer thread (undefined if not found). */
+/** better-sqlite3 as the broker loads it (`SqliteClient.ts`), for the checkpointer thread (undefined if not found). */
 const betterSqlite3Path = (): string | undefined => {
-  const here = createRequire(import.meta.url)
-  for (const from of [() => here.resolve("@effect/sql-sqlite-node"), () => import.meta.url]) {
-    try {
-      return createRequire(from()).resolve("better-sqlite3")
-    } catch {
-      // next place
-    }
+  try {
+    return createRequire(import.meta.url).resolve("better-sqlite3")
+  } catch {
+    return undefined
   }
-  return undefined
 }
 
 /** The WAL size at which the checkpointer thread starts (a broker that writes little never needs it). */
@@ -187,7 +183,7 @@ export const layerSqlite = (file: string): Layer.Layer<Stores | SharedSpawnToken
         file === ":memory:" ? Layer.empty : walCheckpointer(file)
       ).pipe(
         Layer.provide(sqliteTuning),
-        Layer.provide(SqliteClient.layer({ filename: file })),
+        Layer.provide(SqliteClient.layer(file)),
         Layer.mapError((e) => new Errors.ServiceUnavailable({ message: `cannot open database ${file}: ${String(e)}` }))
       )
     })

@@ -8,7 +8,7 @@
  */
 import { SqlClient, Statement } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { SqliteClient } from "@effect/sql-sqlite-node"
+import * as SqliteClient from "../src/SqliteClient.js"
 import { Ids, type Message } from "@mks/a2a"
 import { Effect, Layer, ManagedRuntime, Option, Redacted } from "effect"
 import { rmSync } from "node:fs"
@@ -108,7 +108,7 @@ describe("the inbox's message-id index", () => {
   afterAll(() => rmSync(home, { recursive: true, force: true }))
 
   it("SQLite: an older database is migrated, its messages are found, and the lookup uses the index", async () => {
-    const runtime = ManagedRuntime.make(Layer.merge(SqliteClient.layer({ filename: join(home, "index.db") }), capture))
+    const runtime = ManagedRuntime.make(Layer.merge(SqliteClient.layer(join(home, "index.db")), capture))
     try {
       check(await runtime.runPromise(scenario("sqlite")))
     } finally {

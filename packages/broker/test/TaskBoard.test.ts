@@ -15,7 +15,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { SqliteClient } from "@effect/sql-sqlite-node"
+import * as SqliteClient from "../src/SqliteClient.js"
 import { Ids, Task, TaskBoard } from "@mks/a2a"
 import { Clock, Duration, Effect, Layer, ManagedRuntime, Redacted } from "effect"
 import fc from "fast-check"
@@ -268,7 +268,7 @@ describe("TaskBoard property: no double holders, no lost tasks, dependencies and
   it("memory layer", property(() => ({ board: Effect.runSync(TaskBoard.makeMemory), runtime: ManagedRuntime.make(Layer.empty) }), 150), 120_000)
 
   it("SQLite layer", async () => {
-    const { boardRuntime } = sqlBoard("sqlite", SqliteClient.layer({ filename: ":memory:" }))
+    const { boardRuntime } = sqlBoard("sqlite", SqliteClient.layer(":memory:"))
     const board = await boardRuntime.runPromise(TaskBoard.TaskBoard)
     try {
       await property(() => ({ board, runtime: boardRuntime as unknown as ManagedRuntime.ManagedRuntime<never, never> }), 80)()
