@@ -314,12 +314,14 @@ export const DIE_WITH_PARENT = `--import=data:text/javascript,${encodeURICompone
 /**
  * The built `a2a-broker` CLI as a child process with its own temp home. `db` is a file path,
  * `:memory:` or `memory`; default a SQLite file in the home. `nodeArgs` go before the script
- * (e.g. `--cpu-prof`). Resolves to {url, port, pid, token, home, stop, ...}.
+ * (e.g. `--cpu-prof`), after any in `A2A_BENCH_BROKER_NODE_ARGS` (space-separated, e.g.
+ * `--single-threaded-gc`: how a run with V8 flags is made). Resolves to {url, port, pid, token, home, stop, ...}.
  */
 export const startBroker = async ({ db, nodeArgs = [], env = {} } = {}) => {
   const home = tempDir("a2a-bench-broker-")
   const dbArg = db ?? join(home, "broker.db")
-  const proc = await startProcess(process.execPath, [DIE_WITH_PARENT, ...nodeArgs, BROKER_CLI, "--port", "0", "--home", home, "--db", dbArg], {
+  const extra = (process.env.A2A_BENCH_BROKER_NODE_ARGS ?? "").split(/\s+/).filter((arg) => arg !== "")
+  const proc = await startProcess(process.execPath, [DIE_WITH_PARENT, ...extra, ...nodeArgs, BROKER_CLI, "--port", "0", "--home", home, "--db", dbArg], {
     ready: /a2a-broker listening on (http:\/\/\S+)/,
     env: { ...process.env, A2A_HOME: home, ...env },
     name: "a2a-broker"
