@@ -634,6 +634,7 @@ const make = (url: string) =>
      * is one transaction with multi-row statements and one wake-up notification.
      */
     const writer = yield* PgGroupCommit.make({
+      url: PostgresUrl.withSessionDefaults(url),
       capacity: config.inboxCapacity,
       instance,
       channel: INBOX_CHANNEL,
