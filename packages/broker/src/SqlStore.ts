@@ -521,8 +521,9 @@ export const makeInbox = (capacity: number, groupCommit = false, onAppend?: Appe
     const runtime = yield* Effect.runtime<never>()
     const waiters = makeWaiters()
     const known = new Set<string>()
-    // The connection itself, when the store is our SQLite client (the group commit runs on it).
+    // The connection itself: the group commit runs on it (only the broker's SQLite client has one).
     const direct = Option.getOrUndefined(yield* Effect.serviceOption(SqliteDirect))
+    if (groupCommit && direct === undefined) return yield* Effect.dieMessage("the inbox's group commit needs the broker's SQLite client (SqliteClient.layer)")
 
     const toMessage = messageOfRow
     // SQLite would look a message up by id by scanning the peer's inbox (its primary key's prefix).
@@ -727,95 +728,8 @@ export const makeInbox = (capacity: number, groupCommit = false, onAppend?: Appe
     }
 
     /** Write one batch in one transaction; answer every write once it committed. */
-    const commit = (batch: ReadonlyArray<PendingWrite>) => {
-      if (direct !== undefined) return commitDirect(direct, batch)
-      const settle: Array<() => void> = []
-      const woken = new Set<string>()
-      const everTouched = new Set<string>()
-      // The inbox rows of the batch, flat in INBOX_COLUMNS order.
-      let rows: Array<unknown> = []
-      let dirty = new Map<string, InboxState & { readonly tenant: string; readonly peer: string }>()
-      const touch = (key: string, state: InboxState & { readonly tenant: string; readonly peer: string }) => {
-        dirty.set(key, state)
-        everTouched.add(key)
-      }
-      const writeOut = Effect.suspend(() => {
-        const inserts = rows
-        const states: Array<unknown> = []
-        for (const s of dirty.values()) states.push(s.tenant, s.peer, s.lastSeq, s.cursor)
-        rows = []
-        dirty = new Map()
-        const statements: Array<Effect.Effect<unknown, SqlError>> = []
-        const chunked = (values: Array<unknown>, columns: number, text: (rows: number) => string) => {
-          for (let i = 0; i < values.length; i += ROWS_PER_STATEMENT * columns) {
-            const params = values.slice(i, i + ROWS_PER_STATEMENT * columns)
-            statements.push(sql.unsafe(text(params.length / columns), params))
-          }
-        }
-        chunked(inserts, INBOX_COLUMNS, insertInboxText)
-        chunked(states, STATE_COLUMNS, upsertStateText)
-        return Effect.forEach(statements, (s) => s, { discard: true })
-      })
-      const work = Effect.gen(function* () {
-        for (const op of batch) {
-          switch (op.kind) {
-            case "append": {
-              const states: Array<InboxState & { readonly tenant: string; readonly peer: string }> = []
-              for (const recipient of op.recipients) states.push(yield* stateOf(op.tenant, recipient))
-              const full = states.find((s) => s.lastSeq - s.cursor >= capacity)
-              if (full !== undefined) {
-                const error = new Errors.InboxFull({ message: `the inbox of ${full.peer} holds ${capacity} unacked messages`, peer: full.peer as Ids.PeerId, capacity })
-                settle.push(() => op.done(Effect.fail(error)))
-                break
-              }
-              const deliveries = states.map((state, i): Message.Delivery => {
-                const seq = ++state.lastSeq
-                touch(keyOf(op.tenant, state.peer), state)
-                rows.push(op.tenant, state.peer, seq, op.draft.id, op.now, op.data)
-                woken.add(keyOf(op.tenant, state.peer))
-                return { recipient: op.recipients[i]!, message: new Message.Message({ ...op.draft, seq }, true) }
-              })
-              settle.push(() => op.done(Effect.succeed(deliveries)))
-              break
-            }
-            case "ack": {
-              const state = yield* stateOf(op.tenant, op.peer)
-              if (op.upTo > state.cursor && state.cursor < state.lastSeq) {
-                state.cursor = Math.min(op.upTo, state.lastSeq)
-                touch(keyOf(op.tenant, op.peer), state)
-              }
-              const cursor = { cursor: state.cursor }
-              settle.push(() => op.done(Effect.succeed(cursor)))
-              break
-            }
-            case "drop": {
-              // Earlier writes of this batch first, so the delete sees (and removes) them.
-              yield* writeOut
-              yield* deleteInbox(op.tenant, op.peer)
-              const key = keyOf(op.tenant, op.peer)
-              mirror.set(key, { tenant: op.tenant, peer: op.peer, lastSeq: 0, cursor: 0 })
-              everTouched.add(key)
-              settle.push(() => op.done(Effect.void))
-              break
-            }
-          }
-        }
-        yield* writeOut
-      })
-      // A batch of acks alone is at most one upsert (one row per inbox), atomic by itself: no
-      // transaction around it. Measured: a transaction costs the broker ~80 us of CPU beyond its
-      // statements, and at low rates every ack is a batch of its own.
-      const acksOnly = batch.length <= ROWS_PER_STATEMENT && batch.every((op) => op.kind === "ack")
-      return (acksOnly ? work : sql.withTransaction(work)).pipe(
-        Effect.zipRight(
-          Effect.sync(() => {
-            for (const answer of settle) answer()
-            waiters.unsafeWakeAll(woken)
-          })
-        ),
-        Effect.catchAllCause((cause) => failBatch(batch, everTouched, cause))
-      )
-    }
+    // Only used with `groupCommit`, which requires `direct` (checked above).
+    const commit = (batch: ReadonlyArray<PendingWrite>) => commitDirect(direct as SqliteDirectService, batch)
 
     const enqueue = WriteQueue.make(commit, runtime)
 
