@@ -7,7 +7,7 @@
  */
 import { Authenticator, Errors, Ids, Permission, Principal, SpawnTokens, VirtualKey } from "@mks/a2a"
 import { AtomicFile } from "@mks/a2a/internal"
-import { Context, Effect, Layer, Option, Ref, Schema } from "effect"
+import { Clock, Context, Effect, Layer, Option, Ref, Schema } from "effect"
 import type { Scope } from "effect"
 import { closeSync, type FSWatcher, fstatSync, openSync, readFileSync, watch } from "node:fs"
 import { join } from "node:path"
@@ -72,8 +72,9 @@ export const writeFileAtomic = (path: string, data: string): void => AtomicFile.
 /**
  * The token file as last read, held open. Whether it changed is known without a system call per
  * request where the platform can tell (an inotify watch, `fs.watch`, set before each read: an
- * event marks the records stale); otherwise (no watch possible) it is one `fstat` of the
- * descriptor per request — a syscall cost 3 % of the broker's CPU on the HTTP send path. The CLI
+ * event marks the records stale), with one `fstat` of the descriptor every `RECHECK_MS` as a
+ * backstop; otherwise (no watch possible) it is one `fstat` per request — a syscall cost 3 % of
+ * the broker's CPU on the HTTP send path. The CLI
  * replaces the file by rename, which leaves the inode we hold with no links; an edit in place
  * changes its mtime or size.
  */
@@ -148,8 +149,22 @@ const makePrincipal = (record: TokenRecord): Principal.Principal =>
   })
 
 /** A token store backed by `path` (`<home>/tokens.json`), or by memory only when `path` is undefined. */
-export const make = (path: string | undefined): Effect.Effect<TokenStoreService, Errors.ServiceUnavailable, Scope.Scope> =>
+/**
+ * How often the file is looked at (one `fstat`) even while a watch is set: a file system that
+ * takes an inotify watch but does not report changes made by other hosts (a home shared over NFS)
+ * still has a revoke seen within this time.
+ */
+export const RECHECK_MS = 1_000
+
+/** For tests: how the file is watched (`fs.watch`). */
+export interface MakeOptions {
+  readonly watch?: (file: string, onChange: () => void) => FSWatcher
+}
+
+export const make = (path: string | undefined, options: MakeOptions = {}): Effect.Effect<TokenStoreService, Errors.ServiceUnavailable, Scope.Scope> =>
   Effect.gen(function* () {
+    const watchFile = options.watch ?? ((file: string, onChange: () => void) => watch(file, { persistent: false }, onChange))
+    let checkedAt = 0 // when the file was last looked at by `changedSince` (Clock millis)
     let opened: Opened | undefined
     let watcher: FSWatcher | undefined
     let stale = false // set by the watcher's events
@@ -165,7 +180,7 @@ export const make = (path: string | undefined): Effect.Effect<TokenStoreService,
       watcher = undefined
       stale = false
       try {
-        watcher = watch(file, { persistent: false }, () => (stale = true))
+        watcher = watchFile(file, () => (stale = true))
         // A watch that fails later (the file's file system went away) falls back to fstat.
         watcher.on("error", () => {
           watcher?.close()
@@ -186,8 +201,14 @@ export const make = (path: string | undefined): Effect.Effect<TokenStoreService,
     // The CLI edits the file while the broker runs: reload when it changed, so a revoke takes
     // effect at once (checked on every request; the watcher's event is in before a request
     // made after the change has been read).
-    const fresh = Effect.suspend(() => {
-      if (path === undefined || (watcher !== undefined ? !stale : !changedSince(opened, path))) return Effect.void
+    const changed = (file: string, now: number): boolean => {
+      if (watcher !== undefined && stale) return true
+      if (watcher !== undefined && now - checkedAt < RECHECK_MS) return false
+      checkedAt = now
+      return changedSince(opened, file)
+    }
+    const fresh = Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      if (path === undefined || !changed(path, now)) return Effect.void
       return load(path).pipe(
         Effect.flatMap((next) => Ref.set(records, next)),
         Effect.catchAll((e) => Effect.logError(e.message))

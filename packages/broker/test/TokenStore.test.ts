@@ -1,5 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit } from "effect"
+import { Effect, Exit, TestClock } from "effect"
+import { EventEmitter } from "node:events"
+import type { FSWatcher } from "node:fs"
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -56,6 +58,25 @@ describe("TokenStore (file)", () => {
         yield* polled
         expect(yield* accepted(store, token)).toBe(true)
         expect(yield* accepted(store, other)).toBe(true)
+      })
+    )
+  )
+
+  it.effect("where the watch never reports (another host's change over NFS), the file is still looked at every RECHECK_MS", () =>
+    withFile((path) =>
+      Effect.gen(function* () {
+        const deaf = () => Object.assign(new EventEmitter(), { close: () => {}, ref() { return this }, unref() { return this } }) as unknown as FSWatcher
+        const store = yield* TokenStore.make(path, { watch: deaf })
+        const { token } = yield* store.create({ tenant: "t", roles: ["peer"], name: "a" })
+        expect(yield* accepted(store, token)).toBe(true)
+        const file = JSON.parse(readFileSync(path, "utf8")) as { version: 1; tokens: Array<{ name?: string }> }
+        writeFileSync(`${path}.tmp`, JSON.stringify({ ...file, tokens: [] }))
+        renameSync(`${path}.tmp`, path)
+        yield* polled
+        // Nothing told the store; within the recheck interval it still answers from what it read.
+        expect(yield* accepted(store, token)).toBe(true)
+        yield* TestClock.adjust(TokenStore.RECHECK_MS)
+        expect(yield* accepted(store, token)).toBe(false)
       })
     )
   )
