@@ -15,6 +15,12 @@ import { INBOX_CHANNEL } from "../src/PgStore.js"
 import { http, startBroker, type TestBroker } from "./harness.js"
 
 const enabled = await pgEnabled("the group commit's server-side function")
+/**
+ * The appends' time: now. The broker running on the same database prunes, every GC round, acked
+ * messages older than its retention (24 h), so a message stamped 1970 and acked could vanish
+ * between the commit and the test's read of the table.
+ */
+const NOW = Date.now()
 
 interface Notice {
   readonly i: string
@@ -74,7 +80,7 @@ if (!enabled) {
     (await caller.query(`SELECT seq::int AS seq, message_id FROM a2a_inbox WHERE tenant = $1 AND peer_id = $2 ORDER BY seq`, [tenant, peer])).rows
 
   it("applies a batch in order: capacity per send, team sends all or nothing, acks forward only, a drop mid-batch", async () => {
-    const append = (t: string, r: Array<string>, id: string) => ({ k: "a", t, r, id, at: 1, d: JSON.stringify({ id }) })
+    const append = (t: string, r: Array<string>, id: string) => ({ k: "a", t, r, id, at: NOW, d: JSON.stringify({ id }) })
     const out = await commit(
       [
         append("acme", ["a1", "a2"], "m1"), // team send: seq 1 each
@@ -105,8 +111,8 @@ if (!enabled) {
     const res = await http(broker, broker.adminToken, "POST", "/api/peers", { name: "still-here" })
     expect(res.status, res.text).toBe(201)
     const here = res.json.peer.id as string
-    const direct = (r: string, id: string) => ({ k: "a", t: "default", r: [r], id, at: 1, d: "{}", x: true })
-    const out = await commit([direct("p_gone", "g1"), direct(here, "h1"), { k: "a", t: "default", r: ["p_gone2"], id: "t1", at: 1, d: "{}", x: false }, direct(here, "h2")])
+    const direct = (r: string, id: string) => ({ k: "a", t: "default", r: [r], id, at: NOW, d: "{}", x: true })
+    const out = await commit([direct("p_gone", "g1"), direct(here, "h1"), { k: "a", t: "default", r: ["p_gone2"], id: "t1", at: NOW, d: "{}", x: false }, direct(here, "h2")])
     expect(out).toEqual([{ gone: "p_gone" }, [1], [1], [2]])
     expect(await state("default", "p_gone")).toBeUndefined()
     expect(await seqs("default", "p_gone")).toEqual([])
@@ -118,7 +124,7 @@ if (!enabled) {
   it("wakes with small messages inline and large ones announced, one notice per tenant, in order", async () => {
     const small = JSON.stringify({ body: "hi \"there\"\n" })
     const large = JSON.stringify({ body: "x".repeat(INLINE_MESSAGE_BYTES) })
-    const op = (t: string, r: Array<string>, d: string) => ({ k: "a", t, r, id: "m", at: 1, d })
+    const op = (t: string, r: Array<string>, d: string) => ({ k: "a", t, r, id: "m", at: NOW, d })
     await commit([op("w1", ["p1"], small), op("w2", ["p9"], small), op("w1", ["p2"], large), op("w1", ["p1"], small)])
     const notices = (await noticesOf(["w1", "w2"], 4)).map((r) => r.notice)
     expect(notices).toEqual([
@@ -133,7 +139,7 @@ if (!enabled) {
     // in characters would pass PostgreSQL's limit (and "notify payload too long" fails the batch).
     for (let n = 1; n <= 400; n++) {
       const body = n % 2 === 0 ? "€🚀".repeat(60) : "\u0001".repeat(300)
-      ops.push({ k: "a", t: "bytes", r: [`p${n % 7}`], id: `m${n}`, at: 1, d: JSON.stringify({ body }) })
+      ops.push({ k: "a", t: "bytes", r: [`p${n % 7}`], id: `m${n}`, at: NOW, d: JSON.stringify({ body }) })
     }
     const out = (await commit(ops)) as Array<Array<number>>
     const got = await noticesOf(["bytes"], 400)
