@@ -11,6 +11,7 @@ import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Errors, Ids, Inbox, Message, Peer, PeerRegistry, TeamDirectory, Team } from "@mks/a2a"
 import { Cause, Clock, Deferred, Effect, Layer, Option } from "effect"
+import type { Statement } from "better-sqlite3"
 import { SqliteDirect, type SqliteDirectService } from "./SqliteClient.js"
 import * as WriteQueue from "./WriteQueue.js"
 import type { PendingWrite } from "./WriteQueue.js"
@@ -595,23 +596,28 @@ export const makeInbox = (capacity: number, groupCommit = false, onAppend?: Appe
 
     // ---- group commit (this process is the only writer) ----
 
-    const mirror = new Map<string, InboxState & { readonly tenant: string; readonly peer: string }>()
+    type State = InboxState & { readonly tenant: string; readonly peer: string }
+    const mirror = new Map<string, State>()
+    // Only used with `groupCommit`, which requires the connection (checked above).
+    const connection = direct as SqliteDirectService
 
+    /** An inbox's counters: from the mirror, else read (on the connection, inside a transaction) into it. */
+    const loadState = (prepare: (sql: string) => Statement, tenant: string, peer: string): State => {
+      const key = keyOf(tenant, peer)
+      let state = mirror.get(key)
+      if (state === undefined) {
+        const row = prepare("SELECT last_seq, cursor FROM a2a_inbox_state WHERE tenant = ? AND peer_id = ?").get(tenant, peer) as
+          | { last_seq: number; cursor: number }
+          | undefined
+        state = { tenant, peer, lastSeq: Number(row?.last_seq ?? 0), cursor: Number(row?.cursor ?? 0) }
+        mirror.set(key, state)
+      }
+      return state
+    }
     const stateOf = (tenant: string, peer: string) =>
       Effect.suspend(() => {
-        const key = keyOf(tenant, peer)
-        const hit = mirror.get(key)
-        if (hit !== undefined) return Effect.succeed(hit)
-        return sql<{ last_seq: number | string; cursor: number | string }>`SELECT last_seq, cursor FROM a2a_inbox_state WHERE tenant = ${tenant} AND peer_id = ${peer}`.pipe(
-          Effect.map((rows) => {
-            // Readers load it too: one that got here first (a commit may be using it) stays.
-            const loaded = mirror.get(key)
-            if (loaded !== undefined) return loaded
-            const state = { tenant, peer, lastSeq: Number(rows[0]?.last_seq ?? 0), cursor: Number(rows[0]?.cursor ?? 0) }
-            mirror.set(key, state)
-            return state
-          })
-        )
+        const hit = mirror.get(keyOf(tenant, peer))
+        return hit !== undefined ? Effect.succeed(hit) : connection.transaction((prepare) => loadState(prepare, tenant, peer))
       })
 
     /**
@@ -627,29 +633,17 @@ export const makeInbox = (capacity: number, groupCommit = false, onAppend?: Appe
       })
 
     /**
-     * The batch on SQLite's connection itself (`SqliteDirect`): one synchronous transaction, the
-     * same statements and the same order as `commit` below, without an Effect, a span or a cache
-     * lookup per statement (SqliteClient.ts says what that cost). Counters the mirror lacks are
-     * read inside the transaction.
+     * Write one batch in one transaction; answer every write once it committed. The batch runs
+     * on SQLite's connection itself (`SqliteDirect`): one synchronous transaction, without an
+     * Effect, a span or a cache lookup per statement (SqliteClient.ts says what that cost).
+     * Counters the mirror lacks are read inside the transaction.
      */
-    const commitDirect = (connection: SqliteDirectService, batch: ReadonlyArray<PendingWrite>) => {
+    const commit = (batch: ReadonlyArray<PendingWrite>) => {
       const settle: Array<() => void> = []
       const woken = new Set<string>()
       const touched = new Set<string>()
       const work = connection.transaction((prepare) => {
-        type State = InboxState & { readonly tenant: string; readonly peer: string }
-        const stateOfNow = (tenant: string, peer: string): State => {
-          const key = keyOf(tenant, peer)
-          let state = mirror.get(key)
-          if (state === undefined) {
-            const row = prepare("SELECT last_seq, cursor FROM a2a_inbox_state WHERE tenant = ? AND peer_id = ?").get(tenant, peer) as
-              | { last_seq: number; cursor: number }
-              | undefined
-            state = { tenant, peer, lastSeq: Number(row?.last_seq ?? 0), cursor: Number(row?.cursor ?? 0) }
-            mirror.set(key, state)
-          }
-          return state
-        }
+        const stateOfNow = (tenant: string, peer: string) => loadState(prepare, tenant, peer)
         let rows: Array<unknown> = []
         let dirty = new Map<string, State>()
         const touch = (key: string, state: State) => {
@@ -726,10 +720,6 @@ export const makeInbox = (capacity: number, groupCommit = false, onAppend?: Appe
         Effect.catchAllCause((cause) => failBatch(batch, touched, cause))
       )
     }
-
-    /** Write one batch in one transaction; answer every write once it committed. */
-    // Only used with `groupCommit`, which requires `direct` (checked above).
-    const commit = (batch: ReadonlyArray<PendingWrite>) => commitDirect(direct as SqliteDirectService, batch)
 
     const enqueue = WriteQueue.make(commit, runtime)
 

@@ -21,7 +21,7 @@ import * as Statement from "@effect/sql/Statement"
 import Sqlite from "better-sqlite3"
 import { Cache, Context, Duration, Effect, Layer, Scope } from "effect"
 
-/** A synchronous batch on the broker's SQLite connection. */
+/** Synchronous work on the broker's SQLite connection (the inbox's group commit and its counters). */
 export interface SqliteDirectService {
   /**
    * Run `f` in one transaction (`BEGIN` … `COMMIT`, rolled back if it throws) while
@@ -37,9 +37,8 @@ const ATTR_DB_SYSTEM_NAME = "db.system.name"
 
 const make = (filename: string) =>
   Effect.gen(function* () {
-    const scope = yield* Effect.scope
     const db = new Sqlite(filename)
-    yield* Scope.addFinalizer(scope, Effect.sync(() => db.close()))
+    yield* Effect.addFinalizer(() => Effect.sync(() => db.close()))
     db.pragma("journal_mode = WAL")
 
     const prepareCache = yield* Cache.make({
@@ -118,7 +117,7 @@ const make = (filename: string) =>
       semaphore.withPermits(1)(
         Effect.try({
           try: () => inTransaction(f) as A,
-          catch: (cause) => new SqlError({ cause, message: "Failed to commit a batch" })
+          catch: (cause) => new SqlError({ cause, message: "Failed to run a transaction" })
         })
       )
     return { client, direct: { transaction } satisfies SqliteDirectService }

@@ -74,9 +74,8 @@ export const writeFileAtomic = (path: string, data: string): void => AtomicFile.
  * request where the platform can tell (an inotify watch, `fs.watch`, set before each read: an
  * event marks the records stale), with one `fstat` of the descriptor every `RECHECK_MS` as a
  * backstop; otherwise (no watch possible) it is one `fstat` per request — a syscall cost 3 % of
- * the broker's CPU on the HTTP send path. The CLI
- * replaces the file by rename, which leaves the inode we hold with no links; an edit in place
- * changes its mtime or size.
+ * the broker's CPU on the HTTP send path. The CLI replaces the file by rename, which leaves the
+ * inode we hold with no links; an edit in place changes its mtime or size.
  */
 interface Opened {
   readonly fd: number
@@ -114,10 +113,8 @@ const readTokens = (
       if ((e as NodeJS.ErrnoException).code === "ENOENT") return Effect.succeed({ opened: undefined, tokens: [] })
       return Effect.fail(new Errors.ServiceUnavailable({ message: `cannot read token file ${path}: ${String(e)}` }))
     }
-    const opened: Opened = (() => {
-      const stat = fstatSync(fd)
-      return { fd, mtimeMs: stat.mtimeMs, size: stat.size }
-    })()
+    const stat = fstatSync(fd)
+    const opened: Opened = { fd, mtimeMs: stat.mtimeMs, size: stat.size }
     return Effect.try({
       try: () => readFileSync(fd, "utf8"),
       catch: (e) => new Errors.ServiceUnavailable({ message: `cannot read token file ${path}: ${String(e)}` })
@@ -148,7 +145,6 @@ const makePrincipal = (record: TokenRecord): Principal.Principal =>
     ...(record.scopes !== undefined && record.scopes.length > 0 ? { scopes: record.scopes } : {})
   })
 
-/** A token store backed by `path` (`<home>/tokens.json`), or by memory only when `path` is undefined. */
 /**
  * How often the file is looked at (one `fstat`) even while a watch is set: a file system that
  * takes an inotify watch but does not report changes made by other hosts (a home shared over NFS)
@@ -161,6 +157,7 @@ export interface MakeOptions {
   readonly watch?: (file: string, onChange: () => void) => FSWatcher
 }
 
+/** A token store backed by `path` (`<home>/tokens.json`), or by memory only when `path` is undefined. */
 export const make = (path: string | undefined, options: MakeOptions = {}): Effect.Effect<TokenStoreService, Errors.ServiceUnavailable, Scope.Scope> =>
   Effect.gen(function* () {
     const watchFile = options.watch ?? ((file: string, onChange: () => void) => watch(file, { persistent: false }, onChange))
@@ -180,12 +177,13 @@ export const make = (path: string | undefined, options: MakeOptions = {}): Effec
       watcher = undefined
       stale = false
       try {
-        watcher = watchFile(file, () => (stale = true))
+        const w = watchFile(file, () => (stale = true))
         // A watch that fails later (the file's file system went away) falls back to fstat.
-        watcher.on("error", () => {
-          watcher?.close()
-          watcher = undefined
+        w.on("error", () => {
+          w.close()
+          if (watcher === w) watcher = undefined
         })
+        watcher = w
       } catch {
         watcher = undefined // no such file yet, or no change notification here
       }
