@@ -5,7 +5,7 @@
  * imports core for the default broker URL and the local stack's record).
  */
 import { BrokerClient, StackRecord } from "@mks/a2a"
-import { CliSpec } from "@mks/a2a/internal"
+import { CliSpec, McpNodeFlags } from "@mks/a2a/internal"
 import { spec } from "./CliSpec.js"
 import { VERSION } from "./version.js"
 
@@ -17,14 +17,8 @@ import { VERSION } from "./version.js"
 export const selfCommand = (file: string): readonly [string, ...Array<string>] =>
   /[\\/]_npx[\\/]/.test(file) ? ["npx", "-y", "@mks/a2a-mcp"] : [process.execPath, ...NODE_FLAGS, file]
 
-/**
- * Node flags the launchers that start this server with `node` pass (this `--print-config`, the
- * runner's default MCP command, `a2a up`): a 2 MiB young generation. Node lets it grow to 16 MiB
- * during start-up, and a session's MCP server never needs that throughput: idle RSS 86 → ~73 MiB
- * (bench/footprint.mjs), with shorter scavenges. V8 sizes the heap when the process starts, so
- * the bin cannot set this itself (`v8.setFlagsFromString` after start was measured to change nothing).
- */
-export const NODE_FLAGS = ["--max-semi-space-size=2"] as const
+/** Node flags the launchers that start this server with `node` pass (`McpNodeFlags` in `@mks/a2a/internal`). */
+export const NODE_FLAGS = McpNodeFlags.NODE_FLAGS
 
 const passEnv = ["A2A_BROKER_URL", "A2A_TOKEN", "A2A_PEER_NAME", "A2A_TEAMS"] as const
 

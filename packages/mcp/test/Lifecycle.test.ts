@@ -166,7 +166,7 @@ describe("CLI", () => {
     expect(config.mcpServers.a2a).toEqual({
       type: "stdio",
       command: process.execPath,
-      args: ["--max-semi-space-size=2", realpathSync(CLI)],
+      args: ["--max-semi-space-size=2", "--no-opt", "--no-sparkplug", "--no-maglev", realpathSync(CLI)],
       env: { A2A_BROKER_URL: "http://127.0.0.1:4999", A2A_TEAMS: "dev" }
     })
     const withChannels = JSON.parse(execFileSync(process.execPath, [CLI, "--print-config", "claude", "--channels"]).toString())

@@ -66,7 +66,7 @@ export const spec: CliSpec.Spec = {
       arg: "\"…\"",
       env: "A2A_MCP_COMMAND",
       default:
-        "the installed `@mks/a2a-mcp` (`node --max-semi-space-size=2 …/dist/cli.js`: a small young generation, ~13 MiB less idle RSS per session), else `npx -y @mks/a2a-mcp`",
+        "the installed `@mks/a2a-mcp` (`node --max-semi-space-size=2 --no-opt --no-sparkplug --no-maglev …/dist/cli.js`: a small young generation and the interpreter only, ~20 MiB less idle RSS per session), else `npx -y @mks/a2a-mcp`",
       what: "argv of the a2a MCP server (split on spaces and commas)"
     },
     {

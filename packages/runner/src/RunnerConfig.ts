@@ -2,6 +2,7 @@
  * The runner's settings, as one service. `make` fills defaults; the CLI reads flags and env.
  */
 import type { RunnerPolicy, ServerLimits } from "@mks/a2a"
+import { McpNodeFlags } from "@mks/a2a/internal"
 import { Context } from "effect"
 import { homedir, hostname } from "node:os"
 import { createRequire } from "node:module"
@@ -61,13 +62,13 @@ export const defaultId = (): string => hostname().replace(/[^A-Za-z0-9_.:-]/g, "
 
 /**
  * argv of the installed `@mks/a2a-mcp` (its `dist/cli.js` under this Node, with the Node flags
- * its own `--print-config` gives: a 2 MiB young generation, ~13 MiB less idle RSS per session),
- * else `npx`.
+ * its own `--print-config` gives, `McpNodeFlags`: a small young generation and the interpreter
+ * only, ~20 MiB less idle RSS per session), else `npx`.
  */
 const defaultMcpCommand = (): ReadonlyArray<string> => {
   try {
     const pkg = createRequire(import.meta.url).resolve("@mks/a2a-mcp/package.json")
-    return [process.execPath, "--max-semi-space-size=2", join(dirname(pkg), "dist", "cli.js")]
+    return [process.execPath, ...McpNodeFlags.NODE_FLAGS, join(dirname(pkg), "dist", "cli.js")]
   } catch {
     return ["npx", "-y", "@mks/a2a-mcp"]
   }
