@@ -8,6 +8,7 @@ import { rmSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, beforeAll, expect, it } from "vitest"
 import { client as brokerClient, http, startBroker, tempHome, type TestBroker } from "../../broker/test/harness.js"
+import { NODE_FLAGS } from "../src/Commands.js"
 import { eventually, type McpSession, startSession } from "./harness.js"
 
 const SENDERS = 16
@@ -29,7 +30,8 @@ afterAll(async () => {
 
 it("an MCP session pushed and acking every message, 16 senders (8 over HTTP, 8 over channels) flat out for 10 s: zero InboxFull, every message once", async () => {
   const token = await broker.token("acme", "admin")
-  session = await startSession({ url: broker.url, token, name: "mcp-reader", channels: true })
+  // Started as the runner and `a2a up` start it: interpreter only (NODE_FLAGS), the slower of the ways it runs.
+  session = await startSession({ url: broker.url, token, name: "mcp-reader", channels: true, nodeFlags: NODE_FLAGS })
   const receiver = (await session.ok("whoami")).data.peer.id as string
   const register = async (name: string) => {
     const res = await http(broker, token, "POST", "/api/peers", { name })

@@ -39,6 +39,8 @@ export interface SessionOptions {
   readonly clientName?: string
   readonly env?: Record<string, string>
   readonly cwd?: string
+  /** Node flags before the bin (e.g. the launchers' `NODE_FLAGS`); none by default, as `.mcp.json` with plain `node` starts it. */
+  readonly nodeFlags?: ReadonlyArray<string>
 }
 
 export const startSession = async (options: SessionOptions): Promise<McpSession> => {
@@ -51,7 +53,7 @@ export const startSession = async (options: SessionOptions): Promise<McpSession>
     ...(options.teams === undefined ? {} : { A2A_TEAMS: options.teams }),
     ...options.env
   }
-  const transport = new StdioClientTransport({ command: process.execPath, args: [CLI], env, stderr: "pipe", cwd: options.cwd })
+  const transport = new StdioClientTransport({ command: process.execPath, args: [...(options.nodeFlags ?? []), CLI], env, stderr: "pipe", cwd: options.cwd })
   let stderr = ""
   transport.stderr?.on("data", (chunk) => (stderr += String(chunk)))
   const client = new Client(
