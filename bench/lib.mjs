@@ -7,10 +7,9 @@
  * prints `ws-relay listening on PORT` and serves `ws://127.0.0.1:PORT/peer/:id`.
  */
 import { spawn } from "node:child_process"
-import { createHash } from "node:crypto"
 import Module from "node:module"
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs"
-import { cpus, homedir, loadavg, tmpdir, totalmem } from "node:os"
+import { cpus, loadavg, tmpdir, totalmem } from "node:os"
 import { dirname, join } from "node:path"
 import { createInterface } from "node:readline"
 import { fileURLToPath, pathToFileURL } from "node:url"
@@ -314,22 +313,15 @@ export const BROKER_CLI = join(ROOT, "packages", "broker", "dist", "cli.js")
 export const DIE_WITH_PARENT = `--import=data:text/javascript,${encodeURIComponent('process.stdin.on("end",()=>process.exit(0));process.stdin.resume()')}`
 
 /**
- * The V8 code cache file the built broker bin reads and writes (the rule of `CompileCache` in
- * `@mks/a2a/internal`: directory from `A2A_COMPILE_CACHE`, `XDG_CACHE_HOME` or `~/.cache/a2a`,
- * name from the Node version and the bundle's hash); undefined when the cache is off.
+ * The V8 code cache file the built broker bin reads and writes (`CompileCache` in
+ * `@mks/a2a/internal`, by the rule the bin uses); undefined when the cache is off.
  */
-const brokerCacheFile = () => {
-  const setting = process.env.A2A_COMPILE_CACHE?.trim()
-  if (setting !== undefined && /^(off|0|false|no)$/i.test(setting)) return undefined
-  const dir =
-    setting !== undefined && setting !== ""
-      ? setting
-      : process.env.XDG_CACHE_HOME
-        ? join(process.env.XDG_CACHE_HOME, "a2a")
-        : join(homedir(), ".cache", "a2a")
+const brokerCacheFile = async () => {
+  const { CompileCache } = await import("@mks/a2a/internal")
+  const dir = CompileCache.directory()
+  if (dir === undefined) return undefined
   const source = readFileSync(join(dirname(BROKER_CLI), "cli.cjs"), "utf8").replace(/^#!.*/, "")
-  const hash = createHash("sha256").update(source).digest("hex").slice(0, 20)
-  return join(dir, `a2a-broker-${process.version}-${process.arch}-${hash}.v8cache`)
+  return CompileCache.fileFor(dir, "a2a-broker", source)
 }
 
 let cacheWarmed
@@ -342,7 +334,7 @@ let cacheWarmed
  */
 const warmBrokerCache = () =>
   (cacheWarmed ??= (async () => {
-    const file = brokerCacheFile()
+    const file = await brokerCacheFile()
     if (file === undefined || existsSync(file)) return
     // Node ≥ 22.1 has its own compile cache (written at exit), which the bin uses instead.
     const platformCache = typeof Module.enableCompileCache === "function"

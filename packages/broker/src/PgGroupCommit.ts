@@ -26,7 +26,6 @@
  * database during an upgrade. A deadlock (cannot happen with sorted keys, but PostgreSQL may
  * still pick a victim) retries the whole batch.
  */
-import { SqlClient } from "@effect/sql"
 import { SqlError } from "@effect/sql/SqlError"
 import { Errors, Message } from "@mks/a2a"
 import type { Ids } from "@mks/a2a"
@@ -188,11 +187,8 @@ $fn$`
 export type Appended = readonly [tenant: string, peer: string, seq: number]
 
 export interface Options {
-  /**
-   * The database (with the session settings of the store's pool, `PostgresUrl.withSessionDefaults`)
-   * for the writer's own connection; without it the batches go through the `SqlClient`.
-   */
-  readonly url?: string | undefined
+  /** The database (with the session settings of the store's pool, `PostgresUrl.withSessionDefaults`), for the writer's own connection. */
+  readonly url: string
   readonly capacity: number
   /** This instance's id, carried in every notification. */
   readonly instance: string
@@ -315,18 +311,13 @@ const writerConnection = (url: string): Effect.Effect<(values: ReadonlyArray<unk
 
 export const make = (options: Options) =>
   Effect.gen(function* () {
-    const sql = yield* SqlClient.SqlClient
     const runtime = yield* Effect.runtime<never>()
     const stats: Stats = { batches: 0, writes: 0, waiting: 0 }
     const { capacity } = options
-    const direct = options.url === undefined ? undefined : yield* writerConnection(options.url)
+    const direct = yield* writerConnection(options.url)
 
-    const call = (batch: ReadonlyArray<PendingWrite>) => {
-      const ops = JSON.stringify(opsOf(batch))
-      return direct !== undefined
-        ? direct([ops, capacity, options.instance, options.channel, INLINE_MESSAGE_BYTES, NOTIFY_BYTES])
-        : sql<{ r: string }>`SELECT a2a_inbox_commit_v1(${ops}::json, ${capacity}, ${options.instance}, ${options.channel}, ${INLINE_MESSAGE_BYTES}, ${NOTIFY_BYTES}) AS r`
-    }
+    const call = (batch: ReadonlyArray<PendingWrite>) =>
+      direct([JSON.stringify(opsOf(batch)), capacity, options.instance, options.channel, INLINE_MESSAGE_BYTES, NOTIFY_BYTES])
 
     /** Answers every operation of a committed batch from the function's outcomes. */
     const settle = (batch: ReadonlyArray<PendingWrite>, outcomes: ReadonlyArray<Outcome>) => {

@@ -7,7 +7,7 @@
  * `A2A_CHANNELS`: Preset.ts, ClaudeSession.ts), and `PATH` (where commands and `claude` are found).
  */
 import { ServerLimits } from "@mks/a2a"
-import { CliSpec } from "@mks/a2a/internal"
+import { CliSpec, McpNodeFlags } from "@mks/a2a/internal"
 
 export const spec: CliSpec.Spec = {
   bin: "a2a-runner",
@@ -66,7 +66,7 @@ export const spec: CliSpec.Spec = {
       arg: "\"…\"",
       env: "A2A_MCP_COMMAND",
       default:
-        "the installed `@mks/a2a-mcp` (`node --max-semi-space-size=2 --no-opt --no-sparkplug --no-maglev …/dist/cli.js`: a small young generation and the interpreter only, ~20 MiB less idle RSS per session), else `npx -y @mks/a2a-mcp`",
+        `the installed \`@mks/a2a-mcp\` (\`node ${McpNodeFlags.NODE_FLAGS.join(" ")} …/dist/cli.js\`: a small young generation and the interpreter only, ~20 MiB less idle RSS per session), else \`npx -y @mks/a2a-mcp\``,
       what: "argv of the a2a MCP server (split on spaces and commas)"
     },
     {
