@@ -195,6 +195,12 @@ export const messageFrame = (message: Message) => `{"type":"message","message":$
 /** The `sent` frame answering a send. */
 export const sentFrame = (ref: string | undefined, result: SendResult) =>
   `{"type":"sent",${ref === undefined ? "" : `"ref":${JSON.stringify(ref)},`}"message":${messageJson(result.message)},"recipients":${JSON.stringify(result.recipients)}}`
+/**
+ * A `SendResult`'s JSON (the body of `POST /api/messages`' 201) without a schema pass, as the
+ * frames above: the same value `Schema.encode(SendResult)` gives, keys in another order.
+ */
+export const sendResultJson = (result: SendResult) =>
+  `{"message":${messageJson(result.message)},"recipients":${JSON.stringify(result.recipients)}}`
 
 const decoder = new TextDecoder()
 const textOf = (data: string | Uint8Array) => (typeof data === "string" ? data : decoder.decode(data))
