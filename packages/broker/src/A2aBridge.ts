@@ -14,7 +14,7 @@
  */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import type { AgentCard, Message as A2aMessage, Part as A2aPart, Task } from "@a2a-js/sdk"
-import { type Client, ClientFactory, ClientFactoryOptions, DefaultAgentCardResolver, JsonRpcTransportFactory } from "@a2a-js/sdk/client"
+import type { Client } from "@a2a-js/sdk/client"
 import { A2a, Authenticator, Codec, Errors, type Ids, type Message, type Peer, type Principal } from "@mks/a2a"
 import { Context, Duration, Effect, ExecutionStrategy, Layer, Runtime, Schedule, Schema, Scope } from "effect"
 import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from "node:crypto"
@@ -124,7 +124,9 @@ export const make = Effect.gen(function* () {
           headers.set("authorization", `Bearer ${token}`)
           return fetch(input, { ...init, headers })
         }
-  const factoryFor = (token: string | undefined) => {
+  // The SDK's client is loaded by the first bridge that needs it, not at broker start (see A2aGateway's `loadSdk`).
+  const factoryFor = async (token: string | undefined) => {
+    const { ClientFactory, ClientFactoryOptions, DefaultAgentCardResolver, JsonRpcTransportFactory } = await import("@a2a-js/sdk/client")
     const fetchImpl = fetchWith(token)
     return new ClientFactory(
       ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
@@ -140,7 +142,7 @@ export const make = Effect.gen(function* () {
         const found = clients.get(k)
         if (found !== undefined) return found
         const token = stored.credential === undefined ? undefined : unseal(stored.credential)
-        const made = await factoryFor(token).createFromAgentCard(stored.card as AgentCard)
+        const made = await (await factoryFor(token)).createFromAgentCard(stored.card as AgentCard)
         clients.set(k, made)
         return made
       },
@@ -279,7 +281,7 @@ export const make = Effect.gen(function* () {
       if (taken._tag === "Some") return yield* Effect.fail(new Errors.PeerNameTaken({ message: `a peer named ${input.name} exists`, name: input.name }))
       const { base, path } = splitCardUrl(input.cardUrl)
       const client = yield* Effect.tryPromise({
-        try: () => factoryFor(input.token).createFromUrl(base, path),
+        try: async () => (await factoryFor(input.token)).createFromUrl(base, path),
         catch: (e) => new Errors.InvalidRequest({ message: `cannot read the agent card at ${input.cardUrl}: ${(e as Error).message}`, field: "cardUrl" })
       })
       const card = yield* Effect.promise(() => client.getAgentCard())

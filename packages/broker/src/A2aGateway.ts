@@ -14,28 +14,53 @@
  * answer — a Message when the first answer is final and arrives within `messageWindow`, else a Task.
  */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { AgentCard, type Message as A2aMessage, type Part as A2aPart, type Task } from "@a2a-js/sdk"
-import { duplicateInterfacesForLegacy } from "@a2a-js/sdk/compat/v0_3"
-import { createLegacyAwarePushNotificationSender, LegacyJsonRpcTransportHandler } from "@a2a-js/sdk/compat/v0_3/server"
-import { RequestMalformedError } from "@a2a-js/sdk/errors"
-import {
-  AgentEvent,
-  DefaultRequestHandler,
-  type AgentExecutor,
-  type ExecutionEventBus,
-  InMemoryPushNotificationStore,
-  JsonRpcTransportHandler,
-  type RequestContext,
-  ServerCallContext,
-  type TaskStore,
-  validateVersion
-} from "@a2a-js/sdk/server"
+import type { AgentCard, Message as A2aMessage, Part as A2aPart, Task } from "@a2a-js/sdk"
+import type { LegacyJsonRpcTransportHandler } from "@a2a-js/sdk/compat/v0_3/server"
+import type { AgentExecutor, DefaultRequestHandler, ExecutionEventBus, JsonRpcTransportHandler, RequestContext, ServerCallContext, TaskStore } from "@a2a-js/sdk/server"
 import { A2a, Authenticator, Errors, Ids, type Message, type Peer, type Principal } from "@mks/a2a"
 import { Cause, Context, Duration, Effect, Either, Exit, Layer, Option, Queue, Runtime, Schedule, Schema, Scope, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import { BrokerConfig } from "./BrokerConfig.js"
 import { Bus } from "./Bus.js"
 import * as Channels from "./Channels.js"
+
+/**
+ * The SDK's runtime modules, loaded by the gateway's first request instead of at broker start:
+ * evaluating them is ~2 MiB of heap that an idle broker kept (bench/footprint.mjs, broker idle
+ * RSS), and most brokers never see an A2A client. Everything below that uses them runs after
+ * a request awaited `sdkReady`.
+ */
+const loadSdk = () =>
+  Promise.all([
+    import("@a2a-js/sdk"),
+    import("@a2a-js/sdk/compat/v0_3"),
+    import("@a2a-js/sdk/compat/v0_3/server"),
+    import("@a2a-js/sdk/errors"),
+    import("@a2a-js/sdk/server")
+  ]).then(([core, compat, compatServer, errors, server]) => ({
+    AgentCard: core.AgentCard,
+    duplicateInterfacesForLegacy: compat.duplicateInterfacesForLegacy,
+    createLegacyAwarePushNotificationSender: compatServer.createLegacyAwarePushNotificationSender,
+    LegacyJsonRpcTransportHandler: compatServer.LegacyJsonRpcTransportHandler,
+    RequestMalformedError: errors.RequestMalformedError,
+    AgentEvent: server.AgentEvent,
+    DefaultRequestHandler: server.DefaultRequestHandler,
+    InMemoryPushNotificationStore: server.InMemoryPushNotificationStore,
+    JsonRpcTransportHandler: server.JsonRpcTransportHandler,
+    ServerCallContext: server.ServerCallContext,
+    validateVersion: server.validateVersion
+  }))
+type Sdk = Awaited<ReturnType<typeof loadSdk>>
+let loaded: Sdk | undefined
+/** The SDK, loaded once (module imports are cached, so two first requests racing load it once too). */
+const sdkReady: Effect.Effect<Sdk> = Effect.suspend(() =>
+  loaded !== undefined ? Effect.succeed(loaded) : Effect.map(Effect.promise(loadSdk), (sdk) => (loaded = sdk))
+)
+/** The loaded SDK, for code that only runs after `sdkReady` (a defect otherwise). */
+const sdk = (): Sdk => {
+  if (loaded === undefined) throw new Error("the A2A SDK was used before the gateway loaded it")
+  return loaded
+}
 
 export interface Options {
   /** A first answer that is final and arrives within this window answers as a Message; later, a Task opens. */
@@ -126,7 +151,7 @@ const agentMessage = (text: string, contextId: string, taskId: string): A2aMessa
 const STATE = { submitted: 1, working: 2, completed: 3, failed: 4, canceled: 5, "input-required": 6 } as const
 
 const statusUpdate = (taskId: string, contextId: string, state: keyof typeof STATE, message?: A2aMessage) =>
-  AgentEvent.statusUpdate({ taskId, contextId, status: { state: STATE[state], message, timestamp: new Date().toISOString() }, metadata: undefined })
+  sdk().AgentEvent.statusUpdate({ taskId, contextId, status: { state: STATE[state], message, timestamp: new Date().toISOString() }, metadata: undefined })
 
 /** The card of an opted-in peer, for the broker at `base` (the SDK's in-memory form; `AgentCard.toJSON` gives the wire JSON). */
 export const cardOf = (peer: Peer.Peer, base: string, oidcIssuer?: string): AgentCard => {
@@ -135,7 +160,7 @@ export const cardOf = (peer: Peer.Peer, base: string, oidcIssuer?: string): Agen
   return {
     name: peer.name,
     description: optIn.description ?? (peer.summary || `${peer.agent} session ${peer.name} on the a2a bus`),
-    supportedInterfaces: duplicateInterfacesForLegacy([{ url, protocolBinding: "JSONRPC", tenant: "", protocolVersion: "1.0" }], ["JSONRPC"]),
+    supportedInterfaces: sdk().duplicateInterfacesForLegacy([{ url, protocolBinding: "JSONRPC", tenant: "", protocolVersion: "1.0" }], ["JSONRPC"]),
     provider: { organization: "a2a bus", url: base },
     version: "1.0.0",
     capabilities: { streaming: true, pushNotifications: true, extensions: [], extendedAgentCard: false },
@@ -183,7 +208,7 @@ export const legacyCardOf = (card: AgentCard, peer: Peer.Peer, base: string, oid
   defaultInputModes: card.defaultInputModes,
   defaultOutputModes: card.defaultOutputModes,
   skills: card.skills.map((s) => ({ id: s.id, name: s.name, description: s.description, tags: s.tags, examples: s.examples })),
-  supportedInterfaces: (AgentCard.toJSON(card) as { supportedInterfaces?: unknown }).supportedInterfaces
+  supportedInterfaces: (sdk().AgentCard.toJSON(card) as { supportedInterfaces?: unknown }).supportedInterfaces
 })
 
 class A2aUser {
@@ -256,7 +281,7 @@ export const make = (options: Options = {}) =>
       }).pipe(Effect.orDie)
     )
 
-    const fail = (message: string) => new RequestMalformedError(message)
+    const fail = (message: string) => new (sdk().RequestMalformedError)(message)
 
     /** The executor behind one peer's card. */
     const executorFor = (tenant: string, target: Ids.PeerId): AgentExecutor => ({
@@ -303,7 +328,7 @@ export const make = (options: Options = {}) =>
                 if (opened) return
                 opened = true
                 eventBus.publish(
-                  AgentEvent.task({
+                  sdk().AgentEvent.task({
                     id: taskId,
                     contextId,
                     status: { state: STATE.submitted, message: undefined, timestamp: new Date().toISOString() },
@@ -315,7 +340,7 @@ export const make = (options: Options = {}) =>
                 eventBus.publish(statusUpdate(taskId, contextId, "working"))
               })
               if (rc.task !== undefined) {
-                eventBus.publish(AgentEvent.task({ ...rc.task, status: { state: STATE.working, message: undefined, timestamp: new Date().toISOString() } }))
+                eventBus.publish(sdk().AgentEvent.task({ ...rc.task, status: { state: STATE.working, message: undefined, timestamp: new Date().toISOString() } }))
               }
               const immediate = rc.request.configuration?.returnImmediately === true
               let first = true
@@ -344,7 +369,7 @@ export const make = (options: Options = {}) =>
                 const answerState = A2a.busMetaOf(answer.meta)?.state ?? "completed"
                 if (answerState === "completed" && !opened) {
                   // Quick and final: the answer is a Message (no task is kept).
-                  eventBus.publish(AgentEvent.message({ ...agentMessage(answer.body, contextId, ""), taskId: "" }))
+                  eventBus.publish(sdk().AgentEvent.message({ ...agentMessage(answer.body, contextId, ""), taskId: "" }))
                   return
                 }
                 yield* open
@@ -362,7 +387,7 @@ export const make = (options: Options = {}) =>
                 }
                 if (answerState === "completed") {
                   eventBus.publish(
-                    AgentEvent.artifactUpdate({
+                    sdk().AgentEvent.artifactUpdate({
                       taskId,
                       contextId,
                       artifact: { artifactId: `answer-${answer.id}`, name: "answer", description: "", parts: [textPart(answer.body)], metadata: undefined, extensions: [] },
@@ -402,6 +427,7 @@ export const make = (options: Options = {}) =>
       const key = `${tenant}\u0000${peer.id}`
       const found = handlers.get(key)
       if (found !== undefined) return found
+      const { createLegacyAwarePushNotificationSender, DefaultRequestHandler, InMemoryPushNotificationStore, JsonRpcTransportHandler, LegacyJsonRpcTransportHandler } = sdk()
       const pushStore = new InMemoryPushNotificationStore()
       const handler = new DefaultRequestHandler(
         cardOf(peer, "http://a2a-gateway"),
@@ -441,6 +467,7 @@ export const make = (options: Options = {}) =>
 
     const card = (ref: string) =>
       Effect.gen(function* () {
+        const { AgentCard } = yield* sdkReady
         const request = yield* HttpServerRequest.HttpServerRequest
         const principal = yield* principalOf(request)
         const peer = yield* agentOf(principal, ref)
@@ -481,6 +508,7 @@ export const make = (options: Options = {}) =>
 
     const rpc = (ref: string) =>
       Effect.gen(function* () {
+        const { JsonRpcTransportHandler, LegacyJsonRpcTransportHandler, ServerCallContext, validateVersion } = yield* sdkReady
         const request = yield* HttpServerRequest.HttpServerRequest
         const principal = yield* principalOf(request)
         const peer = yield* agentOf(principal, ref)

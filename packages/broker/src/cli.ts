@@ -2,7 +2,7 @@
 /** `a2a-broker`: serve, or manage static tokens. Its commands and settings are in ./CliSpec.ts. */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Permission, ServerLimits } from "@mks/a2a"
-import { CliSpec } from "@mks/a2a/internal"
+import { CliSpec, StartupMemory } from "@mks/a2a/internal"
 import { Effect, Layer, Logger, LogLevel } from "effect"
 import { join } from "node:path"
 import * as BrokerConfig from "./BrokerConfig.js"
@@ -123,6 +123,8 @@ if (positionals[0] === "token") {
         const { url } = yield* BrokerServer.BrokerAddress
         // One line on stdout with the address, for scripts and `--port 0`.
         process.stdout.write(`a2a-broker listening on ${url}\n`)
+        // Start-up ran in a small young generation (bin.ts); under load it may grow again.
+        StartupMemory.resume()
       })
     ).pipe(Layer.provide(BrokerServer.layer(config)))
   )

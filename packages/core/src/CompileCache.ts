@@ -98,13 +98,27 @@ const WRITE_AFTER_MS = 2_000
  * only by a run that lived past start-up, so a `--help` does not leave a cache that lacks the
  * functions serving compiles (an accepted cache is not written again).
  */
-export const run = (bundle: string, name: string, options: { readonly atExit?: boolean } = {}): Outcome => {
+export const run = (
+  bundle: string,
+  name: string,
+  options: {
+    readonly atExit?: boolean
+    /**
+     * Runs once the bundle is compiled and before it runs. For V8 flag changes
+     * (`StartupMemory.hold`): V8 rejects a code cache made under other flags, so they are set
+     * after the cache was checked (and a server sets them back before the cache is written).
+     * On Node 22.1+ (the platform's cache compiles inside `require`) it runs before the bundle.
+     */
+    readonly start?: () => void
+  } = {}
+): Outcome => {
   const dir = directory()
   const require = createRequire(bundle)
   const enableCompileCache = (Module as unknown as { enableCompileCache?: (dir?: string) => unknown }).enableCompileCache
   if (dir === undefined || typeof enableCompileCache === "function") {
     // Node 22.1+: the platform's own compile cache (CommonJS included).
     if (dir !== undefined) enableCompileCache!(join(dir, "node"))
+    options.start?.()
     require(bundle)
     return dir === undefined ? "off" : "platform"
   }
@@ -129,6 +143,7 @@ export const run = (bundle: string, name: string, options: { readonly atExit?: b
     setTimeout(save, WRITE_AFTER_MS).unref()
     if (options.atExit !== false) process.once("exit", save)
   }
+  options.start?.()
   const module = new Module(bundle)
   module.filename = bundle
   const wrapper = script.runInThisContext() as (exports: unknown, require: NodeJS.Require, module: Module, filename: string, dirname: string) => void
