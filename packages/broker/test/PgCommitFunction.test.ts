@@ -59,12 +59,13 @@ if (!enabled) {
     await database?.drop()
   })
 
-  const commit = async (ops: ReadonlyArray<Record<string, unknown>>, capacity = 1_000) => {
-    const res = await caller.query<{ r: string }>(`SELECT a2a_inbox_commit_v1($1::json, $2, 'test', $3, $4, 7500) AS r`, [
+  const commit = async (ops: ReadonlyArray<Record<string, unknown>>, capacity = 1_000, notifyBytes = 7_500) => {
+    const res = await caller.query<{ r: string }>(`SELECT a2a_inbox_commit_v1($1::json, $2, 'test', $3, $4, $5) AS r`, [
       JSON.stringify(ops),
       capacity,
       INBOX_CHANNEL,
-      INLINE_MESSAGE_BYTES
+      INLINE_MESSAGE_BYTES,
+      notifyBytes
     ])
     return JSON.parse(res.rows[0]!.r) as Array<unknown>
   }
@@ -105,6 +106,82 @@ if (!enabled) {
     // The next batch continues from the committed counters.
     expect(await commit([append("acme", ["a1"], "m7"), { k: "d", t: "acme", p: "nobody" }], 2)).toEqual([{ full: "a1" }, 0])
     expect(await commit([{ k: "k", t: "acme", p: "a1", u: 3 }, append("acme", ["a1"], "m8")], 2)).toEqual([3, [4]])
+  })
+
+  it("a team send with one full recipient among others writes to none of them, and their seqs go on without a gap", async () => {
+    const append = (r: Array<string>, id: string) => ({ k: "a", t: "teamfull", r, id, at: NOW, d: JSON.stringify({ id }) })
+    const out = await commit(
+      [
+        append(["b2"], "m1"),
+        append(["b2"], "m2"), // b2 full at capacity 2
+        append(["b1", "b2", "b3"], "m3"), // refused for all three: b2 is full (not the first)
+        append(["b1"], "m4"), // b1 seq 1: m3 took nothing
+        append(["b3", "b1"], "m5"), // b3 seq 1, b1 seq 2
+        { k: "k", t: "teamfull", p: "b2", u: 1 },
+        append(["b1", "b2", "b3"], "m6") // b1 full now (2 unacked): refused again
+      ],
+      2
+    )
+    expect(out).toEqual([[1], [2], { full: "b2" }, [1], [1, 2], 1, { full: "b1" }])
+    expect(await seqs("teamfull", "b1")).toEqual([{ seq: 1, message_id: "m4" }, { seq: 2, message_id: "m5" }])
+    expect(await seqs("teamfull", "b2")).toEqual([{ seq: 1, message_id: "m1" }, { seq: 2, message_id: "m2" }])
+    expect(await seqs("teamfull", "b3")).toEqual([{ seq: 1, message_id: "m5" }])
+    expect(await state("teamfull", "b2")).toEqual({ last: 2, cursor: 1 })
+    const notices = (await noticesOf(["teamfull"], 5)).map((r) => r.notice.d.map((e) => [e[0], e[1]]))
+    expect(notices).toEqual([[["b2", 1], ["b2", 2], ["b1", 1], ["b3", 1], ["b1", 2]]])
+  })
+
+  it("a drop between appends and acks to the same peer: what precedes it is written and woken, then deleted; what follows starts afresh", async () => {
+    const append = (r: Array<string>, id: string) => ({ k: "a", t: "dropmid", r, id, at: NOW, d: JSON.stringify({ id }) })
+    const out = await commit([
+      append(["c1"], "m1"),
+      append(["c1", "c2"], "m2"),
+      { k: "k", t: "dropmid", p: "c1", u: 1 },
+      append(["c2"], "m3"),
+      { k: "d", t: "dropmid", p: "c1" }, // c1's rows and counters go; c2 keeps m2 and m3
+      { k: "k", t: "dropmid", p: "c1", u: 5 }, // nothing to ack in the fresh inbox
+      append(["c1"], "m4"), // seq 1 again
+      append(["c2", "c1"], "m5"), // c2 seq 3, c1 seq 2
+      { k: "k", t: "dropmid", p: "c1", u: 9 } // clamped to 2
+    ])
+    expect(out).toEqual([[1], [2, 1], 1, [2], 0, 0, [1], [3, 2], 2])
+    expect(await seqs("dropmid", "c1")).toEqual([{ seq: 1, message_id: "m4" }, { seq: 2, message_id: "m5" }])
+    expect(await seqs("dropmid", "c2")).toEqual([{ seq: 1, message_id: "m2" }, { seq: 2, message_id: "m3" }, { seq: 3, message_id: "m5" }])
+    expect(await state("dropmid", "c1")).toEqual({ last: 2, cursor: 2 })
+    expect(await state("dropmid", "c2")).toEqual({ last: 3, cursor: 0 })
+    // The part before the drop was woken before the part after it.
+    const notices = (await noticesOf(["dropmid"], 7)).map((r) => r.notice.d.map((e) => [e[0], e[1]]))
+    expect(notices).toEqual([
+      [["c1", 1], ["c1", 2], ["c2", 1], ["c2", 2]],
+      [["c1", 1], ["c2", 3], ["c1", 2]]
+    ])
+    // A drop of an inbox the batch does not otherwise touch, and a batch of nothing but a drop.
+    expect(await commit([append(["c2"], "m6"), { k: "d", t: "dropmid", p: "c1" }])).toEqual([[4], 0])
+    expect(await state("dropmid", "c1")).toBeUndefined()
+    expect(await commit([{ k: "d", t: "dropmid", p: "c2" }])).toEqual([0])
+    expect(await seqs("dropmid", "c2")).toEqual([])
+  })
+
+  it("splits a tenant's wake-ups exactly where the next entry would pass notify_bytes", async () => {
+    // Entries of a known size, `["p1",seq,"<d>"]`; three tenants whose names have the same
+    // length, so their notices' prefixes do too.
+    const prefix = `{"i":"test","t":"splitA","d":[`
+    const entry = (seq: number, d: string) => JSON.stringify(["p1", seq, d])
+    const ops = (t: string) => [1, 2, 3].map((n) => ({ k: "a", t, r: ["p1"], id: `m${n}`, at: NOW, d: JSON.stringify({ b: "y".repeat(100 + n) }) }))
+    const [o1, o2] = ops("splitA")
+    const two = Buffer.byteLength(prefix + entry(1, o1!.d) + "," + entry(2, o2!.d) + "]}")
+    // The count reserves a comma for every entry, the first too: a notice stays under
+    // notify_bytes by at least one byte. Two entries fit in two + 1 bytes; the third starts the
+    // next notice.
+    await commit(ops("splitA"), 1_000, two + 1)
+    const fit = await noticesOf(["splitA"], 3)
+    expect(fit.map((r) => r.notice.d.map((e) => e[1]))).toEqual([[1, 2], [3]])
+    expect(Buffer.byteLength(fit[0]!.payload)).toBe(two)
+    // One byte less and each entry goes alone; a first entry always goes, whatever its size.
+    await commit(ops("splitB"), 1_000, two)
+    expect((await noticesOf(["splitB"], 3)).map((r) => r.notice.d.map((e) => e[1]))).toEqual([[1], [2], [3]])
+    await commit(ops("splitC"), 1_000, 10)
+    expect((await noticesOf(["splitC"], 3)).map((r) => r.notice.d.map((e) => e[1]))).toEqual([[1], [2], [3]])
   })
 
   it("refuses a direct message to a peer that is gone (and creates no inbox for it); team messages are not checked", async () => {
