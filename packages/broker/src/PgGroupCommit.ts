@@ -61,22 +61,29 @@ export const INLINE_MESSAGE_BYTES = 2_000
  * 0.66–0.87 ms instead of 0.43–0.59 ms (p50 of 500 calls each, alternated, same session setup).
  *
  * The batch is parsed once, into arrays (`json_to_recordset` builds a hash table per object:
- * ~0.23 ms for 60 messages of ~300 bytes on the 2-core VM, and the previous version parsed it
- * three times), and the loop only fills arrays by subscript, which PostgreSQL 15 changes in
- * place; the previous version appended each message's row to six arrays (`arr := arr || x`
- * copies the whole array before PostgreSQL 18, so the message bodies were copied O(n²) times)
- * and built the notifications by string concatenation. Same answers, rows, counters, locks and
- * notifications as before (the name stays `_v1`). Measured on a scratch database (100 peers,
- * one session calling the old and the new function alternately, 25 calls each, 1,000 calls of
- * each per variant, tables emptied every 250; the backend's CPU from `/proc/<pid>/schedstat`;
- * three repetitions, on a VM that another benchmark kept busy, so absolute figures are about
- * 2.5× those of an idle machine): 60 direct messages of ~300 bytes to random peers, 51.6 / 53.5
- * / 55.1 µs of database CPU per message against 63.3 / 65.6 / 65.7 (−18 %); 30 messages and 30
- * acks, 65.9 / 89.0 / 75.1 against 75.1 / 101.2 / 87.3 (−12 %); six team sends to ten peers
- * each, 42.8 / 52.8 / 43.8 against 48.1 / 58.0 / 50.3 (−10 %). What remains per batch (direct
- * variant, by removing one part at a time): the parse ~10 %, the inbox upsert ~13 %, the
- * message insert ~25 %, the notifications ~15 % (most of it escaping each message into its
- * entry with `to_json`), the counters' upsert ~7 %, the call itself ~6 %.
+ * 0.22–0.26 ms for 60 messages of ~300 bytes on the 2-core VM; the previous version parsed it
+ * three times), each slot carries the index of its inbox (the previous version looked inboxes
+ * up in a `jsonb` map per operation), and the loop only fills arrays by subscript, which
+ * PostgreSQL 15 changes in place (the previous version appended each message's row to six
+ * arrays, `arr := arr || x`, which copies the whole array before PostgreSQL 18: 97 µs per 60
+ * messages against 29 in a loop of nothing else) and built the notifications by string
+ * concatenation. Same answers, rows, counters, locks and notifications as before, so the name
+ * stays `_v1`. Measured on a scratch database (100 peers, one session calling the old and the
+ * new function alternately, 25 calls each, 1,000 calls of each per variant, tables emptied
+ * every 250; the backend's CPU from `/proc/<pid>/schedstat`; three repetitions, on a VM that
+ * another benchmark kept busy, so absolute figures are 2–3× the 23–26 µs per message measured
+ * for the old function on an idle machine): 60 direct messages of ~300 bytes to random peers,
+ * 63.7 / 45.2 / 55.7 µs of database CPU per message against 72.0 / 52.0 / 65.8 (−12 to −15 %;
+ * 4.46 / 3.07 / 3.71 ms per call against 4.97 / 3.45 / 4.35); 30 messages and 30 acks,
+ * 81.8 / 63.4 / 77.1 against 95.5 / 73.5 / 85.3 (−10 to −14 %); six team sends to ten peers
+ * each, 38.9 / 32.4 / 37.4 against 44.4 / 37.4 / 44.2 (−12 to −15 %). What remains of a batch
+ * of 60 direct messages (removing one part at a time): the message insert ~25 %, the
+ * notifications ~15 % (a quarter of that escaping the bodies with `to_json`), the inbox upsert
+ * ~13 %, the parse ~10 %, the counters' upsert ~7 %, the call itself ~6 %. Tried and dropped
+ * (no difference beyond the runs' spread, or worse): the answers as one `string_agg` statement
+ * after the loop (+0.23 ms), the insert, counters and notification entries as one statement of
+ * CTEs with the splits found by `width_bucket` (5–10 % worse), counters written by `UPDATE`
+ * instead of an upsert, locking with `FOR UPDATE` instead of the no-op upsert.
  */
 export const COMMIT_FUNCTION = `CREATE OR REPLACE FUNCTION a2a_inbox_commit_v1(ops json, capacity bigint, instance text, channel text, inline_bytes int, notify_bytes int)
   RETURNS text LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET jit = off AS $fn$
@@ -96,11 +103,15 @@ DECLARE
 BEGIN
   -- 1. One statement parses the batch (once), checks that the recipients of direct messages
   -- (\`x\`) still exist (one that is gone is refused and its inbox not created again), locks
-  -- every inbox the batch appends to or acks in key order and reads its counters.
+  -- every inbox the batch appends to or acks in key order and reads its counters. (The OFFSET 0
+  -- keeps the existence check an index probe per message: without it PostgreSQL may hash the
+  -- whole peers table instead, which its generic plan then does on every call: 10.8 ms of
+  -- database CPU per batch of 60 at 20,000 peers, 3.95 ms with the probes, 4.52 ms for the
+  -- previous version of this function.)
   WITH o AS (
     SELECT x.n::int AS n, x.k, x.t, x.r, x.id, x.at, x.d, x.p, x.u,
       CASE WHEN x.k = 'a' THEN
-          CASE WHEN x.x AND x.r ->> 0 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM a2a_peers p WHERE p.id = x.r ->> 0 AND p.tenant = x.t) THEN 0
+          CASE WHEN x.x AND x.r ->> 0 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM a2a_peers p WHERE p.id = x.r ->> 0 AND p.tenant = x.t OFFSET 0) THEN 0
                WHEN json_array_length(x.r) = 1 THEN 1 ELSE 2 END
         WHEN x.k = 'k' THEN 3 ELSE 4 END AS c
     FROM ROWS FROM (json_to_recordset(ops) AS (k text, t text, r json, id text, at bigint, d text, p text, u bigint, x boolean)) WITH ORDINALITY AS x(k, t, r, id, at, d, p, u, x, n)
