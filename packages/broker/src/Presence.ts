@@ -63,17 +63,13 @@ export const make = (hub: ChannelHub.ChannelHubService, intervalMs: number): Eff
 
     // A timer per wave of changes, not a clock ticking every interval: an idle broker (no
     // presence changes) does not wake up at all. The ticking flush fiber allocated ~0.6 MB/s
-    // while idle (an allocation profile of an idle broker), which kept V8's memory reducer from
-    // shrinking the heap after start-up in some runs (idle RSS 78 or 87 MiB, bench/footprint.mjs).
-    const flushLater = Effect.sleep(Math.max(1, intervalMs)).pipe(
-      Effect.zipRight(
-        Effect.suspend(() => {
-          armed = false
-          return flush
-        })
-      ),
-      Effect.forkIn(scope)
-    )
+    // while idle (an allocation profile of an idle broker). (That allocation was also what set
+    // V8's memory reducer going after start-up; without it the bin holds its young generation
+    // small during start-up instead: StartupMemory in @mks/a2a/internal.)
+    const flushLater = Effect.suspend(() => {
+      armed = false
+      return flush
+    }).pipe(Effect.delay(Math.max(1, intervalMs)), Effect.forkIn(scope))
     // What is pending when the broker stops still goes out (sockets close after this).
     yield* Effect.addFinalizer(() => flush)
     return { changed, flush }

@@ -14,8 +14,9 @@
  * so start-up runs in the initial young generation; `resume` (once the server listens) sets it
  * back to V8's default of 2, so a server under load grows it as before. V8 reads the factor each
  * time it would grow (Node's `--max-semi-space-size` is read only when the process starts, which
- * a bin cannot choose). Measured: the idle broker at ~78 MiB from its first seconds on, start-up
- * no slower (docs/benchmarks.md). Where the runtime ignores the flag, both do nothing.
+ * a bin cannot choose). Measured: the idle broker at ~78 MiB from its first seconds on, its
+ * start ~25–35 ms slower (more scavenges during start-up; docs/benchmarks.md, "Footprint").
+ * Where the runtime ignores the flag, both do nothing.
  */
 import { setFlagsFromString } from "node:v8"
 
