@@ -61,8 +61,19 @@ export const matches = (request: HttpServerRequest.HttpServerRequest): boolean =
 /** The API's bearer security takes the `authorization` header less its first 7 characters ("Bearer "). */
 const tokenOf = (header: string | undefined): string => (header ?? "").slice(7)
 
-/** The part both paths share: authenticate, decode, send or ack, answer (built once). */
-const makeCore = Effect.gen(function* () {
+/** A success of the Node handler: written as it is (see `write`). */
+class Json {
+  constructor(
+    readonly status: number,
+    readonly json: string
+  ) {}
+}
+
+/**
+ * The part both paths share: authenticate, decode, send or ack, answer (built once); `ok` makes
+ * the answer of a success from its status and JSON text.
+ */
+const makeCore = <R>(ok: (status: number, json: string) => R) => Effect.gen(function* () {
   const bus = yield* Bus
   const authenticator = yield* Authenticator.Authenticator
   // The HttpApi decodes path and payload with `Schema.decodeUnknown` of the endpoint's schemas
@@ -78,13 +89,13 @@ const makeCore = Effect.gen(function* () {
   const respond = <A>(effect: Effect.Effect<A, Errors.WireError>, status: number, encode: (a: A) => string) =>
     Effect.match(effect, {
       onFailure: errorResponse,
-      onSuccess: (a) => HttpServerResponse.text(encode(a), { status, contentType: "application/json" })
+      onSuccess: (a): R | HttpServerResponse.HttpServerResponse => ok(status, encode(a))
     })
   /**
    * The response to `text` sent with `token`, or `undefined` when the request is not the fast
    * path's to answer (token refused, JSON that does not parse, path or payload that does not decode).
    */
-  const answer = (target: Target, token: string, text: string): Effect.Effect<HttpServerResponse.HttpServerResponse | undefined> => {
+  const answer = (target: Target, token: string, text: string): Effect.Effect<R | HttpServerResponse.HttpServerResponse | undefined> => {
     if (token.length === 0 || text === "") return Effect.succeed(undefined)
     return Effect.flatMap(Effect.either(authenticator.authenticate(token)), (principal) => {
       if (Either.isLeft(principal)) return Effect.succeed(undefined)
@@ -113,7 +124,7 @@ const makeCore = Effect.gen(function* () {
  * The route inside the broker's `HttpApp` (so a host mounting `layerApp` has it too), after the
  * guard: given the request and the HttpApi app to hand anything unusual to.
  */
-export const make = Effect.map(makeCore, (answer) =>
+export const make = Effect.map(makeCore((status, json) => HttpServerResponse.text(json, { status, contentType: "application/json" })), (answer) =>
   <E, R>(request: HttpServerRequest.HttpServerRequest, api: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) => {
     const type = request.headers["content-type"]
     if (type !== undefined && !type.toLowerCase().includes("application/json")) return api
@@ -126,9 +137,22 @@ export const make = Effect.map(makeCore, (answer) =>
   }
 )
 
-/** Write an `HttpServerResponse` as the platform's Node server does (JSON and empty bodies; others through a web `Response`). */
-const write = (res: ServerResponse, response: HttpServerResponse.HttpServerResponse): Effect.Effect<void> => {
+/**
+ * Write a success's JSON, or an `HttpServerResponse` as the platform's Node server does (JSON and
+ * empty bodies; others through a web `Response`). A success goes out as a string with its length
+ * in a header array: Node then sends status line, headers and body as one buffer, where the
+ * `HttpServerResponse` was encoded to bytes first and went out in a `writev` of two. Measured in
+ * isolation (a Node server answering a send's JSON to 16 keep-alive clients in the same process,
+ * three alternated pairs of 60,000 requests): 0.5-4.8 µs less CPU per request, about 1-3 % of the
+ * broker's CPU per HTTP send; the same JSON, status and headers (test/SendFastPath.test.ts).
+ */
+const write = (res: ServerResponse, response: Json | HttpServerResponse.HttpServerResponse): Effect.Effect<void> => {
   if (res.writableEnded || res.destroyed) return Effect.void
+  if (response instanceof Json) {
+    res.writeHead(response.status, ["content-type", "application/json", "content-length", String(Buffer.byteLength(response.json))])
+    res.end(response.json)
+    return Effect.void
+  }
   const body = response.body
   if (body._tag === "Uint8Array" || body._tag === "Empty") {
     res.writeHead(response.status, response.headers as Record<string, string>)
@@ -154,7 +178,7 @@ const write = (res: ServerResponse, response: HttpServerResponse.HttpServerRespo
  */
 export const makeNode = (app: HttpApp.Default<never, HttpRouter.HttpRouter.DefaultServices>) =>
   Effect.gen(function* () {
-    const answer = yield* makeCore
+    const answer = yield* makeCore((status, json) => new Json(status, json))
     const config = yield* BrokerConfig
     const metrics = yield* Metrics
     const runtime = yield* Effect.runtime<HttpRouter.HttpRouter.DefaultServices>()
@@ -172,7 +196,7 @@ export const makeNode = (app: HttpApp.Default<never, HttpRouter.HttpRouter.Defau
       })
 
     const handle = (target: Target, req: IncomingMessage, res: ServerResponse, text: string) => {
-      const ours: Effect.Effect<HttpServerResponse.HttpServerResponse | undefined> = nestsDeeperThan(text)
+      const ours: Effect.Effect<Json | HttpServerResponse.HttpServerResponse | undefined> = nestsDeeperThan(text)
         ? Effect.succeed(undefined)
         : answer(target, tokenOf(req.headers["authorization"]), text).pipe(
             Effect.tap((response) => {

@@ -220,6 +220,22 @@ describe("POST /api/messages and /api/peers/:id/inbox/ack: the fast paths answer
     })
   }
 
+  it("a send and an ack are answered with their length, not chunked, as through the HttpApi (the fast path writes its own headers)", async () => {
+    for (const kind of kinds) {
+      const w = worlds.get(kind)!
+      for (const [path, token, body] of [
+        ["/api/messages", w.alice.token, { from: w.alicePeer, to: "bob", body: "sized é" }],
+        [`/api/peers/${w.bobPeer}/inbox/ack`, w.bob.token, { upTo: 1 }]
+      ] as const) {
+        const res = await fetch(w.target.url + path, { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify(body) })
+        const bytes = new Uint8Array(await res.arrayBuffer())
+        expect(res.status, `${kind} ${path}`).toBeLessThan(300)
+        expect(res.headers.get("transfer-encoding"), `${kind} ${path}`).toBeNull()
+        expect(res.headers.get("content-length"), `${kind} ${path}`).toBe(String(bytes.byteLength))
+      }
+    }
+  })
+
   it("a revoked static token is refused at once, as through the HttpApi", async () => {
     for (const kind of kinds) {
       const target = targets.get(kind)!
