@@ -104,8 +104,16 @@ const betterSqlite3Path = (): string | undefined => {
   }
 }
 
-/** The WAL size at which the checkpointer thread starts (a broker that writes little never needs it). */
-const CHECKPOINTER_START_BYTES = 4 * 1024 * 1024
+/**
+ * The WAL size at which the checkpointer thread starts (a broker that writes little never needs
+ * it; a fresh broker's WAL holds ~240 KB after its migrations). Starting the thread (a new
+ * isolate, then a first checkpoint of everything so far) disturbs a busy broker for a few hundred
+ * milliseconds once: at 4 MiB that fell about a second into a burst of 1,000 msg/s, inside the
+ * latency benchmark's measured window in 3 of 4 traced runs, which then held 17–119 samples over
+ * 5 ms in its first 300 ms (up to 2.4 % of the window, enough on its own for a p99 over 5 ms).
+ * At 1 MiB it starts within the first ~0.3 s of such a burst, with a smaller first checkpoint.
+ */
+const CHECKPOINTER_START_BYTES = 1024 * 1024
 
 /**
  * Checkpoint the WAL of `file` from a thread of its own, so the fsync and page copies of a
